@@ -1,0 +1,151 @@
+"""The one configuration object of the method.
+
+Every knob of PackForcing lives here. Where the paper leaves a choice open, the field
+says so and explains its default (see shared/DESIGN.md).
+"""
+
+from dataclasses import asdict, dataclass, field, replace
+
+POLICIES = ("dynamic", "fifo", "random", "window", "full")
+COMPRESSIONS = ("lr", "hr", "hr+lr")
+KV_SOURCES = ("context-pass", "projection")
+
+
+@dataclass(frozen=True)
+class PackForcingConfig:
+    # Geometry of generation, in latent frames.
+    block_frames: int = 4  # B_f: latent frames generated per block (paper: 4)
+    sink_frames: int = 8  # N_sink: first latent frames kept at full resolution forever (paper: 8)
+    recent_blocks: int = 1  # full-resolution blocks kept beside the one being generated (paper: 1)
+
+    # Mid bank: compressed history and its selection.
+    top_k: int = 16  # compressed mid blocks attended per generated block (paper: 16)
+    # Not stated in the paper. Its 4.2 GB (dynamic) leaves room for 22-24 archived blocks
+    # beside sink + recent; 24 is the upper end. When full, the oldest block is evicted.
+    mid_capacity: int = 24
+    policy: str = "dynamic"  # dynamic | fifo | random, or the baselines window | full
+    compression: str = "lr"  # lr (training-free) | hr | hr+lr (paper's fused default)
+    # Not stated in the paper: how 182 compressed tokens become per-layer K/V.
+    # context-pass: run them through the backbone at t=0 so each layer writes its own
+    # K/V (no new weights, the training-free default). projection: each layer's own
+    # to_k/to_v/norm_k applied directly to the compressed tokens (cheaper, shallower).
+    kv_source: str = "context-pass"
+
+    # Dynamic selection score s_m = mean over scored heads of (sum_i q_i).(sum_j k_j)/sqrt(d).
+    query_stride: int = 4  # keep every n-th query token when summing queries (paper: "subsampled")
+    score_head_fraction: float = 0.5  # fraction of heads averaged (paper: half)
+    # Not stated in the paper: which layer scores. One selection must be known before
+    # the first layer attends, so the first layer (the only one that has seen this
+    # step's queries by then) scores, on pre-RoPE queries and keys: content affinity,
+    # independent of where the block sits in time.
+
+    # RoPE repair: move attended blocks to packed temporal positions (paper fig. 2c).
+    rope_repair: bool = True
+
+    # Self-Forcing few-step flow-matching schedule.
+    timesteps: tuple[float, ...] = (1000.0, 750.0, 500.0, 250.0)
+    shift: float = 5.0
+    num_train_timesteps: int = 1000
+
+    extra: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
+
+    def __post_init__(self):
+        _check_choice("policy", self.policy, POLICIES)
+        _check_choice("compression", self.compression, COMPRESSIONS)
+        _check_choice("kv_source", self.kv_source, KV_SOURCES)
+        _check_int("block_frames", self.block_frames, 1)
+        _check_int("sink_frames", self.sink_frames, 0)
+        if self.sink_frames % self.block_frames:
+            raise ValueError(
+                f"sink_frames={self.sink_frames} must be a multiple of block_frames={self.block_frames} "
+                "(the sink holds whole blocks)"
+            )
+        _check_int("recent_blocks", self.recent_blocks, 1)
+        _check_int("top_k", self.top_k, 0)
+        _check_int("mid_capacity", self.mid_capacity, 0)
+        if self.policy in ("dynamic", "random") and self.mid_capacity < self.top_k:
+            raise ValueError(
+                f"mid_capacity={self.mid_capacity} is smaller than top_k={self.top_k}; "
+                f"policy {self.policy!r} selects top_k blocks out of the bank, so mid_capacity must be >= top_k"
+            )
+        _check_int("query_stride", self.query_stride, 1)
+        if not 0.0 < self.score_head_fraction <= 1.0:
+            raise ValueError(f"score_head_fraction={self.score_head_fraction} must be in (0, 1]")
+        if not self.timesteps or any(not 0 < t <= self.num_train_timesteps for t in self.timesteps):
+            raise ValueError(
+                f"timesteps={self.timesteps} must be a non-empty list of values in (0, {self.num_train_timesteps}]"
+            )
+        if list(self.timesteps) != sorted(self.timesteps, reverse=True):
+            raise ValueError(f"timesteps={self.timesteps} must be decreasing")
+        if self.shift <= 0:
+            raise ValueError(f"shift={self.shift} must be > 0")
+
+    # --- derived quantities -------------------------------------------------------
+    @property
+    def sink_blocks(self) -> int:
+        return self.sink_frames // self.block_frames
+
+    @property
+    def uses_mid_bank(self) -> bool:
+        return self.policy != "window"
+
+    @property
+    def compresses_mid(self) -> bool:
+        return self.policy in ("dynamic", "fifo", "random")
+
+    @property
+    def bank_capacity(self) -> int:
+        """Blocks the mid bank archives.
+
+        FIFO only ever attends the k newest blocks, so archiving older ones would be
+        memory spent on blocks it can never select: its bank is top_k deep. This is
+        what makes the paper's FIFO row 4.0 GB against dynamic's 4.2 GB.
+        """
+        if self.policy == "fifo":
+            return self.top_k
+        if self.policy == "window":
+            return 0
+        return self.mid_capacity
+
+    @property
+    def sigmas(self) -> tuple[float, ...]:
+        """Noise levels of the warped timesteps: s' = shift*s / (1 + (shift-1)*s)."""
+        out = []
+        for t in self.timesteps:
+            s = t / self.num_train_timesteps
+            out.append(self.shift * s / (1.0 + (self.shift - 1.0) * s))
+        return tuple(out)
+
+    @property
+    def warped_timesteps(self) -> tuple[float, ...]:
+        return tuple(s * self.num_train_timesteps for s in self.sigmas)
+
+    def replace(self, **changes) -> "PackForcingConfig":
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("extra")
+        d["timesteps"] = list(self.timesteps)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PackForcingConfig":
+        known = set(cls.__dataclass_fields__) - {"extra"}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown config fields {unknown}; allowed: {sorted(known)}")
+        d = dict(d)
+        if "timesteps" in d:
+            d["timesteps"] = tuple(float(t) for t in d["timesteps"])
+        return cls(**d)
+
+
+def _check_choice(name, value, allowed):
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r} is not allowed; choose one of {', '.join(allowed)}")
+
+
+def _check_int(name, value, minimum):
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name}={value!r} must be an integer >= {minimum}")
