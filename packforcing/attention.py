@@ -1,0 +1,116 @@
+"""Plugging the cache into diffusers' Wan: one attention processor per self-attention layer.
+
+diffusers 0.42 never forwards `attention_kwargs` to processors, so each processor holds
+the shared `CacheSession` and its layer index. Cross-attention keeps Wan's own processor.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .cache import BlockKV, KVCache
+from .rope import PositionedRotaryEmbed, apply_rotary
+from .selection import factorised_scores, select_blocks
+
+MODES = ("denoise", "write", "compressed", "plain")
+
+
+class CacheSession:
+    """What the processors of one model share: the cache and the mode of the pass.
+
+    denoise:    the current block attends the packed context plus itself.
+    write:      the same, and its K/V are kept as `pending` (the clean t=0 pass).
+    compressed: compressed tokens attend only themselves; their K/V are kept as `pending`.
+    plain:      no cache at all (Wan's own behaviour, used by references and tests).
+    """
+
+    def __init__(self, cache: KVCache, generator: torch.Generator | None = None):
+        self.cache = cache
+        self.mode = "plain"
+        self.pending: BlockKV | None = None
+        self.generator = generator
+        self.query_stride = cache.config.query_stride
+
+    def set_mode(self, mode: str, pending: BlockKV | None = None) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode={mode!r}; allowed: {MODES}")
+        self.mode, self.pending = mode, pending
+
+    def attend(self, layer: int, q, k, v, q_raw, k_raw) -> torch.Tensor:
+        """q, k, v: (B, S, H, D) with RoPE applied; q_raw, k_raw: before RoPE."""
+        if self.mode == "plain":
+            return _sdpa(q, k, v)
+        if self.mode == "compressed":
+            self._keep(layer, k, v, k_raw, None)
+            return _sdpa(q, k, v)
+        cache = self.cache
+        if layer == 0 and cache.selection_pending:
+            self._select(q_raw)
+        ctx_k, ctx_v = cache.context(layer)
+        keys = k if ctx_k is None else torch.cat([ctx_k.to(k.dtype), k], dim=1)
+        values = v if ctx_v is None else torch.cat([ctx_v.to(v.dtype), v], dim=1)
+        if self.mode == "write":
+            self._keep(layer, k, v, k_raw, q_raw)
+        return _sdpa(q, keys, values)
+
+    def _select(self, q_raw: torch.Tensor) -> None:
+        """Dynamic top-k at the first denoising step: queries of the current block (this
+        step) plus the recent blocks (stored at their write pass), keys of the mid bank."""
+        cache = self.cache
+        query_sum = q_raw[:, :: self.query_stride].sum(1)
+        for b in cache.recent.values():
+            query_sum = query_sum + b.query_sum.to(query_sum)
+        key_sums = {m: b.key_sum for m, b in cache.mid.items()}
+        scores = factorised_scores(query_sum, key_sums, q_raw.shape[-1], cache.config.score_head_fraction)
+        cache.set_selection(select_blocks(list(cache.mid), cache.config, scores), scores)
+
+    def _keep(self, layer, k, v, k_raw, q_raw) -> None:
+        block = self.pending
+        if len(block.keys) != layer:
+            raise RuntimeError(f"layer {layer} wrote out of order (block has {len(block.keys)} layers)")
+        block.keys.append(k)
+        block.values.append(v)
+        if layer == 0:
+            block.key_sum = k_raw.sum(1)
+            if q_raw is not None:
+                block.query_sum = q_raw[:, :: self.query_stride].sum(1)
+
+
+def _sdpa(q, k, v) -> torch.Tensor:
+    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+    return out.transpose(1, 2)
+
+
+class PackForcingAttnProcessor:
+    """Wan self-attention (same projections, norms and RoPE) with the cache in the middle."""
+
+    def __init__(self, session: CacheSession, layer: int):
+        self.session = session
+        self.layer = layer
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, rotary_emb=None):
+        query = attn.norm_q(attn.to_q(hidden_states)).unflatten(2, (attn.heads, -1))
+        key = attn.norm_k(attn.to_k(hidden_states)).unflatten(2, (attn.heads, -1))
+        value = attn.to_v(hidden_states).unflatten(2, (attn.heads, -1))
+        q_raw, k_raw = query, key
+        if rotary_emb is not None:
+            query, key = apply_rotary(query, *rotary_emb), apply_rotary(key, *rotary_emb)
+        out = self.session.attend(self.layer, query, key, value, q_raw, k_raw)
+        out = out.flatten(2, 3).type_as(query)
+        return attn.to_out[1](attn.to_out[0](out))
+
+
+def install(transformer, session: CacheSession) -> PositionedRotaryEmbed:
+    """Point every self-attention layer at the session and wrap the RoPE module (idempotent)."""
+    if getattr(transformer, "fused_projections", False):
+        raise ValueError("fused QKV projections are not supported; call unfuse_qkv_projections() first")
+    transformer.set_attn_processor(
+        {
+            name: PackForcingAttnProcessor(session, int(name.split(".")[1])) if ".attn1." in name else proc
+            for name, proc in transformer.attn_processors.items()
+        }
+    )
+    if not isinstance(transformer.rope, PositionedRotaryEmbed):
+        transformer.rope = PositionedRotaryEmbed(transformer.rope)
+    return transformer.rope

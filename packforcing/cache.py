@@ -1,0 +1,182 @@
+"""The three-partition KV cache: sink, compressed mid bank, recent (+ the current block).
+
+A plain class with named partitions. Keys are stored rotated at the block's original
+temporal position; `context(layer)` returns the keys moved to their packed positions.
+Invariants (checked after every change): sinks are never evicted, the mid bank never
+exceeds its capacity, and a block never attends more than the bounded context.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .config import PackForcingConfig
+from .rope import shift_keys_in_time
+
+
+@dataclass
+class BlockKV:
+    index: int
+    start_frame: float  # original temporal position (latent frames) of the block's first frame
+    tokens: int
+    compressed: bool = False
+    keys: list[torch.Tensor] = field(default_factory=list)  # per layer, (B, S, H, D), rotated at start_frame
+    values: list[torch.Tensor] = field(default_factory=list)
+    key_sum: torch.Tensor | None = None  # (B, H, D), pre-RoPE keys of the scoring layer, summed over tokens
+    query_sum: torch.Tensor | None = None  # (B, H, D), pre-RoPE queries of the scoring layer (subsampled)
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.keys + self.values)
+
+
+class CacheInvariantError(AssertionError):
+    pass
+
+
+class KVCache:
+    def __init__(self, config: PackForcingConfig, num_layers: int, tokens_per_block: int, compressed_tokens: int):
+        self.config = config
+        self.num_layers = num_layers
+        self.tokens_per_block = tokens_per_block
+        self.compressed_tokens = compressed_tokens
+        self.sink: dict[int, BlockKV] = {}
+        self.mid: dict[int, BlockKV] = {}  # insertion order == temporal order
+        self.recent: dict[int, BlockKV] = {}
+        self.current: int | None = None
+        self.selected: list[int] = []
+        self.scores: dict[int, float] = {}
+        self.shifts: dict[int, float] = {}
+        self.evicted: list[int] = []
+        self._context: dict[int, tuple[torch.Tensor | None, torch.Tensor | None]] = {}
+
+    # --- block lifecycle ----------------------------------------------------------
+    def begin_block(self, index: int, start_frame: float) -> None:
+        self.current = index
+        self.current_start = float(start_frame)
+        self.selected, self.scores, self.shifts, self.evicted = [], {}, {}, []
+        self._context = {}
+
+    def set_selection(self, selected: list[int], scores: dict[int, float] | None = None) -> None:
+        unknown = [m for m in selected if m not in self.mid]
+        if unknown:
+            raise CacheInvariantError(f"selected blocks {unknown} are not in the mid bank {list(self.mid)}")
+        self.selected = sorted(selected)
+        self.scores = dict(scores or {})
+        self.shifts = self._packing_shifts()
+        self._context = {}
+        self.check()
+
+    @property
+    def selection_pending(self) -> bool:
+        return self.config.policy == "dynamic" and len(self.mid) > 0 and not self.scores
+
+    def add_block(self, block: BlockKV) -> None:
+        """The just-written current block joins the sink (while it has room) or the recent window."""
+        self.current = None
+        if len(self.sink) < self.config.sink_blocks:
+            self.sink[block.index] = block
+        else:
+            self.recent[block.index] = block
+        self.check()
+
+    def pop_overflow(self) -> BlockKV | None:
+        """The block leaving the recent window, if any (the caller compresses or drops it)."""
+        if len(self.recent) > self.config.recent_blocks:
+            oldest = next(iter(self.recent))
+            return self.recent.pop(oldest)
+        return None
+
+    def archive(self, block: BlockKV) -> None:
+        """Put a block into the mid bank, evicting the oldest while over capacity."""
+        capacity = self.config.bank_capacity
+        if self.config.policy != "full":
+            if capacity == 0:
+                return
+            while len(self.mid) >= capacity:
+                oldest = next(iter(self.mid))
+                del self.mid[oldest]
+                self.evicted.append(oldest)
+        self.mid[block.index] = block
+        self.check()
+
+    def clear(self) -> None:
+        self.sink.clear(), self.mid.clear(), self.recent.clear()
+        self._context = {}
+        self.current = None
+
+    # --- what the current block attends ----------------------------------------------
+    def attended(self) -> list[BlockKV]:
+        """Attended cached blocks in temporal order: sink, selected mid, recent."""
+        return list(self.sink.values()) + [self.mid[m] for m in self.selected] + list(self.recent.values())
+
+    def _packing_shifts(self) -> dict[int, float]:
+        """Recent and current keep their positions; selected mid blocks are packed
+        contiguously just before them, sinks just before those (paper fig. 2c)."""
+        blocks = self.attended()
+        if not self.config.rope_repair:
+            return {b.index: 0.0 for b in blocks}
+        shifts = {}
+        anchor = self.current_start
+        span = float(self.config.block_frames)
+        for b in reversed(list(self.recent.values())):
+            shifts[b.index] = 0.0
+            anchor = b.start_frame
+        packed = list(self.sink.values()) + [self.mid[m] for m in self.selected]
+        for b in reversed(packed):
+            anchor -= span
+            shifts[b.index] = anchor - b.start_frame
+        return {b.index: shifts[b.index] for b in blocks}
+
+    def context(self, layer: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Keys (moved to packed positions) and values of everything the current block
+        attends besides itself. Built once per layer per block, reused by every step."""
+        if layer not in self._context:
+            if not self.shifts and self.attended():
+                self.shifts = self._packing_shifts()
+            blocks = self.attended()
+            if not blocks:
+                self._context[layer] = (None, None)
+            else:
+                keys = [shift_keys_in_time(b.keys[layer], self.shifts[b.index]) for b in blocks]
+                values = [b.values[layer] for b in blocks]
+                self._context[layer] = (torch.cat(keys, dim=1), torch.cat(values, dim=1))
+        return self._context[layer]
+
+    # --- accounting ------------------------------------------------------------------
+    def context_tokens(self) -> int:
+        return sum(b.tokens for b in self.attended()) + self.tokens_per_block
+
+    def bounded_context_tokens(self) -> int:
+        c = self.config
+        return (c.sink_blocks + c.recent_blocks + 1) * self.tokens_per_block + c.top_k * self.compressed_tokens
+
+    def kv_bytes(self) -> int:
+        return sum(b.nbytes() for part in (self.sink, self.mid, self.recent) for b in part.values())
+
+    def partition_tokens(self) -> dict[str, int]:
+        selected = set(self.selected)
+        return {
+            "sink": sum(b.tokens for b in self.sink.values()),
+            "mid_selected": sum(self.mid[m].tokens for m in self.selected),
+            "mid_archived": sum(b.tokens for m, b in self.mid.items() if m not in selected),
+            "recent": sum(b.tokens for b in self.recent.values()),
+            "current": self.tokens_per_block,
+        }
+
+    def check(self) -> None:
+        c = self.config
+        if len(self.sink) > c.sink_blocks:
+            raise CacheInvariantError(f"sink holds {len(self.sink)} blocks, more than sink_frames allows ({c.sink_blocks})")
+        if c.policy != "full" and len(self.mid) > c.bank_capacity:
+            raise CacheInvariantError(f"mid bank holds {len(self.mid)} blocks, capacity is {c.bank_capacity}")
+        if len(self.recent) > c.recent_blocks + 1:
+            raise CacheInvariantError(f"recent window holds {len(self.recent)} blocks, allowed {c.recent_blocks}")
+        if c.policy != "full" and len(self.selected) > c.top_k:
+            raise CacheInvariantError(f"{len(self.selected)} mid blocks selected, top_k is {c.top_k}")
+        if c.policy != "full" and self.current is not None and self.context_tokens() > self.bounded_context_tokens():
+            raise CacheInvariantError(
+                f"block {self.current} would attend {self.context_tokens()} tokens, "
+                f"more than the bounded context {self.bounded_context_tokens()}"
+            )

@@ -1,0 +1,229 @@
+"""The streaming PackForcing sampler: a generator over blocks that yields trace events.
+
+Per block (Self-Forcing's causal few-step schedule):
+  1. choose the mid blocks to attend (dynamic: scored inside the first step's first layer);
+  2. denoise: x0 = x_t - sigma * v at each warped timestep, re-noise to the next one;
+  3. a clean pass at t=0 writes the block's K/V into the cache;
+  4. decode its pixels (streaming decoder) and yield them;
+  5. the block that leaves the recent window is compressed into the mid bank (or kept
+     whole by `full`, or dropped by `window`), evicting the oldest if the bank is full;
+  6. yield the block's trace event.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from .attention import CacheSession, install
+from .backbone import Backbone
+from .cache import BlockKV, KVCache
+from .compression import TOKEN_SPAN, fit_lr_to_grid, lr_latent
+from .config import PackForcingConfig
+from .events import Block, Frames, RunEnd, RunStart
+from .rope import rope_cos_sin, grid_positions, apply_rotary
+from .selection import select_blocks
+
+
+def blocks_for(seconds: float, backbone: Backbone, config: PackForcingConfig) -> int:
+    latent_frames = max(1, int(round(seconds * backbone.fps / backbone.codec.temporal_factor)))
+    return math.ceil(latent_frames / config.block_frames)
+
+
+def to_uint8(pixels: torch.Tensor) -> np.ndarray:
+    """(1, 3, T, H, W) in [-1, 1] -> (T, H, W, 3) uint8."""
+    x = ((pixels[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(1, 2, 3, 0).cpu().numpy()
+
+
+class PackForcingSampler:
+    def __init__(self, backbone: Backbone, config: PackForcingConfig, seed: int = 0):
+        self.backbone = backbone
+        self.config = config
+        self.seed = seed
+        model = backbone.transformer
+        cfg = model.config
+        self.num_layers = cfg.num_layers
+        self.head_dim = cfg.attention_head_dim
+        lat_h, lat_w = backbone.latent_hw
+        self.latent_shape = (1, cfg.in_channels, config.block_frames, lat_h, lat_w)
+        self.tokens_per_block = config.block_frames * backbone.tokens_per_latent_frame()
+        self.grid = backbone.compressed_grid(config.block_frames)
+        self.compressed_tokens = math.prod(self.grid)
+        if self.compressed_tokens == 0 and config.compresses_mid:
+            raise ValueError(
+                f"a {backbone.width}x{backbone.height} frame is too small to compress a block "
+                f"(grid {self.grid}); use policy window or full"
+            )
+        if config.compression != "lr" and backbone.hr_compressor is None:
+            raise ValueError(f"compression={config.compression!r} needs an HR compressor; this model has none, use 'lr'")
+        self.cache = KVCache(config, self.num_layers, self.tokens_per_block, self.compressed_tokens)
+        self.noise = torch.Generator().manual_seed(seed)
+        self.selection_rng = torch.Generator().manual_seed(seed + 1)
+        self.session = CacheSession(self.cache)
+        self.rope = install(model, self.session)
+        self._kept: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # block -> (x0 latent, pixels) until compressed
+
+    def geometry(self) -> dict:
+        b = self.backbone
+        return {
+            "tokens_per_latent_frame": b.tokens_per_latent_frame(),
+            "tokens_per_block": self.tokens_per_block,
+            "compressed_tokens_per_block": self.compressed_tokens,
+            "bounded_context_tokens": self.cache.bounded_context_tokens(),
+            "bytes_per_token": b.dims().bytes_per_token,
+            "latent_shape": list(self.latent_shape[1:]),
+            "pixel_size": [b.width, b.height],
+            "fps": b.fps,
+            "frames_per_latent": b.codec.temporal_factor,
+            "seconds_per_block": self.config.block_frames * b.codec.temporal_factor / b.fps,
+        }
+
+    # --- one forward of the transformer -----------------------------------------------
+    def _forward(self, latent, timestep: float, text, mode: str, pending=None, frame_offset=0.0, spacing=(1.0, 1.0, 1.0), center=(0.0, 0.0, 0.0)):
+        self.session.set_mode(mode, pending)
+        self.rope.place(frame_offset, spacing, center)
+        t = torch.full((latent.shape[0],), float(timestep), device=latent.device)
+        try:
+            return self.backbone.transformer(latent, timestep=t, encoder_hidden_states=text, return_dict=False)[0]
+        finally:
+            self.session.set_mode("plain")
+
+    def denoise_block(self, index: int, text: torch.Tensor) -> torch.Tensor:
+        cfg, b = self.config, self.backbone
+        start = float(index * cfg.block_frames)
+        x = torch.randn(self.latent_shape, generator=self.noise).to(b.device, b.dtype)
+        sigmas = cfg.sigmas
+        for i, sigma in enumerate(sigmas):
+            v = self._forward(x, sigma * cfg.num_train_timesteps, text, "denoise", frame_offset=start)
+            x0 = (x.double() - sigma * v.double()).to(b.dtype)
+            if i + 1 < len(sigmas):
+                noise = torch.randn(self.latent_shape, generator=self.noise).to(b.device, b.dtype)
+                x = ((1 - sigmas[i + 1]) * x0.double() + sigmas[i + 1] * noise.double()).to(b.dtype)
+        return x0
+
+    def write_block(self, index: int, x0: torch.Tensor, text: torch.Tensor) -> BlockKV:
+        start = float(index * self.config.block_frames)
+        block = BlockKV(index=index, start_frame=start, tokens=self.tokens_per_block)
+        self._forward(x0, 0.0, text, "write", block, frame_offset=start)
+        return block
+
+    def compress(self, block: BlockKV, latent: torch.Tensor, pixels: torch.Tensor, text: torch.Tensor) -> BlockKV:
+        """Full-resolution block -> compressed tokens -> per-layer K/V."""
+        cfg, b = self.config, self.backbone
+        model = b.transformer
+        patch = b.patch
+        grid_latent_shape = (1, self.latent_shape[1], self.grid[0] * patch[0], self.grid[1] * patch[1], self.grid[2] * patch[2])
+        if cfg.compression in ("lr", "hr+lr"):
+            lr = fit_lr_to_grid(lr_latent(pixels, b.codec).to(b.dtype), self.grid, patch)
+        else:
+            lr = torch.zeros(grid_latent_shape, device=b.device, dtype=b.dtype)
+        hr = b.hr_compressor(latent.to(b.dtype)) if cfg.compression in ("hr", "hr+lr") else None
+        out = BlockKV(index=block.index, start_frame=block.start_frame, tokens=self.compressed_tokens, compressed=True)
+        center = tuple((s - 1) / 2 for s in TOKEN_SPAN)
+
+        def add_hr(module, inputs, output):
+            if hr is None:
+                return output
+            return hr if cfg.compression == "hr" else output + hr
+
+        if cfg.kv_source == "context-pass":
+            handle = model.patch_embedding.register_forward_hook(add_hr)
+            try:
+                self._forward(lr, 0.0, text, "compressed", out, block.start_frame, TOKEN_SPAN, center)
+            finally:
+                handle.remove()
+            return out
+        # projection: each layer's own K/V projections straight from the compressed tokens.
+        tokens = add_hr(None, None, model.patch_embedding(lr)).flatten(2).transpose(1, 2)
+        cos, sin = rope_cos_sin(*grid_positions(*self.grid, block.start_frame, TOKEN_SPAN, center), self.head_dim)
+        for layer, blk in enumerate(model.blocks):
+            attn = blk.attn1
+            k_raw = attn.norm_k(attn.to_k(tokens)).unflatten(2, (attn.heads, -1))
+            v = attn.to_v(tokens).unflatten(2, (attn.heads, -1))
+            out.keys.append(apply_rotary(k_raw, cos.to(tokens.device), sin.to(tokens.device)))
+            out.values.append(v)
+            if layer == 0:
+                out.key_sum = k_raw.sum(1)
+        return out
+
+    # --- the generator ------------------------------------------------------------------
+    def stream(self, prompt: str, num_blocks: int, model_name: str, should_stop: Callable[[], bool] | None = None, understood=None) -> Iterator:
+        cfg, b, cache = self.config, self.backbone, self.cache
+        t_run = time.perf_counter()
+        yield RunStart(prompt=prompt, seed=self.seed, model=model_name, config=cfg.to_dict(), geometry=self.geometry(), num_blocks=num_blocks, understood_words=list(understood or []))
+        decoder = b.codec.stream_decoder()
+        bpt = b.dims().bytes_per_token
+        frames_total, done, stopped = 0, 0, False
+        try:
+            with torch.no_grad():
+                text = b.encode_prompt(prompt).to(b.device, b.dtype)
+                for index in range(num_blocks):
+                    if should_stop is not None and should_stop():
+                        stopped = True
+                        break
+                    t0 = time.perf_counter()
+                    start = float(index * cfg.block_frames)
+                    # 1. selection (dynamic is scored inside the first forward)
+                    cache.begin_block(index, start)
+                    if not cache.selection_pending:
+                        cache.set_selection(select_blocks(list(cache.mid), cfg, generator=self.selection_rng))
+                    # 2-3. denoise, then write the clean block into the cache
+                    x0 = self.denoise_block(index, text)
+                    snapshot = self._snapshot()
+                    block = self.write_block(index, x0, text)
+                    # 4. pixels
+                    pixels = decoder.decode_next(x0)
+                    frames = to_uint8(pixels)
+                    frames_total += frames.shape[0]
+                    yield Frames(block=index, frames=frames, fps=b.fps)
+                    # 5. the cache moves on
+                    cache.add_block(block)
+                    self._kept[index] = (x0, pixels)
+                    leaving = cache.pop_overflow()
+                    if leaving is not None:
+                        latent, px = self._kept.pop(leaving.index)
+                        if cfg.policy == "full":
+                            cache.archive(leaving)
+                        elif cfg.compresses_mid:
+                            cache.archive(self.compress(leaving, latent, px, text))
+                    for kept in [k for k in self._kept if k in cache.sink]:
+                        del self._kept[kept]  # sinks are never compressed
+                    done = index + 1
+                    # 6. the trace
+                    yield Block(
+                        **snapshot,
+                        kv_bytes=cache.kv_bytes(),
+                        full_cache_bytes=done * self.tokens_per_block * bpt,
+                        seconds=time.perf_counter() - t0,
+                        evicted=list(cache.evicted),
+                        video_seconds=frames_total / b.fps,
+                        frames_total=frames_total,
+                    )
+        finally:
+            cache.clear()
+            self._kept.clear()
+        yield RunEnd(blocks=done, seconds=time.perf_counter() - t_run, stopped=stopped)
+
+    def _snapshot(self) -> dict:
+        """The cache as the current block saw it (taken before the block joins it)."""
+        cache = self.cache
+        attended = cache.attended()
+        return dict(
+            block=cache.current,
+            sink=list(cache.sink),
+            mid_bank=list(cache.mid),
+            mid_selected=list(cache.selected),
+            recent=list(cache.recent),
+            current=cache.current,
+            selection_scores=dict(cache.scores),
+            rope_shift={b.index: cache.shifts.get(b.index, 0.0) for b in attended} | {cache.current: 0.0},
+            context_tokens=cache.context_tokens(),
+            positions={b.index: b.start_frame for b in list(cache.sink.values()) + list(cache.mid.values()) + list(cache.recent.values())}
+            | {cache.current: cache.current_start},
+            tokens=cache.partition_tokens(),
+        )

@@ -1,0 +1,60 @@
+"""Which compressed mid blocks a generated block attends (top-k selection)."""
+
+import math
+
+import torch
+
+from .config import PackForcingConfig
+
+
+def factorised_scores(query_sum: torch.Tensor, key_sums: dict[int, torch.Tensor], head_dim: int, head_fraction: float) -> dict[int, float]:
+    """s_m = mean over (scored heads, batch) of (sum_i q_i) . (sum_j k_j) / sqrt(d).
+
+    The double sum of dot products factorises into one dot product of sums, so scoring
+    costs O(heads * d) per block and never forms an attention matrix.
+    query_sum: (B, H, D); key_sums[m]: (B, H, D).
+    """
+    heads = query_sum.shape[1]
+    scored = max(1, int(round(heads * head_fraction)))
+    q = query_sum[:, :scored].double()
+    return {m: float((q * k[:, :scored].double()).sum(-1).mean() / math.sqrt(head_dim)) for m, k in key_sums.items()}
+
+
+def brute_force_scores(queries: torch.Tensor, keys: dict[int, torch.Tensor], head_fraction: float) -> dict[int, float]:
+    """Reference: the literal double sum (queries (B, Sq, H, D), keys[m] (B, Sk, H, D))."""
+    heads, head_dim = queries.shape[2], queries.shape[3]
+    scored = max(1, int(round(heads * head_fraction)))
+    out = {}
+    for m, k in keys.items():
+        logits = torch.einsum("bihd,bjhd->bhij", queries[:, :, :scored].double(), k[:, :, :scored].double())
+        out[m] = float(logits.sum(dim=(-1, -2)).mean() / math.sqrt(head_dim))
+    return out
+
+
+def select_blocks(
+    bank: list[int],
+    config: PackForcingConfig,
+    scores: dict[int, float] | None = None,
+    generator: torch.Generator | None = None,
+) -> list[int]:
+    """Mid-bank blocks to attend, in temporal order."""
+    k = config.top_k
+    if config.policy == "full":
+        return list(bank)
+    if config.policy == "window" or k == 0:
+        return []
+    if len(bank) <= k:
+        return sorted(bank)
+    if config.policy == "fifo":
+        return sorted(bank)[-k:]
+    if config.policy == "random":
+        order = torch.randperm(len(bank), generator=generator).tolist()
+        return sorted(bank[i] for i in order[:k])
+    if scores is None:
+        raise ValueError("dynamic selection needs scores for the mid bank")
+    missing = [m for m in bank if m not in scores]
+    if missing:
+        raise ValueError(f"dynamic selection is missing scores for mid blocks {missing}")
+    # Ties break towards the newer block, so a flat score degrades to FIFO.
+    ranked = sorted(bank, key=lambda m: (scores[m], m), reverse=True)
+    return sorted(ranked[:k])
