@@ -1,0 +1,135 @@
+"""python -m packforcing {memory, generate, ablate}: bad arguments exit 2 with one line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .config import POLICIES, COMPRESSIONS, PackForcingConfig
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        self.exit(2, f"error: {message}\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m packforcing", description="PackForcing: bounded-memory streaming video generation")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    m = sub.add_parser("memory", help="token and byte arithmetic (no model)")
+    m.add_argument("--seconds", type=float, required=True)
+    m.add_argument("--width", type=int, default=832)
+    m.add_argument("--height", type=int, default=480)
+    m.add_argument("--fps", type=int, default=16)
+    _method_args(m)
+    m.add_argument("--json", action="store_true", help="print JSON")
+
+    g = sub.add_parser("generate", help="generate a video and its trace")
+    g.add_argument("--prompt", required=True)
+    g.add_argument("--seconds", type=float, default=10.0)
+    g.add_argument("--out", default="video.mp4")
+    g.add_argument("--trace", default=None, help="write trace events as JSONL")
+    g.add_argument("--model", default=None, help="embedded | tiny-random | wan-1.3b (default: best available)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--device", default=None)
+    g.add_argument("--scale", type=int, default=1, help="upscale factor for the written mp4")
+    _method_args(g)
+    return p
+
+
+def _method_args(p):
+    p.add_argument("--policy", default="dynamic", help=f"one of {', '.join(POLICIES)}")
+    p.add_argument("--sink-frames", type=int, default=8)
+    p.add_argument("--top-k", type=int, default=16)
+    p.add_argument("--mid-capacity", type=int, default=24)
+    p.add_argument("--compression", default="lr", help=f"one of {', '.join(COMPRESSIONS)}")
+    p.add_argument("--kv-source", default="context-pass", help="context-pass | projection")
+    p.add_argument("--no-rope-repair", action="store_true")
+
+
+def _config(args) -> PackForcingConfig:
+    return PackForcingConfig(
+        policy=args.policy,
+        sink_frames=args.sink_frames,
+        top_k=args.top_k,
+        mid_capacity=args.mid_capacity,
+        compression=args.compression,
+        kv_source=args.kv_source,
+        rope_repair=not args.no_rope_repair,
+    )
+
+
+def _memory(args) -> int:
+    from .memory import memory_table
+
+    table = memory_table(args.seconds, args.width, args.height, args.fps, _config(args))
+    if args.json:
+        print(json.dumps(table, indent=2))
+        return 0
+    for key, value in table.items():
+        if isinstance(value, dict):
+            for k, v in value.items():
+                print(f"  {key}.{k:<10} {v / 1e9:10.2f} GB")
+        else:
+            print(f"{key:<28} {value:,}" if isinstance(value, int) else f"{key:<28} {value}")
+    return 0
+
+
+def _generate(args) -> int:
+    from tqdm import tqdm
+
+    from .events import Block, Frames, RunStart, TraceWriter
+    from .pipeline import PackForcingPipeline, default_model
+    from .video import write_mp4
+
+    import numpy as np
+
+    config = _config(args)
+    pipe = PackForcingPipeline.from_name(args.model or default_model(), device=args.device)
+    pipe.validate(args.prompt, args.seconds, config)
+    frames = []
+    trace = TraceWriter(args.trace) if args.trace else None
+    bar = None
+    try:
+        for event in pipe.stream(args.prompt, args.seconds, args.seed, config):
+            if trace:
+                trace.write(event)
+            if isinstance(event, RunStart):
+                bar = tqdm(total=event.num_blocks, unit="block", desc=f"{pipe.name} {config.policy}", file=sys.stderr)
+                if event.understood_words:
+                    print(f"understood: {' '.join(event.understood_words)}", file=sys.stderr)
+            elif isinstance(event, Frames):
+                frames.append(event.frames)
+            elif isinstance(event, Block):
+                bar.update(1)
+                bar.set_postfix(kv=f"{event.kv_bytes / 2**20:.1f}MiB", ctx=event.context_tokens)
+    finally:
+        if bar:
+            bar.close()
+        if trace:
+            trace.close()
+    write_mp4(np.concatenate(frames), args.out, pipe.fps, args.scale)
+    print(f"wrote {args.out}" + (f" and {args.trace}" if args.trace else ""), file=sys.stderr)
+    return 0
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "memory":
+            return _memory(args)
+        if args.command == "generate":
+            return _generate(args)
+        if args.command == "ablate":
+            from .ablate import main as ablate
+
+            return ablate(args)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,174 @@
+"""The Python API: a pipeline built once, whose call streams frames and trace events.
+
+    pipe = PackForcingPipeline.from_name("embedded")          # or "tiny-random", "wan-1.3b"
+    for event in pipe.stream("a red circle and a blue square", seconds=10, seed=0):
+        ...                                                    # RunStart, Frames, Block, ..., RunEnd
+    video = pipe("a red circle", seconds=10)                   # everything at once
+    video.frames  # (T, H, W, 3) uint8
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+
+from .backbone import Backbone
+from .config import PackForcingConfig
+from .events import Block, Frames
+from .sampler import PackForcingSampler, blocks_for
+
+MAX_PROMPT_CHARS = 500
+MAX_TOP_K = 64
+MAX_MID_CAPACITY = 256
+ASSETS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets")
+EMBEDDED_DIR = os.path.join(ASSETS, "embedded")
+
+
+def _embedded_reason() -> str | None:
+    if not os.path.exists(os.path.join(EMBEDDED_DIR, "generator.safetensors")):
+        return f"embedded weights not found in {EMBEDDED_DIR} (train them with python -m packforcing.train)"
+    return None
+
+
+def _wan_reason() -> str | None:
+    if not torch.cuda.is_available():
+        return "needs a CUDA GPU (the 1.3B model is too slow on a CPU)"
+    try:
+        import transformers  # noqa: F401
+    except ImportError:
+        return "needs the transformers package for the UMT5 text encoder"
+    from .backbones.wan import weights_available
+
+    return None if weights_available() else "weights not downloaded (Wan-AI/Wan2.1-T2V-1.3B-Diffusers, gdhe17/Self-Forcing)"
+
+
+MODELS: dict[str, Callable[[], str | None]] = {
+    "embedded": _embedded_reason,
+    "tiny-random": lambda: None,
+    "wan-1.3b": _wan_reason,
+}
+
+
+def available_models() -> dict[str, str | None]:
+    """Model name -> None if it can run here, else why not."""
+    return {name: reason() for name, reason in MODELS.items()}
+
+
+def default_model() -> str:
+    usable = [name for name, reason in available_models().items() if reason is None]
+    for name in ("wan-1.3b", "embedded", "tiny-random"):
+        if name in usable:
+            return name
+    return "tiny-random"
+
+
+def build_backbone(name: str, device=None, dtype=None) -> Backbone:
+    if name not in MODELS:
+        raise ValueError(f"model={name!r} is not known; choose one of {', '.join(MODELS)}")
+    reason = MODELS[name]()
+    if reason is not None:
+        raise ValueError(f"model {name!r} cannot run here: {reason}")
+    if name == "tiny-random":
+        from .backbones.tiny import build_tiny_random
+
+        backbone = build_tiny_random()
+    elif name == "embedded":
+        from .backbones.embedded import load_embedded
+
+        backbone = load_embedded(EMBEDDED_DIR)
+    else:
+        from .backbones.wan import load_wan
+
+        backbone = load_wan(device=device or "cuda", dtype=dtype or torch.bfloat16)
+        return backbone
+    if device is not None or dtype is not None:
+        backbone.transformer.to(device=device, dtype=dtype)
+        if backbone.hr_compressor is not None:
+            backbone.hr_compressor.to(device=device, dtype=dtype)
+    return backbone
+
+
+@dataclass
+class PipelineOutput:
+    frames: np.ndarray  # (T, H, W, 3) uint8
+    fps: int
+    events: list = field(default_factory=list)  # every event but Frames
+
+
+class PackForcingPipeline:
+    def __init__(self, backbone: Backbone):
+        self.backbone = backbone
+
+    @classmethod
+    def from_name(cls, name: str, device=None, dtype=None) -> "PackForcingPipeline":
+        return cls(build_backbone(name, device, dtype))
+
+    @classmethod
+    def from_pretrained(cls, transformer_path: str | None = None, base_repo: str | None = None, device="cuda", dtype=torch.bfloat16):
+        """Wan2.1-T2V-1.3B (VAE, UMT5) + Self-Forcing's causal generator, from the Hub or local paths."""
+        from .backbones.wan import load_wan
+
+        return cls(load_wan(transformer_path=transformer_path, base_repo=base_repo, device=device, dtype=dtype))
+
+    @property
+    def name(self) -> str:
+        return self.backbone.name
+
+    @property
+    def fps(self) -> int:
+        return self.backbone.fps
+
+    @property
+    def max_seconds(self) -> float:
+        return self.backbone.max_seconds
+
+    def describe_prompt(self, prompt: str) -> list[str]:
+        return self.backbone.describe_prompt(prompt)
+
+    def validate(self, prompt, seconds, config: PackForcingConfig) -> None:
+        """Raise ValueError naming the bad value and what is allowed."""
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ValueError("prompt is empty; type a description of the video")
+        if len(prompt) > MAX_PROMPT_CHARS:
+            raise ValueError(f"prompt is {len(prompt):,} characters long; at most {MAX_PROMPT_CHARS} are allowed")
+        if self.backbone.validate_prompt is not None:
+            self.backbone.validate_prompt(prompt)
+        try:
+            seconds = float(seconds)
+        except (TypeError, ValueError):
+            raise ValueError(f"duration={seconds!r} is not a number of seconds") from None
+        if not 1 <= seconds <= self.max_seconds:
+            raise ValueError(f"duration={seconds:g} s is out of range; allowed 1 to {self.max_seconds:g} s")
+        if config.top_k > MAX_TOP_K:
+            raise ValueError(f"top_k={config.top_k} is out of range; allowed 0 to {MAX_TOP_K}")
+        if config.mid_capacity > MAX_MID_CAPACITY:
+            raise ValueError(f"mid_capacity={config.mid_capacity} is out of range; allowed 0 to {MAX_MID_CAPACITY}")
+        latent_frames = blocks_for(seconds, self.backbone, config) * config.block_frames
+        if config.sink_frames > latent_frames:
+            raise ValueError(
+                f"sink_frames={config.sink_frames} is larger than the whole video "
+                f"({latent_frames} latent frames for {seconds:g} s); allowed 0 to {latent_frames}"
+            )
+
+    def stream(self, prompt: str, seconds: float, seed: int = 0, config: PackForcingConfig | None = None, should_stop=None) -> Iterator:
+        config = config or PackForcingConfig()
+        self.validate(prompt, seconds, config)
+        sampler = PackForcingSampler(self.backbone, config, seed=int(seed))
+        num_blocks = blocks_for(float(seconds), self.backbone, config)
+        yield from sampler.stream(prompt, num_blocks, self.name, should_stop, self.describe_prompt(prompt))
+
+    def __call__(self, prompt: str, seconds: float, seed: int = 0, config: PackForcingConfig | None = None) -> PipelineOutput:
+        frames, events = [], []
+        for event in self.stream(prompt, seconds, seed, config):
+            if isinstance(event, Frames):
+                frames.append(event.frames)
+            else:
+                events.append(event)
+        return PipelineOutput(frames=np.concatenate(frames), fps=self.fps, events=events)
+
+
+__all__ = ["PackForcingPipeline", "PipelineOutput", "available_models", "default_model", "Block"]
