@@ -1,0 +1,124 @@
+import json
+
+import pytest
+import torch
+
+from packforcing.backbones.tiny import build_tiny_random
+from packforcing.config import PackForcingConfig
+from packforcing.events import Block, Frames, RunEnd, RunStart, read_jsonl, write_jsonl
+from packforcing.pipeline import PackForcingPipeline
+from packforcing.sampler import PackForcingSampler
+
+FIELDS = ["block", "sink", "mid_bank", "mid_selected", "recent", "current", "selection_scores", "rope_shift",
+          "kv_bytes", "full_cache_bytes", "context_tokens", "seconds"]
+
+
+@pytest.fixture(scope="module")
+def backbone():
+    return build_tiny_random(width=64, height=64)
+
+
+def run(backbone, blocks, check=None, **cfg):
+    sampler = PackForcingSampler(backbone, PackForcingConfig(**cfg), seed=0)
+    events = []
+    for event in sampler.stream("a test prompt", blocks, "tiny-random"):
+        if isinstance(event, Block) and check:
+            check(sampler, event)
+        events.append(event)
+    return events
+
+
+def blocks_of(events):
+    return [e for e in events if isinstance(e, Block)]
+
+
+def test_kv_bytes_flat_after_bank_full_and_ordering(backbone):
+    small = dict(top_k=2, mid_capacity=4)
+    kv = {p: [e.kv_bytes for e in blocks_of(run(backbone, 60, policy=p, **small))] for p in ("window", "dynamic", "full")}
+    fill = 2 + 1 + 4  # sink + recent + bank
+    assert len(set(kv["dynamic"][fill:])) == 1
+    assert len(set(kv["window"][3:])) == 1
+    steps = {b - a for a, b in zip(kv["full"][3:], kv["full"][4:])}
+    assert len(steps) == 1 and steps.pop() > 0  # full grows linearly
+    assert kv["window"][-1] < kv["dynamic"][-1] < kv["full"][-1]
+
+
+def test_trace_fields_consistent_with_cache(backbone):
+    def check(sampler, e):
+        cache = sampler.cache
+        held = sum(t.numel() * t.element_size() for part in (cache.sink, cache.mid, cache.recent)
+                   for b in part.values() for t in b.keys + b.values)
+        assert e.kv_bytes == held
+        assert e.current == e.block
+        assert set(e.mid_selected) <= set(e.mid_bank) and e.mid_selected == sorted(e.mid_selected)
+        assert len(e.mid_selected) <= 2
+        assert set(e.selection_scores) == (set(e.mid_bank) if e.mid_bank else set())
+        assert set(e.rope_shift) == set(e.sink) | set(e.mid_selected) | set(e.recent) | {e.block}
+        tokens = len(e.sink) * 64 + len(e.mid_selected) * 2 + len(e.recent) * 64 + 64
+        assert e.context_tokens == tokens == sum(v for k, v in e.tokens.items() if k != "mid_archived")
+        assert e.full_cache_bytes == (e.block + 1) * 64 * sampler.backbone.dims().bytes_per_token
+        if e.block >= 3:
+            assert e.recent == [e.block - 1] and e.sink == [0, 1]
+
+    events = run(backbone, 12, check, top_k=2, mid_capacity=3)
+    assert isinstance(events[0], RunStart) and isinstance(events[-1], RunEnd) and events[-1].blocks == 12
+    for e in blocks_of(events):
+        d = e.__dict__
+        assert all(f in d for f in FIELDS)
+    late = blocks_of(events)[-1]
+    assert late.evicted or any(b.evicted for b in blocks_of(events))
+    # packing: sinks and selected mid blocks sit contiguously before the recent block
+    packed = sorted(late.positions[b] + late.rope_shift[b] for b in late.sink + late.mid_selected + late.recent)
+    assert packed == [late.positions[late.recent[0]] - 4 * i for i in range(len(packed) - 1, -1, -1)]
+
+
+def test_rope_repair_off_means_no_shift(backbone):
+    late = blocks_of(run(backbone, 9, top_k=2, mid_capacity=3, rope_repair=False))[-1]
+    assert set(late.rope_shift.values()) == {0.0}
+
+
+def test_jsonl_round_trip(tmp_path, backbone):
+    events = [e for e in run(backbone, 5, top_k=2, mid_capacity=3) if not isinstance(e, Frames)]
+    path = tmp_path / "trace.jsonl"
+    write_jsonl(events, path)
+    back = read_jsonl(path)
+    assert [type(e) for e in back] == [type(e) for e in events]
+    assert back[-2].rope_shift == events[-2].rope_shift and back[-2].kv_bytes == events[-2].kv_bytes
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"type": "block", "block": 1}\nnot json\n')
+    with pytest.raises(ValueError, match="line 1"):
+        read_jsonl(bad)
+
+
+def test_streaming_decode_equals_full_decode(backbone):
+    codec = backbone.codec
+    latent = torch.randn(1, 16, 9, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        full = codec.decode(latent)
+        stream = codec.stream_decoder()
+        parts = [stream.decode_next(latent[:, :, :4]), stream.decode_next(latent[:, :, 4:5]), stream.decode_next(latent[:, :, 5:])]
+    assert [p.shape[2] for p in parts] == [13, 4, 16]
+    assert torch.allclose(torch.cat(parts, dim=2), full, atol=1e-6)
+
+
+def test_pipeline_validates_and_streams_deterministically():
+    pipe = PackForcingPipeline.from_name("tiny-random")
+    for prompt, seconds, cfg, word in [("", 4, {}, "empty"), ("x" * 2000, 4, {}, "2,000 characters"),
+                                       ("ok", 0.5, {}, "duration=0.5"), ("ok", 4, {"sink_frames": 40}, "sink_frames=40"),
+                                       ("ok", 4, {"top_k": 100, "mid_capacity": 200}, "top_k=100")]:
+        with pytest.raises(ValueError, match=word):
+            pipe.validate(prompt, seconds, PackForcingConfig(**cfg))
+    a = pipe("a red circle", 2, seed=5, config=PackForcingConfig(sink_frames=4))
+    b = pipe("a red circle", 2, seed=5, config=PackForcingConfig(sink_frames=4))
+    assert a.frames.shape == (13 + 16, 128, 128, 3) and (a.frames == b.frames).all()
+
+
+def test_stop_ends_run_and_frees_cache(backbone):
+    sampler = PackForcingSampler(backbone, PackForcingConfig(top_k=2, mid_capacity=3), seed=0)
+    seen, events = [], []
+    gen = sampler.stream("x", 10, "tiny-random", should_stop=lambda: len(seen) >= 3)
+    for e in gen:
+        if isinstance(e, Block):
+            seen.append(e)
+        events.append(e)
+    assert len(seen) == 3 and events[-1].stopped and sampler.cache.kv_bytes() == 0
