@@ -10,6 +10,7 @@ from typing import Callable, Protocol
 import torch
 
 from .compression import HRCompressor, compressed_grid
+from .config import PackForcingConfig
 from .memory import ModelDims
 
 
@@ -42,6 +43,7 @@ class Backbone:
     describe_prompt: Callable[[str], list[str]] = field(default=lambda prompt: prompt.split())
     validate_prompt: Callable[[str], None] | None = None
     max_seconds: float = 120.0
+    default_config: PackForcingConfig = field(default_factory=PackForcingConfig)  # the config it was trained for
 
     @property
     def device(self) -> torch.device:

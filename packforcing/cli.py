@@ -40,25 +40,27 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _method_args(p):
-    p.add_argument("--policy", default="dynamic", help=f"one of {', '.join(POLICIES)}")
-    p.add_argument("--sink-frames", type=int, default=8)
-    p.add_argument("--top-k", type=int, default=16)
-    p.add_argument("--mid-capacity", type=int, default=24)
-    p.add_argument("--compression", default="lr", help=f"one of {', '.join(COMPRESSIONS)}")
-    p.add_argument("--kv-source", default="context-pass", help="context-pass | projection")
+    # Unset options keep the model's own default config (the paper's for the real model).
+    p.add_argument("--policy", help=f"one of {', '.join(POLICIES)}")
+    p.add_argument("--sink-frames", type=int)
+    p.add_argument("--top-k", type=int)
+    p.add_argument("--mid-capacity", type=int)
+    p.add_argument("--compression", help=f"one of {', '.join(COMPRESSIONS)}")
+    p.add_argument("--kv-source", help="context-pass | projection")
     p.add_argument("--no-rope-repair", action="store_true")
 
 
-def _config(args) -> PackForcingConfig:
-    return PackForcingConfig(
-        policy=args.policy,
-        sink_frames=args.sink_frames,
-        top_k=args.top_k,
-        mid_capacity=args.mid_capacity,
-        compression=args.compression,
-        kv_source=args.kv_source,
-        rope_repair=not args.no_rope_repair,
-    )
+def _config(args, base: PackForcingConfig = PackForcingConfig()) -> PackForcingConfig:
+    chosen = {
+        "policy": args.policy,
+        "sink_frames": args.sink_frames,
+        "top_k": args.top_k,
+        "mid_capacity": args.mid_capacity,
+        "compression": args.compression,
+        "kv_source": args.kv_source,
+        "rope_repair": False if args.no_rope_repair else None,
+    }
+    return base.replace(**{k: v for k, v in chosen.items() if v is not None})
 
 
 def _memory(args) -> int:
@@ -86,8 +88,8 @@ def _generate(args) -> int:
 
     import numpy as np
 
-    config = _config(args)
     pipe = PackForcingPipeline.from_name(args.model or default_model(), device=args.device)
+    config = _config(args, pipe.default_config)
     pipe.validate(args.prompt, args.seconds, config)
     frames = []
     trace = TraceWriter(args.trace) if args.trace else None

@@ -126,6 +126,10 @@ class PackForcingPipeline:
     def max_seconds(self) -> float:
         return self.backbone.max_seconds
 
+    @property
+    def default_config(self) -> PackForcingConfig:
+        return self.backbone.default_config
+
     def describe_prompt(self, prompt: str) -> list[str]:
         return self.backbone.describe_prompt(prompt)
 
@@ -155,7 +159,7 @@ class PackForcingPipeline:
             )
 
     def stream(self, prompt: str, seconds: float, seed: int = 0, config: PackForcingConfig | None = None, should_stop=None) -> Iterator:
-        config = config or PackForcingConfig()
+        config = config or self.default_config
         self.validate(prompt, seconds, config)
         sampler = PackForcingSampler(self.backbone, config, seed=int(seed))
         num_blocks = blocks_for(float(seconds), self.backbone, config)

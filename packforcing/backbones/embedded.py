@@ -1,0 +1,118 @@
+"""`embedded`: the small world model this project trains and ships in assets/embedded/.
+
+Same adapter, cache and sampler as the real model; only the config differs: a 4-layer
+WanTransformer3DModel (width 128), the fixed WorldCodec in the VAE's role, and a tiny
+text encoder over the world's vocabulary.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import torch
+
+from ..backbone import Backbone
+from ..compression import HRCompressor
+from ..config import PackForcingConfig
+
+EMBEDDED_TRANSFORMER = dict(
+    patch_size=(1, 2, 2),
+    num_attention_heads=2,
+    attention_head_dim=64,
+    in_channels=16,
+    out_channels=16,
+    text_dim=64,
+    freq_dim=64,
+    ffn_dim=512,
+    num_layers=4,
+    cross_attn_norm=True,
+    qk_norm="rms_norm_across_heads",
+    eps=1e-6,
+    rope_max_seq_len=1024,
+)
+EMBEDDED_HR_WIDTHS = (32, 64, 128, 128)
+# The paper's proportions (4-frame blocks, 2 sink blocks, 1 recent block, a compressed
+# mid bank with top-k), scaled to the world's 8-second camera loop: with top_k = 4 FIFO
+# sees only the last 4 s of the mid bank, so recalling the previous loop needs selection.
+EMBEDDED_CONFIG = PackForcingConfig(top_k=4, mid_capacity=12, compression="hr+lr")
+WIDTH = HEIGHT = 64
+
+
+class _PromptEncoder:
+    """prompt -> (1, L, text_dim) through the world's tokenizer and the trained encoder."""
+
+    def __init__(self, text_encoder):
+        self.text_encoder = text_encoder
+
+    def __call__(self, prompt: str) -> torch.Tensor:
+        from ..world.vocab import tokenize
+
+        ids = tokenize(prompt).reshape(1, -1).to(next(self.text_encoder.parameters()).device)
+        return self.text_encoder(ids)
+
+
+def build_embedded(seed: int = 0) -> Backbone:
+    """Fresh random weights (the training script's starting point)."""
+    from diffusers import WanTransformer3DModel
+
+    from ..world.codec import WorldCodec
+    from ..world.vocab import TinyTextEncoder, describe_prompt, validate_prompt
+
+    torch.manual_seed(seed)
+    transformer = WanTransformer3DModel(**EMBEDDED_TRANSFORMER)
+    inner = EMBEDDED_TRANSFORMER["num_attention_heads"] * EMBEDDED_TRANSFORMER["attention_head_dim"]
+    hr = HRCompressor(EMBEDDED_TRANSFORMER["in_channels"], inner, EMBEDDED_HR_WIDTHS)
+    text_encoder = TinyTextEncoder(text_dim=EMBEDDED_TRANSFORMER["text_dim"])
+    backbone = Backbone(
+        name="embedded",
+        transformer=transformer,
+        codec=WorldCodec(),
+        encode_prompt=_PromptEncoder(text_encoder),
+        width=WIDTH,
+        height=HEIGHT,
+        fps=16,
+        hr_compressor=hr,
+        describe_prompt=describe_prompt,
+        validate_prompt=validate_prompt,
+        max_seconds=120.0,
+        default_config=EMBEDDED_CONFIG,
+    )
+    backbone.text_encoder = text_encoder
+    return backbone
+
+
+def trainable_modules(backbone: Backbone) -> dict[str, torch.nn.Module]:
+    return {"transformer": backbone.transformer, "hr": backbone.hr_compressor, "text": backbone.text_encoder}
+
+
+def save_embedded(backbone: Backbone, directory: str, metadata: dict | None = None) -> str:
+    from safetensors.torch import save_file
+
+    os.makedirs(directory, exist_ok=True)
+    tensors = {}
+    for prefix, module in trainable_modules(backbone).items():
+        for key, value in module.state_dict().items():
+            tensors[f"{prefix}.{key}"] = value.detach().to(torch.bfloat16).contiguous()
+    path = os.path.join(directory, "generator.safetensors")
+    save_file(tensors, path, metadata={"format": "pt"})
+    with open(os.path.join(directory, "config.json"), "w") as f:
+        json.dump({"transformer": EMBEDDED_TRANSFORMER, "hr_widths": EMBEDDED_HR_WIDTHS, **(metadata or {})}, f, indent=1)
+    return path
+
+
+def load_embedded(directory: str) -> Backbone:
+    from safetensors.torch import load_file
+
+    path = os.path.join(directory, "generator.safetensors")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} not found; train it with: python -m packforcing.train --out {directory}")
+    backbone = build_embedded()
+    tensors = load_file(path)
+    for prefix, module in trainable_modules(backbone).items():
+        own = {k[len(prefix) + 1 :]: v.float() for k, v in tensors.items() if k.startswith(prefix + ".")}
+        missing, unexpected = module.load_state_dict(own, strict=False)
+        if missing or unexpected:
+            raise ValueError(f"{path}: {prefix} weights do not match (missing {missing[:5]}, unexpected {unexpected[:5]})")
+        module.eval().requires_grad_(False)
+    return backbone

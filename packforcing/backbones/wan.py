@@ -1,0 +1,85 @@
+"""`wan-1.3b`: Wan2.1-T2V-1.3B (VAE, UMT5) + Self-Forcing's causal DMD generator.
+
+Nothing is downloaded at import time. Weights come from the Hugging Face cache (or a
+download through huggingface_hub), or from local paths:
+  PACKFORCING_WAN_DIR          a local copy of Wan-AI/Wan2.1-T2V-1.3B-Diffusers
+  PACKFORCING_SELF_FORCING     a local self_forcing_dmd.pt or converted .safetensors
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from ..backbone import Backbone, WanVAECodec
+
+BASE_REPO = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
+SELF_FORCING_REPO = "gdhe17/Self-Forcing"
+SELF_FORCING_FILE = "checkpoints/self_forcing_dmd.pt"
+TEXT_TOKENS = 512  # Self-Forcing encodes 512 tokens (diffusers' WanPipeline defaults to 226)
+
+
+def _cached(repo: str, filename: str) -> str | None:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    path = try_to_load_from_cache(repo, filename)
+    return path if isinstance(path, str) else None
+
+
+def weights_available() -> bool:
+    base = os.environ.get("PACKFORCING_WAN_DIR") or _cached(BASE_REPO, "vae/config.json")
+    generator = os.environ.get("PACKFORCING_SELF_FORCING") or _cached(SELF_FORCING_REPO, SELF_FORCING_FILE)
+    return bool(base and generator)
+
+
+class UMT5PromptEncoder:
+    """prompt -> (1, 512, 4096) UMT5-XXL states with padding rows zeroed (as Wan does).
+    Encoded once per prompt; `offload()` moves the encoder to the CPU afterwards."""
+
+    def __init__(self, tokenizer, encoder, device):
+        self.tokenizer, self.encoder, self.device = tokenizer, encoder, device
+        self._memo: dict[str, torch.Tensor] = {}
+
+    @torch.no_grad()
+    def __call__(self, prompt: str) -> torch.Tensor:
+        if prompt not in self._memo:
+            self.encoder.to(self.device)
+            ids = self.tokenizer([prompt], padding="max_length", max_length=TEXT_TOKENS, truncation=True, return_tensors="pt")
+            mask = ids.attention_mask.to(self.device)
+            states = self.encoder(ids.input_ids.to(self.device), attention_mask=mask).last_hidden_state
+            self._memo = {prompt: (states * mask[..., None]).cpu()}
+            self.offload()
+        return self._memo[prompt]
+
+    def offload(self) -> None:
+        self.encoder.to("cpu")
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def load_wan(transformer_path: str | None = None, base_repo: str | None = None, device="cuda", dtype=torch.bfloat16) -> Backbone:
+    from diffusers import AutoencoderKLWan
+    from transformers import AutoTokenizer, UMT5EncoderModel
+
+    from .wan_checkpoint import load_self_forcing_transformer
+
+    base = base_repo or os.environ.get("PACKFORCING_WAN_DIR") or BASE_REPO
+    generator = transformer_path or os.environ.get("PACKFORCING_SELF_FORCING") or SELF_FORCING_REPO
+    transformer = load_self_forcing_transformer(generator, dtype=dtype, device=device).eval()
+    vae = AutoencoderKLWan.from_pretrained(base, subfolder="vae", torch_dtype=torch.float32).to(device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(base, subfolder="tokenizer")
+    encoder = UMT5EncoderModel.from_pretrained(base, subfolder="text_encoder", torch_dtype=dtype).eval()
+    return Backbone(
+        name="wan-1.3b",
+        transformer=transformer,
+        codec=WanVAECodec(vae),
+        encode_prompt=UMT5PromptEncoder(tokenizer, encoder, device),
+        width=832,
+        height=480,
+        fps=16,
+        hr_compressor=None,  # no trained HR weights exist: the training-free LR branch is used
+        max_seconds=120.0,
+    )

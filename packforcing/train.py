@@ -1,0 +1,139 @@
+"""Train the embedded world model from scratch.
+
+    python -m packforcing.train --out assets/embedded --minutes 40
+
+Teacher forcing through the engine itself: each training clip (12 s of the procedural
+world, about 1.5 camera loops) is streamed block by block through the same cache,
+attention processors, compression and selection that sampling uses, so the model is
+trained under exactly the bounded context shape it samples with (sink + selected
+compressed mid blocks + recent + current). For every block it predicts the clean block
+from a noised copy at one of the sampler's noise levels (loss on x0, i.e. v weighted by
+sigma^2), then writes the clean block's K/V into the cache with gradients attached, so
+the write pass, the HR compressor and the text encoder all learn through the attention
+they feed. Checkpoints are written every few minutes, so a stop loses little.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import time
+
+import torch
+import torch.nn.functional as F
+
+from .backbones.embedded import EMBEDDED_CONFIG, build_embedded, load_embedded, save_embedded, trainable_modules
+from .sampler import PackForcingSampler
+from .selection import select_blocks
+
+CLIP_BLOCKS = 12
+
+
+def world_clip(rng: random.Random, blocks: int, codec):
+    """A random world clip: (prompt, pixels (1,3,T,64,64) in [-1,1], latent (1,16,T/4,16,16))."""
+    from .world.scene import prompt_for, render_clip, sample_spec
+
+    spec = sample_spec(rng)
+    frames = render_clip(spec, 0, blocks * 16)  # (T, 64, 64, 3) uint8
+    pixels = torch.from_numpy(frames).permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0
+    with torch.no_grad():
+        latent = codec.encode(pixels)
+    return prompt_for(spec), pixels, latent
+
+
+def clip_loss(sampler: PackForcingSampler, prompt: str, pixels, latent, gen: torch.Generator, history_noise: float):
+    backbone, cfg, cache = sampler.backbone, sampler.config, sampler.cache
+    text = backbone.encode_prompt(prompt)
+    sigmas = cfg.sigmas
+    bf = cfg.block_frames
+    frames_per_block = bf * backbone.codec.temporal_factor
+    losses = []
+    kept = {}
+    try:
+        for c in range(latent.shape[2] // bf):
+            x0 = latent[:, :, c * bf : (c + 1) * bf]
+            cache.begin_block(c, float(c * bf))
+            if not cache.selection_pending:
+                cache.set_selection(select_blocks(list(cache.mid), cfg, generator=sampler.selection_rng))
+            sigma = sigmas[int(torch.randint(len(sigmas), (1,), generator=gen))]
+            noise = torch.randn(x0.shape, generator=gen)
+            x_t = (1 - sigma) * x0 + sigma * noise
+            v = sampler._forward(x_t, sigma * cfg.num_train_timesteps, text, "denoise", frame_offset=c * bf)
+            losses.append(F.mse_loss(x_t - sigma * v, x0))
+            # History is the ground truth, lightly noised: the model must tolerate its own imperfect past.
+            clean = x0 + history_noise * torch.randn(x0.shape, generator=gen)
+            cache.add_block(sampler.write_block(c, clean, text))
+            kept[c] = (clean, pixels[:, :, c * frames_per_block : (c + 1) * frames_per_block])
+            leaving = cache.pop_overflow()
+            if leaving is not None:
+                lat, px = kept.pop(leaving.index)
+                cache.archive(sampler.compress(leaving, lat, px, text))
+    finally:
+        cache.clear()
+    return torch.stack(losses)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m packforcing.train", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default="assets/embedded")
+    ap.add_argument("--minutes", type=float, default=40.0, help="wall-clock training budget")
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--history-noise", type=float, default=0.05)
+    ap.add_argument("--resume", action="store_true", help="continue from the weights in --out")
+    ap.add_argument("--checkpoint-minutes", type=float, default=4.0)
+    ap.add_argument("--threads", type=int, default=0)
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    backbone = load_embedded(args.out) if args.resume else build_embedded(args.seed)
+    modules = trainable_modules(backbone)
+    params = [p for m in modules.values() for p in m.parameters()]
+    for m in modules.values():
+        m.train().requires_grad_(True)
+    n_params = sum(p.numel() for p in params)
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.99))
+    sampler = PackForcingSampler(backbone, EMBEDDED_CONFIG, seed=args.seed)
+    rng = random.Random(args.seed)
+    gen = torch.Generator().manual_seed(args.seed)
+    log_path = os.path.join(args.out, "training_curve.jsonl")
+    os.makedirs(args.out, exist_ok=True)
+    log = open(log_path, "a" if args.resume else "w")
+    start = last_ckpt = time.time()
+    budget = args.minutes * 60
+    step = 0
+    print(json.dumps({"params": n_params, "config": EMBEDDED_CONFIG.to_dict(), "clip_blocks": CLIP_BLOCKS}), flush=True)
+    while time.time() - start < budget:
+        # cosine decay over the time budget, short warm-up
+        progress = (time.time() - start) / budget
+        lr = args.lr * min(1.0, (step + 1) / 50) * 0.5 * (1 + math.cos(math.pi * progress))
+        for group in opt.param_groups:
+            group["lr"] = lr
+        prompt, pixels, latent = world_clip(rng, CLIP_BLOCKS, backbone.codec)
+        per_block = clip_loss(sampler, prompt, pixels, latent, gen, args.history_noise)
+        loss = per_block.mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        row = {"step": step, "minutes": round((time.time() - start) / 60, 2), "loss": round(loss.item(), 5),
+               "loss_first_loop": round(per_block[:8].mean().item(), 5), "loss_revisit": round(per_block[8:].mean().item(), 5), "lr": lr}
+        log.write(json.dumps(row) + "\n")
+        if step % 10 == 0:
+            log.flush()
+            print(json.dumps(row), flush=True)
+        if time.time() - last_ckpt > args.checkpoint_minutes * 60:
+            save_embedded(backbone, args.out, {"steps": step, "minutes": row["minutes"]})
+            last_ckpt = time.time()
+    save_embedded(backbone, args.out, {"steps": step, "minutes": round((time.time() - start) / 60, 2), "params": n_params})
+    log.close()
+    print(f"saved {args.out} after {step} steps", flush=True)
+
+
+if __name__ == "__main__":
+    main()
