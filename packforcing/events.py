@@ -17,7 +17,7 @@ Public field names of the "block" event (a stable interface, documented in READM
   full_cache_bytes  bytes a full cache of the same model would hold at this point
   context_tokens    tokens attended by the current block (its own tokens included)
   seconds           wall time spent generating this block (denoising + cache write + decode)
-Extra fields (also stable): evicted, positions, tokens, video_seconds, frames_total.
+Extra fields (also stable): evicted, positions, tokens, video_seconds, frames_total, timings.
 """
 
 from __future__ import annotations
@@ -69,6 +69,7 @@ class Block:
     tokens: dict[str, int] = field(default_factory=dict)  # sink, mid_selected, mid_archived, recent, current
     video_seconds: float = 0.0  # seconds of video generated so far
     frames_total: int = 0  # pixel frames emitted so far
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: transformer, decode, compress
     type: str = "block"
 
 

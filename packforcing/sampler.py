@@ -176,8 +176,10 @@ class PackForcingSampler:
                     x0 = self.denoise_block(index, text)
                     snapshot = self._snapshot()
                     block = self.write_block(index, x0, text)
+                    t1 = time.perf_counter()
                     # 4. pixels
                     pixels = decoder.decode_next(x0)
+                    t2 = time.perf_counter()
                     frames = to_uint8(pixels)
                     frames_total += frames.shape[0]
                     yield Frames(block=index, frames=frames, fps=b.fps)
@@ -191,6 +193,7 @@ class PackForcingSampler:
                             cache.archive(leaving)
                         elif cfg.compresses_mid:
                             cache.archive(self.compress(leaving, latent, px, text))
+                    t3 = time.perf_counter()
                     for kept in [k for k in self._kept if k in cache.sink]:
                         del self._kept[kept]  # sinks are never compressed
                     done = index + 1
@@ -200,6 +203,7 @@ class PackForcingSampler:
                         kv_bytes=cache.kv_bytes(),
                         full_cache_bytes=done * self.tokens_per_block * bpt,
                         seconds=time.perf_counter() - t0,
+                        timings={"transformer": t1 - t0, "decode": t2 - t1, "compress": t3 - t2},
                         evicted=list(cache.evicted),
                         video_seconds=frames_total / b.fps,
                         frames_total=frames_total,

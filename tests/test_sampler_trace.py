@@ -122,3 +122,15 @@ def test_stop_ends_run_and_frees_cache(backbone):
             seen.append(e)
         events.append(e)
     assert len(seen) == 3 and events[-1].stopped and sampler.cache.kv_bytes() == 0
+
+
+def test_every_compression_and_kv_source_runs_with_same_memory(backbone):
+    results = {}
+    for compression in ("lr", "hr", "hr+lr"):
+        for kv_source in ("context-pass", "projection"):
+            events = run(backbone, 7, top_k=2, mid_capacity=3, compression=compression, kv_source=kv_source)
+            results[compression, kv_source] = blocks_of(events)[-1]
+    assert len({e.kv_bytes for e in results.values()}) == 1  # 2 compressed tokens per block either way
+    assert len({e.context_tokens for e in results.values()}) == 1
+    scores = [tuple(e.selection_scores.values()) for e in results.values()]
+    assert len(set(scores)) == len(scores)  # each mode writes different mid keys
