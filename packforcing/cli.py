@@ -36,6 +36,12 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--device", default=None)
     g.add_argument("--scale", type=int, default=1, help="upscale factor for the written mp4")
     _method_args(g)
+
+    a = sub.add_parser("ablate", help="every memory policy on the same prompts and seeds, scored from pixels")
+    a.add_argument("--seconds", type=float, default=32.0)
+    a.add_argument("--seeds", type=int, default=2)
+    a.add_argument("--model", default=None)
+    a.add_argument("--json", action="store_true")
     return p
 
 
