@@ -16,8 +16,8 @@ def factorised_scores(query_sum: torch.Tensor, key_sums: dict[int, torch.Tensor]
     """
     heads = query_sum.shape[1]
     scored = max(1, int(round(heads * head_fraction)))
-    q = query_sum[:, :scored].double()
-    return {m: float((q * k[:, :scored].double()).sum(-1).mean() / math.sqrt(head_dim)) for m, k in key_sums.items()}
+    q = query_sum[:, :scored].detach().double()
+    return {m: float((q * k[:, :scored].detach().double()).sum(-1).mean() / math.sqrt(head_dim)) for m, k in key_sums.items()}
 
 
 def brute_force_scores(queries: torch.Tensor, keys: dict[int, torch.Tensor], head_fraction: float) -> dict[int, float]:
