@@ -66,6 +66,15 @@ def default_model() -> str:
     return "tiny-random"
 
 
+def default_config_for(name: str) -> PackForcingConfig:
+    """The config a model was trained for, without loading it."""
+    if name == "embedded":
+        from .backbones.embedded import EMBEDDED_CONFIG
+
+        return EMBEDDED_CONFIG
+    return PackForcingConfig()
+
+
 def build_backbone(name: str, device=None, dtype=None) -> Backbone:
     if name not in MODELS:
         raise ValueError(f"model={name!r} is not known; choose one of {', '.join(MODELS)}")

@@ -1,0 +1,131 @@
+"""Callbacks of the studio. Plain Python: the UI module wires them to gradio components."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+import time
+
+import numpy as np
+
+from packforcing.config import PackForcingConfig
+from packforcing.events import Block, Frames, RunEnd, RunStart, TraceWriter, read_jsonl
+from packforcing.memory import kv_curve, memory_table
+from packforcing.video import write_mp4
+from visualizers import calculator_figure, empty_figure, figures_at
+
+DISPLAY_SIZE = 256  # frames are upscaled (nearest) to about this many pixels for the browser
+_pipelines: dict = {}
+_lock = threading.Lock()
+
+
+def get_pipeline(name: str):
+    """Load a model on first use only (never at import time), then keep it."""
+    from packforcing.pipeline import PackForcingPipeline
+
+    with _lock:
+        if name not in _pipelines:
+            _pipelines[name] = PackForcingPipeline.from_name(name)
+        return _pipelines[name]
+
+
+def build_config(model: str, sink_frames, top_k, mid_capacity, policy, rope_repair, compression) -> PackForcingConfig:
+    from packforcing.pipeline import default_config_for
+
+    return default_config_for(model).replace(
+        sink_frames=int(sink_frames), top_k=int(top_k), mid_capacity=int(mid_capacity), policy=policy,
+        rope_repair=bool(rope_repair), compression=compression,
+    )
+
+
+def upscale(frames: np.ndarray) -> np.ndarray:
+    scale = max(1, DISPLAY_SIZE // frames.shape[1])
+    return frames.repeat(scale, axis=1).repeat(scale, axis=2) if scale > 1 else frames
+
+
+class Run:
+    """One generation: streams (segment path, preview, figures, status) after every block."""
+
+    def __init__(self, model: str, prompt: str, seconds: float, seed: int, config: PackForcingConfig, workdir: str | None = None):
+        self.pipe = get_pipeline(model)
+        self.pipe.validate(prompt, seconds, config)
+        self.prompt, self.seconds, self.seed, self.config = prompt, float(seconds), int(seed), config
+        self.dir = workdir or tempfile.mkdtemp(prefix="packforcing-run-")
+        self.trace_path = os.path.join(self.dir, "trace.jsonl")
+        self.video_path = os.path.join(self.dir, "video.mp4")
+        self.events: list = []
+        self.frames: list[np.ndarray] = []
+        self.projection = kv_curve(self.seconds, config=config)
+        self.stop_requested = threading.Event()
+
+    def updates(self):
+        """Yields dicts with keys segment, preview, figures, status, done."""
+        started = time.perf_counter()
+        with TraceWriter(self.trace_path) as trace:
+            for event in self.pipe.stream(self.prompt, self.seconds, self.seed, self.config, should_stop=self.stop_requested.is_set):
+                trace.write(event)
+                if isinstance(event, Frames):
+                    big = upscale(event.frames)
+                    self.frames.append(event.frames)
+                    segment = os.path.join(self.dir, f"segment_{event.block:04d}.ts")
+                    write_mp4(big, segment, event.fps)
+                    self._pending = (segment, big[-1])
+                    continue
+                self.events.append(event)
+                if isinstance(event, RunStart):
+                    words = ", ".join(event.understood_words) or "none"
+                    yield {"status": f"Generating {event.num_blocks} blocks with **{event.model}** · understood: {words}"}
+                elif isinstance(event, Block):
+                    segment, preview = self._pending
+                    status = (f"Block {event.block + 1} · {event.video_seconds:.0f} s of video in {time.perf_counter() - started:.1f} s · "
+                              f"attending {event.context_tokens:,} tokens · KV {event.kv_bytes / 1024:,.0f} KB "
+                              f"(a full cache: {event.full_cache_bytes / 1024:,.0f} KB)")
+                    yield {"segment": segment, "preview": preview, "figures": figures_at(self.events, None, self.projection), "status": status}
+                elif isinstance(event, RunEnd):
+                    if self.frames:
+                        write_mp4(np.concatenate(self.frames), self.video_path, self.pipe.fps, max(1, DISPLAY_SIZE // self.frames[0].shape[1]))
+                    verb = "Stopped" if event.stopped else "Done"
+                    yield {"status": f"{verb}: {event.blocks} blocks in {event.seconds:.1f} s", "done": True,
+                           "video": self.video_path if self.frames else None, "trace": self.trace_path}
+
+
+def calculator(width, height, fps, seconds, sink_frames, top_k, mid_capacity):
+    """Memory calculator tab: (markdown table, figure) or an error message."""
+    try:
+        config = PackForcingConfig(sink_frames=int(sink_frames), top_k=int(top_k), mid_capacity=int(mid_capacity))
+        t = memory_table(float(seconds), int(width), int(height), int(fps), config)
+    except (ValueError, TypeError) as e:
+        return f"**Error:** {e}", empty_figure(str(e))
+    gb = lambda b: f"{b / 1e9:,.2f} GB"  # noqa: E731
+    rows = [
+        ("tokens per latent frame", f"{t['tokens_per_latent_frame']:,}"),
+        ("tokens per block", f"{t['tokens_per_block']:,}"),
+        ("compressed tokens per block", f"{t['compressed_tokens_per_block']:,}"),
+        ("bounded attention context", f"{t['context_tokens']:,} tokens"),
+        ("full cache", f"{t['full_cache_tokens']:,} tokens = {gb(t['full_cache_bytes'])}"),
+        ("PackForcing (dynamic)", gb(t["kv_bytes_by_policy"]["dynamic"])),
+        ("PackForcing (FIFO)", gb(t["kv_bytes_by_policy"]["fifo"])),
+        ("window (sink + recent)", gb(t["kv_bytes_by_policy"]["window"])),
+        ("bytes per token (K+V, all layers)", f"{t['bytes_per_token']:,}"),
+    ]
+    table = "| quantity | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+    return table, calculator_figure(t)
+
+
+def load_trace(path):
+    """Trace replay: (events, slider max, message) or raises ValueError with a clear message."""
+    if not path:
+        raise ValueError("no file: upload a trace .jsonl written by a run or by `python -m packforcing generate --trace`")
+    events = read_jsonl(path)
+    last = max(e.block for e in events if isinstance(e, Block))
+    return events, last
+
+
+def replay_figures(events, block):
+    if not events:
+        return tuple(empty_figure("Upload a trace to replay it") for _ in range(4))
+    run = next((e for e in events if isinstance(e, RunStart)), None)
+    seconds = max((e.video_seconds for e in events if isinstance(e, Block)), default=1.0)
+    projection = kv_curve(max(seconds, 1.0), config=PackForcingConfig.from_dict(run.config)) if run else None
+    return figures_at(events, int(block), projection)

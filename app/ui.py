@@ -1,0 +1,170 @@
+"""The PackForcing studio (Gradio Blocks). No model is loaded until Generate is pressed."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from packforcing.config import COMPRESSIONS, POLICIES
+from packforcing.pipeline import available_models, default_config_for, default_model
+from visualizers import empty_figure
+
+from .handlers import Run, build_config, calculator, load_trace, replay_figures
+
+try:  # ZeroGPU on Hugging Face Spaces; a no-op everywhere else
+    import spaces
+
+    gpu = spaces.GPU(duration=300)
+except ImportError:
+    def gpu(fn):
+        return fn
+
+EXAMPLES = [
+    "a red circle and a blue square, camera pans right",
+    "a yellow triangle and a green circle, slow pan left, bouncing",
+    "a white square, a red triangle and a blue circle at dusk",
+    "two green circles in the forest, fast pan right",
+]
+PANEL_HELP = {
+    "occupancy": "Tokens each block attends, by partition. Archived mid blocks are held in memory but not attended. The dashed line is the bounded context: it never grows.",
+    "selection": "Each row is a generated block, each column a compressed mid block. Colour = how much the current queries want that block; squares = the top-k actually attended. Old blocks keep getting picked: attention demand spans the whole history.",
+    "rope": "Keys are cached already rotated at the time they were generated. Before attending, selected blocks are moved (rotated in time) so that sink, mid and recent sit side by side before the current block: the gaps left by unselected or evicted blocks close.",
+    "memory": "Bytes of K/V actually held by this run vs a full cache. Below: the same policies for the real Wan2.1-1.3B at 832x480 (about 4 GB vs 138 GB at 120 s).",
+}
+
+
+@gpu
+def _generate(model, prompt, seconds, seed, sink_frames, top_k, mid_capacity, policy, rope_repair, compression, request: gr.Request = None):
+    """Streams: video segment, preview, four figures, status, final video, trace."""
+    nothing = gr.skip()
+    try:
+        config = build_config(model, sink_frames, top_k, mid_capacity, policy, rope_repair, compression)
+        run = Run(model, prompt, seconds, seed, config)
+    except ValueError as e:
+        gr.Warning(str(e))
+        yield (nothing, nothing, nothing, nothing, nothing, nothing, f"⚠️ **Error:** {e}", nothing, nothing)
+        return
+    for update in run.updates():
+        figures = update.get("figures") or (nothing,) * 4
+        yield (
+            update.get("segment", nothing),
+            update.get("preview", nothing),
+            *figures,
+            update["status"],
+            update.get("video", nothing),
+            update.get("trace", nothing),
+        )
+
+
+def _model_note() -> str:
+    lines = [f"- **{name}**: " + ("available" if reason is None else f"unavailable ({reason})") for name, reason in available_models().items()]
+    return "\n".join(lines)
+
+
+def _defaults_for(model):
+    c = default_config_for(model)
+    return c.sink_frames, c.top_k, c.mid_capacity, c.policy, c.rope_repair, c.compression
+
+
+def build_demo() -> gr.Blocks:
+    models = available_models()
+    usable = [name for name, reason in models.items() if reason is None]
+    model0 = default_model()
+    c0 = default_config_for(model0)
+    with gr.Blocks(title="PackForcing Studio") as demo:
+        gr.Markdown(
+            "# PackForcing Studio\nLong streaming video with a **bounded KV cache**: a full-resolution **sink**, a **compressed mid bank** "
+            "searched by **top-k selection**, and the **recent** block — with RoPE packing so the model never sees the gaps. "
+            "Type a prompt, press Generate, and watch the memory work block by block."
+        )
+        with gr.Tab("Generate"):
+            with gr.Row():
+                with gr.Column(scale=2):
+                    prompt = gr.Textbox(label="Prompt", value=EXAMPLES[0], lines=2, max_lines=4, elem_id="prompt")
+                    gr.Examples(EXAMPLES, inputs=prompt, label="Examples (click one)")
+                    with gr.Row():
+                        seconds = gr.Slider(1, 120, value=16, step=1, label="Duration (seconds)", elem_id="seconds")
+                        seed = gr.Number(value=0, precision=0, label="Seed", elem_id="seed")
+                    model = gr.Dropdown(usable, value=model0, label="Model", elem_id="model")
+                    with gr.Accordion("Advanced: the cache", open=False):
+                        sink = gr.Slider(0, 32, value=c0.sink_frames, step=4, label="Sink frames (latent frames, multiple of 4)")
+                        top_k = gr.Slider(0, 64, value=c0.top_k, step=1, label="Top-k mid blocks attended")
+                        capacity = gr.Slider(0, 256, value=c0.mid_capacity, step=1, label="Mid-bank capacity (compressed blocks)")
+                        policy = gr.Radio(list(POLICIES), value=c0.policy, label="Selection policy")
+                        rope = gr.Checkbox(value=c0.rope_repair, label="RoPE repair (pack attended blocks in time)")
+                        compression = gr.Radio(list(COMPRESSIONS), value=c0.compression, label="Compression")
+                        gr.Markdown(_model_note())
+                    with gr.Row():
+                        go_btn = gr.Button("Generate", variant="primary", elem_id="generate")
+                        stop_btn = gr.Button("Stop", variant="stop", elem_id="stop")
+                    status = gr.Markdown("Ready.", elem_id="status")
+                with gr.Column(scale=3):
+                    with gr.Row():
+                        video = gr.Video(label="Streaming video", streaming=True, autoplay=True, elem_id="stream")
+                        preview = gr.Image(label="Newest frame", elem_id="preview", height=256)
+                    with gr.Row():
+                        final = gr.File(label="Finished video (mp4)", elem_id="final")
+                        trace = gr.File(label="Trace (JSONL, replay it in the Trace tab)", elem_id="trace")
+            with gr.Row():
+                with gr.Column():
+                    occupancy = gr.Plot(empty_figure(), label="Occupancy", elem_id="panel-occupancy")
+                    gr.Markdown(PANEL_HELP["occupancy"])
+                with gr.Column():
+                    selection = gr.Plot(empty_figure(), label="Top-k selection", elem_id="panel-selection")
+                    gr.Markdown(PANEL_HELP["selection"])
+            with gr.Row():
+                with gr.Column():
+                    rope_plot = gr.Plot(empty_figure(), label="RoPE offsets", elem_id="panel-rope")
+                    gr.Markdown(PANEL_HELP["rope"])
+                with gr.Column():
+                    memory = gr.Plot(empty_figure(), label="KV memory", elem_id="panel-memory")
+                    gr.Markdown(PANEL_HELP["memory"])
+            model.change(_defaults_for, model, [sink, top_k, capacity, policy, rope, compression])
+            outputs = [video, preview, occupancy, selection, rope_plot, memory, status, final, trace]
+            run_event = go_btn.click(
+                _generate, [model, prompt, seconds, seed, sink, top_k, capacity, policy, rope, compression], outputs,
+                concurrency_limit=1, concurrency_id="gpu",
+            )
+            stop_btn.click(lambda: "Stopped by user.", None, status, cancels=[run_event], queue=False)
+
+        with gr.Tab("Memory calculator"):
+            gr.Markdown("Tokens and bytes of the cache for any video, no model needed. Defaults are the paper's: 832x480, 16 FPS, 120 s.")
+            with gr.Row():
+                c_w = gr.Number(832, precision=0, label="Width")
+                c_h = gr.Number(480, precision=0, label="Height")
+                c_fps = gr.Number(16, precision=0, label="FPS")
+                c_s = gr.Number(120, label="Seconds")
+                c_sink = gr.Number(8, precision=0, label="Sink frames")
+                c_k = gr.Number(16, precision=0, label="Top-k")
+                c_cap = gr.Number(24, precision=0, label="Mid capacity")
+            c_btn = gr.Button("Compute")
+            with gr.Row():
+                c_table = gr.Markdown(elem_id="calc-table")
+                c_plot = gr.Plot(label="KV cache by policy")
+            c_inputs = [c_w, c_h, c_fps, c_s, c_sink, c_k, c_cap]
+            c_btn.click(calculator, c_inputs, [c_table, c_plot], queue=False)
+            demo.load(calculator, c_inputs, [c_table, c_plot], queue=False)
+
+        with gr.Tab("Trace replay"):
+            gr.Markdown("Upload a trace (from the Generate tab or `python -m packforcing generate --trace`) and scrub through it block by block. No model runs.")
+            events_state = gr.State([])
+            with gr.Row():
+                upload = gr.File(label="trace .jsonl", file_types=[".jsonl", ".json", ".txt"], elem_id="trace-upload")
+                with gr.Column():
+                    r_msg = gr.Markdown(elem_id="replay-status")
+                    slider = gr.Slider(0, 1, value=0, step=1, label="Block", elem_id="replay-block")
+            with gr.Row():
+                r_occ, r_sel = gr.Plot(empty_figure("Upload a trace")), gr.Plot(empty_figure("Upload a trace"))
+            with gr.Row():
+                r_rope, r_mem = gr.Plot(empty_figure("Upload a trace")), gr.Plot(empty_figure("Upload a trace"))
+
+            def on_upload(file):
+                try:
+                    events, last = load_trace(file)
+                except (ValueError, OSError, UnicodeDecodeError) as e:
+                    return [], gr.update(maximum=1, value=0), f"⚠️ **Error:** {e}", *replay_figures([], 0)
+                return events, gr.update(maximum=max(last, 1), value=last), f"Loaded {last + 1} blocks.", *replay_figures(events, last)
+
+            upload.upload(on_upload, upload, [events_state, slider, r_msg, r_occ, r_sel, r_rope, r_mem], queue=False)
+            slider.change(replay_figures, [events_state, slider], [r_occ, r_sel, r_rope, r_mem], queue=False)
+    demo.queue(default_concurrency_limit=1, max_size=32)
+    return demo
