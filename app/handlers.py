@@ -7,6 +7,7 @@ import tempfile
 import threading
 import time
 
+import gradio as gr
 import numpy as np
 
 from packforcing.config import PackForcingConfig
@@ -18,6 +19,19 @@ from visualizers import calculator_figure, empty_figure, figures_at
 DISPLAY_SIZE = 256  # frames are upscaled (nearest) to about this many pixels for the browser
 _pipelines: dict = {}
 _lock = threading.Lock()
+_stop_flags: dict[str | None, threading.Event] = {}
+
+
+def stop_flag(session: str | None) -> threading.Event:
+    """A fresh stop flag for this browser session's new run."""
+    flag = _stop_flags[session] = threading.Event()
+    return flag
+
+
+def request_stop(request: gr.Request = None) -> None:
+    flag = _stop_flags.get(getattr(request, "session_hash", None))
+    if flag is not None:
+        flag.set()
 
 
 def get_pipeline(name: str):
@@ -47,7 +61,7 @@ def upscale(frames: np.ndarray) -> np.ndarray:
 class Run:
     """One generation: streams (segment path, preview, figures, status) after every block."""
 
-    def __init__(self, model: str, prompt: str, seconds: float, seed: int, config: PackForcingConfig, workdir: str | None = None):
+    def __init__(self, model: str, prompt: str, seconds: float, seed: int, config: PackForcingConfig, workdir: str | None = None, stop: threading.Event | None = None):
         self.pipe = get_pipeline(model)
         self.pipe.validate(prompt, seconds, config)
         self.prompt, self.seconds, self.seed, self.config = prompt, float(seconds), int(seed), config
@@ -57,7 +71,7 @@ class Run:
         self.events: list = []
         self.frames: list[np.ndarray] = []
         self.projection = kv_curve(self.seconds, config=config)
-        self.stop_requested = threading.Event()
+        self.stop_requested = stop or threading.Event()
 
     def updates(self):
         """Yields dicts with keys segment, preview, figures, status, done."""

@@ -8,7 +8,7 @@ from packforcing.config import COMPRESSIONS, POLICIES
 from packforcing.pipeline import available_models, default_config_for, default_model
 from visualizers import empty_figure
 
-from .handlers import Run, build_config, calculator, load_trace, replay_figures
+from .handlers import Run, build_config, calculator, load_trace, replay_figures, request_stop, stop_flag
 
 try:  # ZeroGPU on Hugging Face Spaces; a no-op everywhere else
     import spaces
@@ -38,7 +38,7 @@ def _generate(model, prompt, seconds, seed, sink_frames, top_k, mid_capacity, po
     nothing = gr.skip()
     try:
         config = build_config(model, sink_frames, top_k, mid_capacity, policy, rope_repair, compression)
-        run = Run(model, prompt, seconds, seed, config)
+        run = Run(model, prompt, seconds, seed, config, stop=stop_flag(request.session_hash if request else None))
     except ValueError as e:
         gr.Warning(str(e))
         yield (nothing, nothing, nothing, nothing, nothing, nothing, f"⚠️ **Error:** {e}", nothing, nothing)
@@ -120,11 +120,13 @@ def build_demo() -> gr.Blocks:
                     gr.Markdown(PANEL_HELP["memory"])
             model.change(_defaults_for, model, [sink, top_k, capacity, policy, rope, compression])
             outputs = [video, preview, occupancy, selection, rope_plot, memory, status, final, trace]
-            run_event = go_btn.click(
+            go_btn.click(
                 _generate, [model, prompt, seconds, seed, sink, top_k, capacity, policy, rope, compression], outputs,
                 concurrency_limit=1, concurrency_id="gpu",
             )
-            stop_btn.click(lambda: "Stopped by user.", None, status, cancels=[run_event], queue=False)
+            # Stop sets this session's flag; the run ends after the block in flight and frees
+            # its cache. (A closed tab cancels the event itself.)
+            stop_btn.click(request_stop, None, None, queue=False)
 
         with gr.Tab("Memory calculator"):
             gr.Markdown("Tokens and bytes of the cache for any video, no model needed. Defaults are the paper's: 832x480, 16 FPS, 120 s.")
