@@ -171,9 +171,9 @@ def memory_figure(events, projection: list[dict] | None = None) -> go.Figure:
             ys = [r[key] / 1e9 for r in projection]
             fig.add_trace(go.Scatter(x=px, y=ys, name=f"real model, {key}", line=dict(color=color, dash=dash, width=2), opacity=0.8,
                                      hovertext=[f"{key} at {s:.0f} s: {v:.2f} GB" for s, v in zip(px, ys)], hoverinfo="text"), row=2, col=1)
-        fig.update_yaxes(title_text="GB", row=2, col=1)
-        fig.update_xaxes(title_text="video seconds", row=2, col=1)
     fig = _style(fig, "KV memory: bounded vs a full cache", "video seconds", "KB")
+    if projection:
+        fig.update_yaxes(title_text="GB", row=2, col=1)
     fig.update_layout(height=320 * rows)
     return fig
 
