@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .config import PackForcingConfig
-from .rope import shift_keys_in_time
+from .rope import rotate_in_time, temporal_rotation
 
 
 @dataclass
@@ -50,13 +50,14 @@ class KVCache:
         self.shifts: dict[int, float] = {}
         self.evicted: list[int] = []
         self._context: dict[int, tuple[torch.Tensor | None, torch.Tensor | None]] = {}
+        self._rotation: tuple[torch.Tensor, torch.Tensor] | None = None
 
     # --- block lifecycle ----------------------------------------------------------
     def begin_block(self, index: int, start_frame: float) -> None:
         self.current = index
         self.current_start = float(start_frame)
         self.selected, self.scores, self.shifts, self.evicted = [], {}, {}, []
-        self._context = {}
+        self._context, self._rotation = {}, None
 
     def set_selection(self, selected: list[int], scores: dict[int, float] | None = None) -> None:
         unknown = [m for m in selected if m not in self.mid]
@@ -65,7 +66,7 @@ class KVCache:
         self.selected = sorted(selected)
         self.scores = dict(scores or {})
         self.shifts = self._packing_shifts()
-        self._context = {}
+        self._context, self._rotation = {}, None
         self.check()
 
     @property
@@ -103,7 +104,7 @@ class KVCache:
 
     def clear(self) -> None:
         self.sink.clear(), self.mid.clear(), self.recent.clear()
-        self._context = {}
+        self._context, self._rotation = {}, None
         self.current = None
 
     # --- what the current block attends ----------------------------------------------
@@ -139,9 +140,15 @@ class KVCache:
             if not blocks:
                 self._context[layer] = (None, None)
             else:
-                keys = [shift_keys_in_time(b.keys[layer], self.shifts[b.index]) for b in blocks]
-                values = [b.values[layer] for b in blocks]
-                self._context[layer] = (torch.cat(keys, dim=1), torch.cat(values, dim=1))
+                keys = torch.cat([b.keys[layer] for b in blocks], dim=1)
+                values = torch.cat([b.values[layer] for b in blocks], dim=1)
+                if any(self.shifts[b.index] for b in blocks):
+                    # One rotation for the whole context; the angles are shared by every layer.
+                    if self._rotation is None:
+                        deltas = torch.cat([torch.full((b.tokens,), self.shifts[b.index]) for b in blocks])
+                        self._rotation = temporal_rotation(deltas, keys.shape[-1])
+                    keys = rotate_in_time(keys, *self._rotation)
+                self._context[layer] = (keys, values)
         return self._context[layer]
 
     # --- accounting ------------------------------------------------------------------

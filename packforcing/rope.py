@@ -55,15 +55,25 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return out.type_as(x)
 
 
+def temporal_rotation(deltas: torch.Tensor, head_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin (1, S, 1, t_dim) moving each token by its own delta (latent frames), fp32."""
+    t_dim, _, _ = rope_split(head_dim)
+    angles = _angles(deltas, t_dim).to(torch.float32)
+    return angles.cos()[None, :, None], angles.sin()[None, :, None]
+
+
+def rotate_in_time(keys: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Apply a temporal_rotation to rotated keys (B, S, H, D); spatial pairs untouched."""
+    t_dim = cos.shape[-1]
+    temporal = apply_rotary(keys[..., :t_dim].float(), cos.to(keys.device), sin.to(keys.device)).to(keys.dtype)
+    return torch.cat([temporal, keys[..., t_dim:]], dim=-1)
+
+
 def shift_keys_in_time(keys: torch.Tensor, delta: float) -> torch.Tensor:
     """Rotate only the temporal channel pairs of rotated keys (B, S, H, D) by delta frames."""
     if delta == 0:
         return keys
-    t_dim, _, _ = rope_split(keys.shape[-1])
-    angles = _angles(torch.tensor([float(delta)]), t_dim).to(torch.float32)
-    cos, sin = angles.cos()[0], angles.sin()[0]
-    temporal = apply_rotary(keys[..., :t_dim].float(), cos, sin).to(keys.dtype)
-    return torch.cat([temporal, keys[..., t_dim:]], dim=-1)
+    return rotate_in_time(keys, *temporal_rotation(torch.full((keys.shape[1],), float(delta)), keys.shape[-1]))
 
 
 class PositionedRotaryEmbed(nn.Module):
