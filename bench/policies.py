@@ -10,8 +10,12 @@ import argparse
 import json
 import platform
 import statistics
+import sys
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere: python bench/policies.py
 
 from packforcing.backbones.tiny import build_tiny_random
 from packforcing.config import PackForcingConfig
@@ -34,18 +38,24 @@ def main():
     # big enough that the transformer, not Python bookkeeping, sets the time.
     backbone = build_tiny_random(width=args.size, height=args.size, transformer_kwargs=BENCH_TRANSFORMER)
     out = {"device": platform.processor() or platform.machine(), "threads": torch.get_num_threads(), "blocks": args.blocks, "policies": {}}
+    # Interleaved: one block of each policy in turn, so machine noise hits all alike.
+    streams = {}
     for policy in POLICIES:
         cfg = PackForcingConfig(policy=policy, top_k=args.top_k, mid_capacity=args.mid_capacity)
-        sampler = PackForcingSampler(backbone, cfg, seed=0)
-        rows = [e for e in sampler.stream("benchmark", args.blocks, "tiny-random") if isinstance(e, Block)]
-        seconds = [e.timings["transformer"] for e in rows]  # denoise + cache write: what the policy changes
-        totals = [e.seconds for e in rows]
+        streams[policy] = (e for e in PackForcingSampler(backbone, cfg, seed=0).stream("benchmark", args.blocks, "tiny-random") if isinstance(e, Block))
+    rows = {policy: [] for policy in POLICIES}
+    for _ in range(args.blocks):
+        for policy, stream in streams.items():
+            rows[policy].append(next(stream))
+    for policy in POLICIES:
+        seconds = [e.timings["transformer"] for e in rows[policy]]  # denoise + cache write: what the policy changes
+        totals = [e.seconds for e in rows[policy]]
         tail = seconds[-args.blocks // 3 :]
         out["policies"][policy] = {
             "mean_last_third_s": statistics.mean(tail),
             "first_third_s": statistics.mean(seconds[: args.blocks // 3]),
-            "kv_bytes_last": rows[-1].kv_bytes,
-            "context_tokens_last": rows[-1].context_tokens,
+            "kv_bytes_last": rows[policy][-1].kv_bytes,
+            "context_tokens_last": rows[policy][-1].context_tokens,
             "total_with_decode_last_third_s": statistics.mean(totals[-args.blocks // 3 :]),
             "per_block_s": [round(s, 4) for s in seconds],
         }

@@ -82,11 +82,18 @@ def _sdpa(q, k, v) -> torch.Tensor:
     return out.transpose(1, 2)
 
 
+class SessionSlot:
+    """Which session a model's processors serve. One slot per model, so several samplers
+    can share one set of weights and take turns (each claims the slot per forward)."""
+
+    session: CacheSession | None = None
+
+
 class PackForcingAttnProcessor:
     """Wan self-attention (same projections, norms and RoPE) with the cache in the middle."""
 
-    def __init__(self, session: CacheSession, layer: int):
-        self.session = session
+    def __init__(self, slot: SessionSlot, layer: int):
+        self.slot = slot
         self.layer = layer
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, rotary_emb=None):
@@ -96,21 +103,25 @@ class PackForcingAttnProcessor:
         q_raw, k_raw = query, key
         if rotary_emb is not None:
             query, key = apply_rotary(query, *rotary_emb), apply_rotary(key, *rotary_emb)
-        out = self.session.attend(self.layer, query, key, value, q_raw, k_raw)
+        out = self.slot.session.attend(self.layer, query, key, value, q_raw, k_raw)
         out = out.flatten(2, 3).type_as(query)
         return attn.to_out[1](attn.to_out[0](out))
 
 
-def install(transformer, session: CacheSession) -> PositionedRotaryEmbed:
-    """Point every self-attention layer at the session and wrap the RoPE module (idempotent)."""
+def install(transformer) -> tuple[SessionSlot, PositionedRotaryEmbed]:
+    """Give every self-attention layer a cache-aware processor and wrap the RoPE module.
+    Done once per model; later calls return the same slot."""
     if getattr(transformer, "fused_projections", False):
         raise ValueError("fused QKV projections are not supported; call unfuse_qkv_projections() first")
-    transformer.set_attn_processor(
-        {
-            name: PackForcingAttnProcessor(session, int(name.split(".")[1])) if ".attn1." in name else proc
-            for name, proc in transformer.attn_processors.items()
-        }
-    )
-    if not isinstance(transformer.rope, PositionedRotaryEmbed):
+    slot = getattr(transformer, "_packforcing_slot", None)
+    if slot is None:
+        slot = SessionSlot()
+        transformer.set_attn_processor(
+            {
+                name: PackForcingAttnProcessor(slot, int(name.split(".")[1])) if ".attn1." in name else proc
+                for name, proc in transformer.attn_processors.items()
+            }
+        )
         transformer.rope = PositionedRotaryEmbed(transformer.rope)
-    return transformer.rope
+        transformer._packforcing_slot = slot
+    return slot, transformer.rope

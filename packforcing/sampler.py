@@ -65,7 +65,7 @@ class PackForcingSampler:
         self.noise = torch.Generator().manual_seed(seed)
         self.selection_rng = torch.Generator().manual_seed(seed + 1)
         self.session = CacheSession(self.cache)
-        self.rope = install(model, self.session)
+        self.slot, self.rope = install(model)
         self._kept: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # block -> (x0 latent, pixels) until compressed
 
     def geometry(self) -> dict:
@@ -85,6 +85,7 @@ class PackForcingSampler:
 
     # --- one forward of the transformer -----------------------------------------------
     def _forward(self, latent, timestep: float, text, mode: str, pending=None, frame_offset=0.0, spacing=(1.0, 1.0, 1.0), center=(0.0, 0.0, 0.0)):
+        self.slot.session = self.session  # this sampler's turn on the shared weights
         self.session.set_mode(mode, pending)
         self.rope.place(frame_offset, spacing, center)
         t = torch.full((latent.shape[0],), float(timestep), device=latent.device)
