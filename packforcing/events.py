@@ -112,14 +112,6 @@ def event_from_dict(d: dict):
     return cls(**kwargs)
 
 
-def write_jsonl(events: Iterable, path) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        for event in events:
-            if isinstance(event, Frames):
-                continue
-            f.write(json.dumps(event_to_dict(event)) + "\n")
-
-
 class TraceWriter:
     """Appends events to a JSONL file as they arrive (so a stopped run keeps its trace)."""
 
@@ -140,6 +132,12 @@ class TraceWriter:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def write_jsonl(events: Iterable, path) -> None:
+    with TraceWriter(path) as trace:
+        for event in events:
+            trace.write(event)
 
 
 def read_jsonl(path) -> list:
