@@ -134,9 +134,9 @@ class KVCache:
         """Keys (moved to packed positions) and values of everything the current block
         attends besides itself. Built once per layer per block, reused by every step."""
         if layer not in self._context:
-            if not self.shifts and self.attended():
-                self.shifts = self._packing_shifts()
             blocks = self.attended()
+            if blocks and not self.shifts:
+                raise CacheInvariantError(f"block {self.current} attends before its selection was set (call set_selection)")
             if not blocks:
                 self._context[layer] = (None, None)
             else:

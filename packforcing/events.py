@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import MISSING, asdict, dataclass, field, fields
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -155,5 +155,5 @@ def read_jsonl(path) -> list:
     return events
 
 
-def block_events(events: Iterable[Any]) -> Iterator[Block]:
-    return (e for e in events if isinstance(e, Block))
+def block_events(events: Iterable[Any]) -> list[Block]:
+    return [e for e in events if isinstance(e, Block)]

@@ -89,11 +89,10 @@ def build_backbone(name: str, device=None, dtype=None) -> Backbone:
         from .backbones.embedded import load_embedded
 
         backbone = load_embedded(EMBEDDED_DIR)
-    else:
+    else:  # the real model is placed and cast while loading
         from .backbones.wan import load_wan
 
-        backbone = load_wan(device=device or "cuda", dtype=dtype or torch.bfloat16)
-        return backbone
+        return load_wan(device=device or "cuda", dtype=dtype or torch.bfloat16)
     if device is not None or dtype is not None:
         backbone.transformer.to(device=device, dtype=dtype)
         if backbone.hr_compressor is not None:

@@ -5,7 +5,7 @@ import torch
 
 from packforcing.backbones.tiny import build_tiny_random
 from packforcing.config import PackForcingConfig
-from packforcing.events import Block, Frames, RunEnd, RunStart, read_jsonl, write_jsonl
+from packforcing.events import block_events as blocks_of, Block, Frames, RunEnd, RunStart, read_jsonl, write_jsonl
 from packforcing.pipeline import PackForcingPipeline
 from packforcing.sampler import PackForcingSampler
 
@@ -27,9 +27,6 @@ def run(backbone, blocks, check=None, **cfg):
         events.append(event)
     return events
 
-
-def blocks_of(events):
-    return [e for e in events if isinstance(e, Block)]
 
 
 def test_kv_bytes_flat_after_bank_full_and_ordering(backbone):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from packforcing.events import Block, read_jsonl
+from packforcing.events import block_events as blocks, Block, read_jsonl
 from packforcing.memory import kv_curve, memory_table
 from visualizers import calculator_figure, figures_at, memory_figure, occupancy_figure, rope_figure, selection_figure
 
@@ -17,9 +17,6 @@ TRACE = Path(__file__).parent / "data" / "trace_dynamic.jsonl"
 def events():
     return read_jsonl(TRACE)
 
-
-def blocks(events):
-    return [e for e in events if isinstance(e, Block)]
 
 
 def test_visualizers_never_import_gradio_or_torch():

@@ -12,6 +12,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from packforcing.events import Block, RunStart
+from packforcing.events import block_events as _blocks
 
 PARTITION_COLORS = {
     "sink": "#7c6cf0",
@@ -29,10 +30,6 @@ PARTITION_LABELS = {
     "recent": "recent (full resolution)",
     "current": "current block (being generated)",
 }
-
-
-def _blocks(events) -> list[Block]:
-    return [e for e in events if isinstance(e, Block)]
 
 
 def _run(events) -> RunStart | None:
