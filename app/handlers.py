@@ -143,3 +143,64 @@ def replay_figures(events, block):
     seconds = max((e.video_seconds for e in events if isinstance(e, Block)), default=1.0)
     projection = kv_curve(max(seconds, 1.0), config=PackForcingConfig.from_dict(run.config)) if run else None
     return figures_at(events, int(block), projection)
+
+
+def ablation_presets(model: str) -> dict[str, PackForcingConfig]:
+    """The ablation lab's named configurations, built on the model's own defaults."""
+    from packforcing.ablate import ablation_configs
+    from packforcing.pipeline import default_config_for
+
+    return ablation_configs(default_config_for(model))
+
+
+class AblationRun:
+    """Two configurations on the same prompt and seed, streamed block by block in lockstep.
+    Both samplers share the model's weights (each claims it per forward), so nothing is loaded twice."""
+
+    def __init__(self, model: str, prompt: str, seconds: float, seed: int, preset_a: str, preset_b: str, stop: threading.Event | None = None):
+        presets = ablation_presets(model)
+        for preset in (preset_a, preset_b):
+            if preset not in presets:
+                raise ValueError(f"configuration {preset!r} is not known; choose one of {', '.join(presets)}")
+        self.names = (preset_a, preset_b)
+        self.stop_requested = stop or threading.Event()
+        self.runs = [Run(model, prompt, seconds, seed, presets[p], stop=self.stop_requested) for p in self.names]
+
+    def updates(self):
+        """Yields (update of A or None, update of B or None, comparison markdown or None)."""
+        streams = [run.updates() for run in self.runs]
+        alive = [True, True]
+        while any(alive):
+            step = [None, None]
+            for side, stream in enumerate(streams):
+                if alive[side]:
+                    step[side] = next(stream, None)
+                    alive[side] = step[side] is not None
+            done = not any(alive)
+            yield step[0], step[1], self.comparison() if done else None
+
+    def comparison(self) -> str:
+        """Markdown table of the metrics of both videos (world metrics for the embedded model)."""
+        rows = [self._scores(run) for run in self.runs]
+        keys = [k for k in rows[0] if k in rows[1]]
+        header = f"| | {self.names[0]} | {self.names[1]} |\n|---|---|---|\n"
+        return header + "\n".join(f"| {k} | {rows[0][k]} | {rows[1][k]} |" for k in keys)
+
+    @staticmethod
+    def _scores(run: Run) -> dict[str, str]:
+        blocks = [e for e in run.events if isinstance(e, Block)]
+        out = {}
+        if run.frames and run.pipe.name == "embedded":
+            from packforcing.world.metrics import evaluate
+            from packforcing.world.scene import spec_from_prompt
+
+            scores = evaluate(np.concatenate(run.frames), spec_from_prompt(run.prompt, run.seed))
+            for key, label in (("faithfulness", "prompt faithfulness"), ("revisit_consistency", "revisit consistency"),
+                               ("revisit_contrast", "revisit contrast"), ("drift_drop", "drift (first − last loop)")):
+                value = scores.get(key)
+                out[label] = "n/a (too short)" if value is None else f"{value:.3f}"
+        if blocks:
+            out["KV bytes at the end"] = f"{blocks[-1].kv_bytes / 1024:,.0f} KB"
+            out["attended tokens (last block)"] = f"{blocks[-1].context_tokens:,}"
+            out["seconds of video per second"] = f"{blocks[-1].video_seconds / sum(b.seconds for b in blocks):.2f}"
+        return out

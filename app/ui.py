@@ -8,7 +8,7 @@ from packforcing.config import COMPRESSIONS, POLICIES
 from packforcing.pipeline import available_models, default_config_for, default_model
 from visualizers import empty_figure
 
-from .handlers import Run, build_config, calculator, load_trace, replay_figures, request_stop, stop_flag
+from .handlers import AblationRun, Run, ablation_presets, build_config, calculator, load_trace, replay_figures, request_stop, stop_flag
 
 try:  # ZeroGPU on Hugging Face Spaces; a no-op everywhere else
     import spaces
@@ -53,6 +53,25 @@ def _generate(model, prompt, seconds, seed, sink_frames, top_k, mid_capacity, po
             update.get("video", nothing),
             update.get("trace", nothing),
         )
+
+
+@gpu
+def _ablate(model, prompt, seconds, seed, preset_a, preset_b, request: gr.Request = None):
+    """Streams, for each side: video segment, preview, four figures; then status and the comparison."""
+    nothing = gr.skip()
+    try:
+        lab = AblationRun(model, prompt, seconds, seed, preset_a, preset_b, stop=stop_flag(request.session_hash if request else None))
+    except ValueError as e:
+        gr.Warning(str(e))
+        yield (*(nothing,) * 12, f"⚠️ **Error:** {e}", nothing)
+        return
+    for a, b, comparison in lab.updates():
+        sides = []
+        for update in (a, b):
+            update = update or {}
+            sides += [update.get("segment", nothing), update.get("preview", nothing), *(update.get("figures") or (nothing,) * 4)]
+        status = " · ".join(f"**{name}**: {u['status']}" for name, u in zip(lab.names, (a, b)) if u)
+        yield (*sides, status or nothing, comparison or nothing)
 
 
 def _model_note() -> str:
@@ -127,6 +146,40 @@ def build_demo() -> gr.Blocks:
             # Stop sets this session's flag; the run ends after the block in flight and frees
             # its cache. (A closed tab cancels the event itself.)
             stop_btn.click(request_stop, None, None, queue=False)
+
+        with gr.Tab("Ablation"):
+            gr.Markdown(
+                "Two memory configurations, the **same prompt and seed**, generated side by side. On the embedded model the "
+                "camera comes back to the same place every 8 s: watch which configuration remembers what it showed. "
+                "The table at the end scores both videos from their pixels."
+            )
+            presets = list(ablation_presets(model0))
+            with gr.Row():
+                a_prompt = gr.Textbox(label="Prompt", value=EXAMPLES[0], lines=1, scale=3, elem_id="ablation-prompt")
+                a_seconds = gr.Slider(1, 120, value=24, step=1, label="Duration (seconds)", scale=2, elem_id="ablation-seconds")
+                a_seed = gr.Number(value=0, precision=0, label="Seed", scale=1)
+                a_model = gr.Dropdown(usable, value=model0, label="Model", scale=1)
+            with gr.Row():
+                preset_a = gr.Dropdown(presets, value="window", label="Left", elem_id="preset-a")
+                preset_b = gr.Dropdown(presets, value="dynamic", label="Right", elem_id="preset-b")
+            with gr.Row():
+                a_go = gr.Button("Run both", variant="primary", elem_id="ablation-run")
+                a_stop = gr.Button("Stop", variant="stop")
+            a_status = gr.Markdown("Ready.", elem_id="ablation-status")
+            side_outputs = []
+            with gr.Row():
+                for side in ("a", "b"):
+                    with gr.Column():
+                        with gr.Row():
+                            side_video = gr.Video(label="Streaming video", streaming=True, autoplay=True, elem_id=f"ablation-stream-{side}")
+                            side_preview = gr.Image(label="Newest frame", height=200, elem_id=f"ablation-preview-{side}")
+                        plots = [gr.Plot(empty_figure(), label=label, elem_id=f"ablation-{key}-{side}")
+                                 for key, label in (("occupancy", "Occupancy"), ("selection", "Top-k selection"), ("rope", "RoPE offsets"), ("memory", "KV memory"))]
+                        side_outputs += [side_video, side_preview, *plots]
+            comparison = gr.Markdown(elem_id="ablation-table")
+            a_go.click(_ablate, [a_model, a_prompt, a_seconds, a_seed, preset_a, preset_b], side_outputs + [a_status, comparison],
+                       concurrency_limit=1, concurrency_id="gpu")
+            a_stop.click(request_stop, None, None, queue=False)
 
         with gr.Tab("Memory calculator"):
             gr.Markdown("Tokens and bytes of the cache for any video, no model needed. Defaults are the paper's: 832x480, 16 FPS, 120 s.")

@@ -84,11 +84,12 @@ class PackForcingSampler:
         }
 
     # --- one forward of the transformer -----------------------------------------------
-    def _forward(self, latent, timestep: float, text, mode: str, pending=None, frame_offset=0.0, spacing=(1.0, 1.0, 1.0), center=(0.0, 0.0, 0.0)):
+    def _forward(self, latent, timestep, text, mode: str, pending=None, frame_offset=0.0, spacing=(1.0, 1.0, 1.0), center=(0.0, 0.0, 0.0)):
         self.slot.session = self.session  # this sampler's turn on the shared weights
         self.session.set_mode(mode, pending)
         self.rope.place(frame_offset, spacing, center)
-        t = torch.full((latent.shape[0],), float(timestep), device=latent.device)
+        # one timestep per batch element (a float shares one; training passes a tensor)
+        t = torch.as_tensor(timestep, dtype=torch.float32, device=latent.device).expand(latent.shape[0])
         try:
             return self.backbone.transformer(latent, timestep=t, encoder_hidden_states=text, return_dict=False)[0]
         finally:

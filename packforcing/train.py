@@ -22,34 +22,41 @@ import os
 import random
 import time
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .backbones.embedded import EMBEDDED_CONFIG, build_embedded, load_embedded, save_embedded, trainable_modules
 from .sampler import PackForcingSampler
 from .selection import select_blocks
+from .world.vocab import tokenize
 
 CLIP_BLOCKS = 12
 
 
-def world_clip(rng: random.Random, blocks: int, codec):
-    """A random world clip: (prompt, pixels (1,3,T,64,64) in [-1,1], latent (1,16,T/4,16,16))."""
+def world_batch(rng: random.Random, batch: int, blocks: int, codec):
+    """Random world clips: (prompts, pixels (B,3,T,64,64) in [-1,1], latents (B,16,T/4,16,16))."""
     from .world.scene import prompt_for, render_clip, sample_spec
 
-    spec = sample_spec(rng)
-    frames = render_clip(spec, 0, blocks * 16)  # (T, 64, 64, 3) uint8
-    pixels = torch.from_numpy(frames).permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0
+    specs = [sample_spec(rng) for _ in range(batch)]
+    frames = np.stack([render_clip(spec, 0, blocks * 16) for spec in specs])  # (B, T, 64, 64, 3) uint8
+    pixels = torch.from_numpy(frames).permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0
     with torch.no_grad():
         latent = codec.encode(pixels)
-    return prompt_for(spec), pixels, latent
+    return [prompt_for(spec) for spec in specs], pixels, latent
 
 
-def clip_loss(sampler: PackForcingSampler, prompt: str, pixels, latent, gen: torch.Generator, history_noise: float):
+def clip_loss(sampler: PackForcingSampler, text: torch.Tensor, pixels, latent, gen: torch.Generator, history_noise: float, self_history: int = 0):
+    """Per-block, per-clip x0 losses (blocks, B) of one teacher-forced pass through the engine.
+    The clips of a batch share one selection per block (their scores are averaged).
+
+    The last `self_history` clips of the batch are denoised at the sampler's last noise
+    level and their history is the model's own (detached) prediction, as at sampling
+    time: without it the model only ever sees a perfect past and drifts on its own."""
     backbone, cfg, cache = sampler.backbone, sampler.config, sampler.cache
-    text = backbone.encode_prompt(prompt)
-    sigmas = cfg.sigmas
+    sigmas = torch.tensor(cfg.sigmas, dtype=torch.float32)
     bf = cfg.block_frames
     frames_per_block = bf * backbone.codec.temporal_factor
+    batch = latent.shape[0]
     losses = []
     kept = {}
     try:
@@ -58,13 +65,19 @@ def clip_loss(sampler: PackForcingSampler, prompt: str, pixels, latent, gen: tor
             cache.begin_block(c, float(c * bf))
             if not cache.selection_pending:
                 cache.set_selection(select_blocks(list(cache.mid), cfg, generator=sampler.selection_rng))
-            sigma = sigmas[int(torch.randint(len(sigmas), (1,), generator=gen))]
-            noise = torch.randn(x0.shape, generator=gen)
-            x_t = (1 - sigma) * x0 + sigma * noise
+            # every clip gets its own noise level among the sampler's
+            sigma = sigmas[torch.randint(len(sigmas), (batch,), generator=gen)]
+            if self_history:
+                sigma[batch - self_history :] = sigmas[-1]
+            s = sigma.view(batch, 1, 1, 1, 1)
+            x_t = (1 - s) * x0 + s * torch.randn(x0.shape, generator=gen)
             v = sampler._forward(x_t, sigma * cfg.num_train_timesteps, text, "denoise", frame_offset=c * bf)
-            losses.append(F.mse_loss(x_t - sigma * v, x0))
-            # History is the ground truth, lightly noised: the model must tolerate its own imperfect past.
+            x0_pred = x_t - s * v
+            losses.append(((x0_pred - x0) ** 2).mean(dim=(1, 2, 3, 4)))
+            # History is the ground truth, lightly noised, or the model's own prediction.
             clean = x0 + history_noise * torch.randn(x0.shape, generator=gen)
+            if self_history:
+                clean = torch.cat([clean[: batch - self_history], x0_pred[batch - self_history :].detach()])
             cache.add_block(sampler.write_block(c, clean, text))
             kept[c] = (clean, pixels[:, :, c * frames_per_block : (c + 1) * frames_per_block])
             leaving = cache.pop_overflow()
@@ -81,8 +94,10 @@ def main(argv=None):
     ap.add_argument("--out", default="assets/embedded")
     ap.add_argument("--minutes", type=float, default=40.0, help="wall-clock training budget")
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--batch", type=int, default=4, help="clips per step (they share one selection per block)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--history-noise", type=float, default=0.05)
+    ap.add_argument("--self-history", type=float, default=0.25, help="fraction of each batch whose history is the model's own prediction")
     ap.add_argument("--resume", action="store_true", help="continue from the weights in --out")
     ap.add_argument("--checkpoint-minutes", type=float, default=4.0)
     ap.add_argument("--threads", type=int, default=0)
@@ -113,8 +128,10 @@ def main(argv=None):
         lr = args.lr * min(1.0, (step + 1) / 50) * 0.5 * (1 + math.cos(math.pi * progress))
         for group in opt.param_groups:
             group["lr"] = lr
-        prompt, pixels, latent = world_clip(rng, CLIP_BLOCKS, backbone.codec)
-        per_block = clip_loss(sampler, prompt, pixels, latent, gen, args.history_noise)
+        prompts, pixels, latent = world_batch(rng, args.batch, CLIP_BLOCKS, backbone.codec)
+        text = backbone.text_encoder(tokenize(prompts))
+        own = round(args.self_history * args.batch)
+        per_block = clip_loss(sampler, text, pixels, latent, gen, args.history_noise, own).mean(dim=1)
         loss = per_block.mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -73,3 +73,25 @@ def test_trace_replay_and_malformed_files(tmp_path):
         load_trace(str(bad))
     with pytest.raises(ValueError, match="no file"):
         load_trace(None)
+
+
+def test_ablation_runs_two_configs_in_lockstep_on_shared_weights():
+    from app.handlers import AblationRun
+
+    lab = AblationRun("embedded", "a red circle, camera pans right", 3, 0, "window", "full")
+    steps = list(lab.updates())
+    both = [(a, b) for a, b, _ in steps if a and b and "segment" in a and "segment" in b]
+    assert len(both) == 3  # every block streams on both sides, side by side
+    assert lab.runs[0].pipe is lab.runs[1].pipe  # one model, two caches
+    # same prompt and seed: the first block (no memory involved yet) is the same video
+    assert (lab.runs[0].frames[0] == lab.runs[1].frames[0]).all()
+    table = steps[-1][2]
+    assert table.startswith("| | window | full |") and "prompt faithfulness" in table and "KV bytes at the end" in table
+    assert all(c is None for _, _, c in steps[:-1])
+
+
+def test_ablation_rejects_unknown_configuration():
+    from app.handlers import AblationRun
+
+    with pytest.raises(ValueError, match="configuration 'bogus' is not known; choose one of window"):
+        AblationRun("tiny-random", "a red circle", 3, 0, "window", "bogus")

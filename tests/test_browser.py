@@ -137,3 +137,19 @@ def test_empty_prompt_shows_error_and_app_keeps_serving(page):
     _set_seconds(page, 2)
     page.click("#generate")
     page.wait_for_function("() => /Done/.test(document.querySelector('#status').innerText)", timeout=120_000)
+
+
+def test_ablation_streams_two_configs_side_by_side(page):
+    page.get_by_role("tab", name="Ablation").click()
+    page.locator("#ablation-seconds input[type=number]").fill("10")
+    page.locator("#ablation-seconds input[type=number]").press("Enter")
+    page.click("#ablation-run")
+    # both sides stream: each preview shows a frame and each side's memory panel gains blocks
+    page.wait_for_function(
+        "() => ['a', 'b'].every(s => document.querySelector('#ablation-preview-' + s + ' img'))", timeout=90_000)
+    page.wait_for_function(
+        """() => ['a', 'b'].every(s => { const el = document.querySelector('#ablation-memory-' + s + ' .js-plotly-plot');
+                                         return el && el.data && el.data[0].x.length >= 2; })""", timeout=90_000)
+    page.wait_for_function("() => /revisit consistency/.test(document.querySelector('#ablation-table').innerText)", timeout=120_000)
+    table = page.inner_text("#ablation-table")
+    assert "window" in table and "dynamic" in table and "KV bytes at the end" in table
