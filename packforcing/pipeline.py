@@ -40,10 +40,8 @@ def _wan_reason() -> str | None:
     try:
         import transformers  # noqa: F401
     except ImportError:
-        return "needs the transformers package for the UMT5 text encoder"
-    from .backbones.wan import weights_available
-
-    return None if weights_available() else "weights not downloaded (Wan-AI/Wan2.1-T2V-1.3B-Diffusers, gdhe17/Self-Forcing)"
+        return "needs the transformers package for the UMT5 text encoder (pip install -r requirements.txt)"
+    return None  # weights missing from the cache are downloaded on first use
 
 
 MODELS: dict[str, Callable[[], str | None]] = {
@@ -59,8 +57,15 @@ def available_models() -> dict[str, str | None]:
 
 
 def default_model() -> str:
+    """The real model where it can run and its weights are already here (no surprise
+    20 GB download), else the embedded one."""
     usable = [name for name, reason in available_models().items() if reason is None]
-    for name in ("wan-1.3b", "embedded", "tiny-random"):
+    if "wan-1.3b" in usable:
+        from .backbones.wan import weights_available
+
+        if weights_available():
+            return "wan-1.3b"
+    for name in ("embedded", "tiny-random"):
         if name in usable:
             return name
     return "tiny-random"

@@ -60,7 +60,8 @@ class UMT5PromptEncoder:
             torch.cuda.empty_cache()
 
 
-def load_wan(transformer_path: str | None = None, base_repo: str | None = None, device="cuda", dtype=torch.bfloat16) -> Backbone:
+def load_wan(transformer_path: str | None = None, base_repo: str | None = None, device="cuda", dtype=torch.bfloat16, transformer_config: dict | None = None) -> Backbone:
+    """The real model. `transformer_config` is only for tests (tiny synthetic checkpoints)."""
     from diffusers import AutoencoderKLWan
     from transformers import AutoTokenizer, UMT5EncoderModel
 
@@ -68,7 +69,8 @@ def load_wan(transformer_path: str | None = None, base_repo: str | None = None, 
 
     base = base_repo or os.environ.get("PACKFORCING_WAN_DIR") or BASE_REPO
     generator = transformer_path or os.environ.get("PACKFORCING_SELF_FORCING") or SELF_FORCING_REPO
-    transformer = load_self_forcing_transformer(generator, dtype=dtype, device=device).eval()
+    transformer = load_self_forcing_transformer(generator, dtype=dtype, device=device, config=transformer_config)
+    # the VAE runs in fp32, like Self-Forcing's decoder
     vae = AutoencoderKLWan.from_pretrained(base, subfolder="vae", torch_dtype=torch.float32).to(device).eval()
     tokenizer = AutoTokenizer.from_pretrained(base, subfolder="tokenizer")
     encoder = UMT5EncoderModel.from_pretrained(base, subfolder="text_encoder", torch_dtype=dtype).eval()
