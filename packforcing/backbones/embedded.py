@@ -35,10 +35,7 @@ EMBEDDED_HR_WIDTHS = (32, 64, 128, 128)
 # The paper's proportions (4-frame blocks, 2 sink blocks, 1 recent block, a compressed
 # mid bank with top-k), scaled to the world's 8-second camera loop: with top_k = 4 FIFO
 # sees only the last 4 s of the mid bank, so recalling the previous loop needs selection.
-# Same four timesteps as Self-Forcing, but shift 1 (noise levels 1, .75, .5, .25): our
-# model is trained with a plain x0 loss, not distilled, and its last estimate from
-# sigma .625 (shift 5) keeps visible noise; from .25 it is clean. Same cost per block.
-EMBEDDED_CONFIG = PackForcingConfig(top_k=4, mid_capacity=12, compression="hr+lr", shift=1.0)
+EMBEDDED_CONFIG = PackForcingConfig(top_k=4, mid_capacity=12, compression="hr+lr")
 WIDTH = HEIGHT = 64
 
 
