@@ -9,7 +9,6 @@ import time
 
 import gradio as gr
 import numpy as np
-import torch
 
 from packforcing.config import PackForcingConfig
 from packforcing.events import Block, Frames, RunEnd, RunStart, TraceWriter, read_jsonl
@@ -175,14 +174,7 @@ class AblationRun:
             step = [None, None]
             for side, stream in enumerate(streams):
                 if alive[side]:
-                    # two interleaved samplers each hold a no_grad context across their
-                    # yields; their exits would restore each other's modes, so pin ours
-                    prev = torch.is_grad_enabled()
-                    try:
-                        torch.set_grad_enabled(False)
-                        step[side] = next(stream, None)
-                    finally:
-                        torch.set_grad_enabled(prev)
+                    step[side] = next(stream, None)
                     alive[side] = step[side] is not None
             done = not any(alive)
             yield step[0], step[1], self.comparison() if done else None

@@ -154,6 +154,9 @@ class PackForcingSampler:
         return out
 
     # --- the generator ------------------------------------------------------------------
+    # torch's decorator enters no_grad for each step and leaves it at every yield, so
+    # interleaved streams (the ablation view) never restore each other's grad mode
+    @torch.no_grad()
     def stream(self, prompt: str, num_blocks: int, model_name: str, should_stop: Callable[[], bool] | None = None, understood=None) -> Iterator:
         cfg, b, cache = self.config, self.backbone, self.cache
         t_run = time.perf_counter()
@@ -162,54 +165,53 @@ class PackForcingSampler:
         bpt = b.dims().bytes_per_token
         frames_total, done, stopped = 0, 0, False
         try:
-            with torch.no_grad():
-                text = b.encode_prompt(prompt).to(b.device, b.dtype)
-                for index in range(num_blocks):
-                    if should_stop is not None and should_stop():
-                        stopped = True
-                        break
-                    t0 = time.perf_counter()
-                    start = float(index * cfg.block_frames)
-                    # 1. selection (dynamic is scored inside the first forward)
-                    cache.begin_block(index, start)
-                    if not cache.selection_pending:
-                        cache.set_selection(select_blocks(list(cache.mid), cfg, generator=self.selection_rng))
-                    # 2-3. denoise, then write the clean block into the cache
-                    x0 = self.denoise_block(index, text)
-                    snapshot = self._snapshot()
-                    block = self.write_block(index, x0, text)
-                    t1 = time.perf_counter()
-                    # 4. pixels
-                    pixels = decoder.decode_next(x0)
-                    t2 = time.perf_counter()
-                    frames = to_uint8(pixels)
-                    frames_total += frames.shape[0]
-                    yield Frames(block=index, frames=frames, fps=b.fps)
-                    # 5. the cache moves on
-                    cache.add_block(block)
-                    self._kept[index] = (x0, pixels)
-                    leaving = cache.pop_overflow()
-                    if leaving is not None:
-                        latent, px = self._kept.pop(leaving.index)
-                        if cfg.policy == "full":
-                            cache.archive(leaving)
-                        elif cfg.compresses_mid:
-                            cache.archive(self.compress(leaving, latent, px, text))
-                    t3 = time.perf_counter()
-                    for kept in [k for k in self._kept if k in cache.sink]:
-                        del self._kept[kept]  # sinks are never compressed
-                    done = index + 1
-                    # 6. the trace
-                    yield Block(
-                        **snapshot,
-                        kv_bytes=cache.kv_bytes(),
-                        full_cache_bytes=done * self.tokens_per_block * bpt,
-                        seconds=time.perf_counter() - t0,
-                        timings={"transformer": t1 - t0, "decode": t2 - t1, "compress": t3 - t2},
-                        evicted=list(cache.evicted),
-                        video_seconds=frames_total / b.fps,
-                        frames_total=frames_total,
-                    )
+            text = b.encode_prompt(prompt).to(b.device, b.dtype)
+            for index in range(num_blocks):
+                if should_stop is not None and should_stop():
+                    stopped = True
+                    break
+                t0 = time.perf_counter()
+                start = float(index * cfg.block_frames)
+                # 1. selection (dynamic is scored inside the first forward)
+                cache.begin_block(index, start)
+                if not cache.selection_pending:
+                    cache.set_selection(select_blocks(list(cache.mid), cfg, generator=self.selection_rng))
+                # 2-3. denoise, then write the clean block into the cache
+                x0 = self.denoise_block(index, text)
+                snapshot = self._snapshot()
+                block = self.write_block(index, x0, text)
+                t1 = time.perf_counter()
+                # 4. pixels
+                pixels = decoder.decode_next(x0)
+                t2 = time.perf_counter()
+                frames = to_uint8(pixels)
+                frames_total += frames.shape[0]
+                yield Frames(block=index, frames=frames, fps=b.fps)
+                # 5. the cache moves on
+                cache.add_block(block)
+                self._kept[index] = (x0, pixels)
+                leaving = cache.pop_overflow()
+                if leaving is not None:
+                    latent, px = self._kept.pop(leaving.index)
+                    if cfg.policy == "full":
+                        cache.archive(leaving)
+                    elif cfg.compresses_mid:
+                        cache.archive(self.compress(leaving, latent, px, text))
+                t3 = time.perf_counter()
+                for kept in [k for k in self._kept if k in cache.sink]:
+                    del self._kept[kept]  # sinks are never compressed
+                done = index + 1
+                # 6. the trace
+                yield Block(
+                    **snapshot,
+                    kv_bytes=cache.kv_bytes(),
+                    full_cache_bytes=done * self.tokens_per_block * bpt,
+                    seconds=time.perf_counter() - t0,
+                    timings={"transformer": t1 - t0, "decode": t2 - t1, "compress": t3 - t2},
+                    evicted=list(cache.evicted),
+                    video_seconds=frames_total / b.fps,
+                    frames_total=frames_total,
+                )
         finally:
             cache.clear()
             self._kept.clear()

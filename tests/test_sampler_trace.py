@@ -131,3 +131,16 @@ def test_every_compression_and_kv_source_runs_with_same_memory(backbone):
     assert len({e.context_tokens for e in results.values()}) == 1
     scores = [tuple(e.selection_scores.values()) for e in results.values()]
     assert len(set(scores)) == len(scores)  # each mode writes different mid keys
+
+
+def test_interleaved_streams_leave_the_callers_grad_mode_alone(backbone):
+    # two streams stepped in turn (the ablation view) must not restore each other's mode
+    config = PackForcingConfig(sink_frames=4, top_k=2, mid_capacity=3)
+    a = PackForcingSampler(backbone, config, seed=0).stream("a", 2, "tiny-random")
+    b = PackForcingSampler(backbone, config, seed=1).stream("b", 2, "tiny-random")
+    assert torch.is_grad_enabled()
+    for _ in range(3):
+        next(a), next(b)
+        assert torch.is_grad_enabled()
+    list(a), list(b)
+    assert torch.is_grad_enabled()
