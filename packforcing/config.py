@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field, replace
 POLICIES = ("dynamic", "fifo", "random", "window", "full")
 COMPRESSIONS = ("lr", "hr", "hr+lr")
 KV_SOURCES = ("context-pass", "projection")
+STEP_RULES = ("renoise", "euler")
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,12 @@ class PackForcingConfig:
     timesteps: tuple[float, ...] = (1000.0, 750.0, 500.0, 250.0)
     shift: float = 5.0
     num_train_timesteps: int = 1000
+    # How x moves from one noise level to the next after the model predicts x0.
+    # renoise: x0 mixed with fresh noise (Self-Forcing; right for its distilled
+    # few-step generator). euler: the flow ODE step, keeping the predicted noise
+    # (x0 + sigma'/sigma (x - x0)); an undistilled model needs it, since mixing its
+    # posterior-mean x0 with fresh noise at every step only ever yields that mean.
+    step_rule: str = "renoise"
 
     extra: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
 
@@ -53,6 +60,7 @@ class PackForcingConfig:
         _check_choice("policy", self.policy, POLICIES)
         _check_choice("compression", self.compression, COMPRESSIONS)
         _check_choice("kv_source", self.kv_source, KV_SOURCES)
+        _check_choice("step_rule", self.step_rule, STEP_RULES)
         _check_int("block_frames", self.block_frames, 1)
         _check_int("sink_frames", self.sink_frames, 0)
         if self.sink_frames % self.block_frames:

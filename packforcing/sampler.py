@@ -103,7 +103,9 @@ class PackForcingSampler:
         for i, sigma in enumerate(sigmas):
             v = self._forward(x, sigma * cfg.num_train_timesteps, text, "denoise", frame_offset=start)
             x0 = (x.double() - sigma * v.double()).to(b.dtype)
-            if i + 1 < len(sigmas):
+            if i + 1 < len(sigmas) and cfg.step_rule == "euler":
+                x = (x0.double() + sigmas[i + 1] / sigma * (x.double() - x0.double())).to(b.dtype)
+            elif i + 1 < len(sigmas):
                 noise = torch.randn(self.latent_shape, generator=self.noise).to(b.device, b.dtype)
                 x = ((1 - sigmas[i + 1]) * x0.double() + sigmas[i + 1] * noise.double()).to(b.dtype)
         return x0

@@ -1,16 +1,18 @@
-"""Train the embedded world model from scratch.
+"""Train the embedded world model.
 
-    python -m packforcing.train --out assets/embedded --minutes 40
+    python -m packforcing.train --out assets/embedded --minutes 40 --batch 8
 
 Teacher forcing through the engine itself: each training clip (12 s of the procedural
 world, about 1.5 camera loops) is streamed block by block through the same cache,
 attention processors, compression and selection that sampling uses, so the model is
 trained under exactly the bounded context shape it samples with (sink + selected
-compressed mid blocks + recent + current). For every block it predicts the clean block
-from a noised copy at one of the sampler's noise levels (loss on x0, i.e. v weighted by
-sigma^2), then writes the clean block's K/V into the cache with gradients attached, so
-the write pass, the HR compressor and the text encoder all learn through the attention
-they feed. Checkpoints are written every few minutes, so a stop loses little.
+compressed mid blocks + recent + current). For every block it predicts the flow
+velocity v = noise - x0 of a copy noised at a random continuous level (rectified flow;
+the embedded model samples with Euler steps), then writes the block's K/V into the
+cache with gradients attached, so the write pass, the HR compressor and the text
+encoder all learn through the attention they feed. A second, cheaper batch of clips cut
+to their first blocks trains generation from an empty cache, the hardest part.
+Checkpoints are written every few minutes, so a stop loses little.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from .sampler import PackForcingSampler
 from .selection import select_blocks
 from .world.vocab import tokenize
 
-CLIP_BLOCKS = 12
+CLIP_BLOCKS = 12  # 1.5 camera loops: blocks 8.. are revisits
 
 
 def world_batch(rng: random.Random, batch: int, blocks: int, codec):
@@ -45,15 +47,26 @@ def world_batch(rng: random.Random, batch: int, blocks: int, codec):
     return [prompt_for(spec) for spec in specs], pixels, latent
 
 
-def clip_loss(sampler: PackForcingSampler, text: torch.Tensor, pixels, latent, gen: torch.Generator, history_noise: float, self_history: int = 0):
-    """Per-block, per-clip x0 losses (blocks, B) of one teacher-forced pass through the engine.
-    The clips of a batch share one selection per block (their scores are averaged).
+def sample_sigmas(batch: int, gen: torch.Generator) -> torch.Tensor:
+    """Continuous noise levels (half logit-normal(0, 1) as in SD3's rectified-flow
+    training), so the model serves any Euler schedule at sampling."""
+    logit_normal = torch.sigmoid(torch.randn(batch, generator=gen))
+    # half uniform, so the first Euler steps near sigma = 1 (where a first block's
+    # layout is decided) are trained as well; logit-normal alone almost never goes there
+    uniform = torch.rand(batch, generator=gen)
+    return torch.where(torch.rand(batch, generator=gen) < 0.5, logit_normal, uniform).clamp(1e-3, 1.0)
 
-    The last `self_history` clips of the batch are denoised at the sampler's last noise
-    level and their history is the model's own (detached) prediction, as at sampling
-    time: without it the model only ever sees a perfect past and drifts on its own."""
+
+def clip_loss(sampler: PackForcingSampler, text: torch.Tensor, pixels, latent, gen: torch.Generator, history_noise: float, self_history: int = 0):
+    """Per-block, per-clip flow-matching losses (blocks, B) of one teacher-forced pass
+    through the engine (v-prediction, v = noise - x0). The clips of a batch share one
+    selection per block (their scores are averaged).
+
+    The last `self_history` clips of the batch are denoised at a mid noise level and
+    their history is the model's own (detached) one-step prediction: a blurred,
+    imperfect past like the one it writes at sampling time. Without it the model only
+    ever sees a perfect past and drifts on its own."""
     backbone, cfg, cache = sampler.backbone, sampler.config, sampler.cache
-    sigmas = torch.tensor(cfg.sigmas, dtype=torch.float32)
     bf = cfg.block_frames
     frames_per_block = bf * backbone.codec.temporal_factor
     batch = latent.shape[0]
@@ -65,19 +78,22 @@ def clip_loss(sampler: PackForcingSampler, text: torch.Tensor, pixels, latent, g
             cache.begin_block(c, float(c * bf))
             if not cache.selection_pending:
                 cache.set_selection(select_blocks(list(cache.mid), cfg, generator=sampler.selection_rng))
-            # every clip gets its own noise level among the sampler's
-            sigma = sigmas[torch.randint(len(sigmas), (batch,), generator=gen)]
+            sigma = sample_sigmas(batch, gen)
             if self_history:
-                sigma[batch - self_history :] = sigmas[-1]
+                sigma[batch - self_history :] = 0.2 + 0.4 * torch.rand(self_history, generator=gen)
             s = sigma.view(batch, 1, 1, 1, 1)
-            x_t = (1 - s) * x0 + s * torch.randn(x0.shape, generator=gen)
+            noise = torch.randn(x0.shape, generator=gen)
+            x_t = (1 - s) * x0 + s * noise
             v = sampler._forward(x_t, sigma * cfg.num_train_timesteps, text, "denoise", frame_offset=c * bf)
-            x0_pred = x_t - s * v
-            losses.append(((x0_pred - x0) ** 2).mean(dim=(1, 2, 3, 4)))
-            # History is the ground truth, lightly noised, or the model's own prediction.
-            clean = x0 + history_noise * torch.randn(x0.shape, generator=gen)
+            losses.append(((v - (noise - x0)) ** 2).mean(dim=(1, 2, 3, 4)))
+            # History is the ground truth with up to `history_noise` of speckle (so the
+            # model learns to clean its past, not to carry its errors forward), or the
+            # model's own prediction.
+            level = history_noise * torch.rand(batch, 1, 1, 1, 1, generator=gen)
+            clean = x0 + level * torch.randn(x0.shape, generator=gen)
             if self_history:
-                clean = torch.cat([clean[: batch - self_history], x0_pred[batch - self_history :].detach()])
+                own = (x_t - s * v)[batch - self_history :].detach()
+                clean = torch.cat([clean[: batch - self_history], own])
             cache.add_block(sampler.write_block(c, clean, text))
             kept[c] = (clean, pixels[:, :, c * frames_per_block : (c + 1) * frames_per_block])
             leaving = cache.pop_overflow()
@@ -89,6 +105,12 @@ def clip_loss(sampler: PackForcingSampler, text: torch.Tensor, pixels, latent, g
     return torch.stack(losses)
 
 
+def _previous_run(directory: str) -> dict:
+    with open(os.path.join(directory, "config.json")) as f:
+        meta = json.load(f)
+    return {"steps": int(meta.get("steps", 0)), "minutes": float(meta.get("minutes", 0.0))}
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m packforcing.train", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="assets/embedded")
@@ -96,9 +118,12 @@ def main(argv=None):
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--batch", type=int, default=4, help="clips per step (they share one selection per block)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--history-noise", type=float, default=0.05)
+    ap.add_argument("--history-noise", type=float, default=0.3, help="largest noise added to the history (per clip, uniform up to this)")
     ap.add_argument("--self-history", type=float, default=0.25, help="fraction of each batch whose history is the model's own prediction")
+    ap.add_argument("--short-batch", type=int, default=16, help="extra clips per step cut to the first --short-blocks blocks (generation from nothing is the hardest part and the cheapest to train)")
+    ap.add_argument("--short-blocks", type=int, default=2)
     ap.add_argument("--resume", action="store_true", help="continue from the weights in --out")
+    ap.add_argument("--clip-blocks", type=int, default=CLIP_BLOCKS)
     ap.add_argument("--checkpoint-minutes", type=float, default=4.0)
     ap.add_argument("--threads", type=int, default=0)
     args = ap.parse_args(argv)
@@ -121,33 +146,42 @@ def main(argv=None):
     start = last_ckpt = time.time()
     budget = args.minutes * 60
     step = 0
-    print(json.dumps({"params": n_params, "config": EMBEDDED_CONFIG.to_dict(), "clip_blocks": CLIP_BLOCKS}), flush=True)
+    # a resumed run continues the shipped run's step and minute counts (one curve)
+    done = _previous_run(args.out) if args.resume else {"steps": 0, "minutes": 0.0}
+    print(json.dumps({"params": n_params, "config": EMBEDDED_CONFIG.to_dict(), "clip_blocks": args.clip_blocks}), flush=True)
     while time.time() - start < budget:
         # cosine decay over the time budget, short warm-up
         progress = (time.time() - start) / budget
         lr = args.lr * min(1.0, (step + 1) / 50) * 0.5 * (1 + math.cos(math.pi * progress))
         for group in opt.param_groups:
             group["lr"] = lr
-        prompts, pixels, latent = world_batch(rng, args.batch, CLIP_BLOCKS, backbone.codec)
+        prompts, pixels, latent = world_batch(rng, args.batch, args.clip_blocks, backbone.codec)
         text = backbone.text_encoder(tokenize(prompts))
         own = round(args.self_history * args.batch)
         per_block = clip_loss(sampler, text, pixels, latent, gen, args.history_noise, own).mean(dim=1)
         loss = per_block.mean()
+        if args.short_batch:
+            s_prompts, s_pixels, s_latent = world_batch(rng, args.short_batch, args.short_blocks, backbone.codec)
+            short = clip_loss(sampler, backbone.text_encoder(tokenize(s_prompts)), s_pixels, s_latent, gen, args.history_noise).mean(dim=1)
+            loss = 0.5 * (loss + short.mean())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         step += 1
-        row = {"step": step, "minutes": round((time.time() - start) / 60, 2), "loss": round(loss.item(), 5),
-               "loss_first_loop": round(per_block[:8].mean().item(), 5), "loss_revisit": round(per_block[8:].mean().item(), 5), "lr": lr}
+        row = {"step": done["steps"] + step, "minutes": round(done["minutes"] + (time.time() - start) / 60, 2), "loss": round(loss.item(), 5),
+               "loss_first_block": round(per_block[0].item(), 5), "loss_first_loop": round(per_block[:8].mean().item(), 5),
+               "lr": lr}
+        if len(per_block) > 8:
+            row["loss_revisit"] = round(per_block[8:].mean().item(), 5)
         log.write(json.dumps(row) + "\n")
         if step % 10 == 0:
             log.flush()
             print(json.dumps(row), flush=True)
         if time.time() - last_ckpt > args.checkpoint_minutes * 60:
-            save_embedded(backbone, args.out, {"steps": step, "minutes": row["minutes"]})
+            save_embedded(backbone, args.out, {"steps": row["step"], "minutes": row["minutes"], "params": n_params})
             last_ckpt = time.time()
-    save_embedded(backbone, args.out, {"steps": step, "minutes": round((time.time() - start) / 60, 2), "params": n_params})
+    save_embedded(backbone, args.out, {"steps": done["steps"] + step, "minutes": round(done["minutes"] + (time.time() - start) / 60, 2), "params": n_params})
     log.close()
     print(f"saved {args.out} after {step} steps", flush=True)
 

@@ -67,6 +67,7 @@ def test_config_rejects_bad_values_with_names():
     import pytest
 
     for kwargs, word in [({"policy": "lru"}, "policy='lru'"), ({"top_k": -1}, "top_k=-1"), ({"sink_frames": 6}, "sink_frames=6"),
-                         ({"top_k": 30, "mid_capacity": 24}, "mid_capacity=24"), ({"compression": "zip"}, "compression='zip'")]:
+                         ({"top_k": 30, "mid_capacity": 24}, "mid_capacity=24"), ({"compression": "zip"}, "compression='zip'"),
+                         ({"step_rule": "ddpm"}, "step_rule='ddpm'")]:
         with pytest.raises(ValueError, match=word.replace("(", r"\(")):
             PackForcingConfig(**kwargs)

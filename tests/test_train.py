@@ -1,0 +1,75 @@
+"""The training script: the loss reaches every trained module through the engine, a
+fixed batch can be fitted, and a run writes weights and a curve that --resume extends."""
+
+import json
+import random
+
+import pytest
+import torch
+
+from packforcing.backbones.embedded import EMBEDDED_CONFIG, build_embedded, load_embedded, trainable_modules
+from packforcing.sampler import PackForcingSampler
+from packforcing.train import clip_loss, main, sample_sigmas, world_batch
+from packforcing.world.vocab import tokenize
+
+
+def test_sigmas_cover_the_whole_schedule():
+    s = sample_sigmas(4000, torch.Generator().manual_seed(0))
+    assert 0 < s.min() and s.max() <= 1
+    assert (s > 0.95).float().mean() > 0.02  # the first Euler steps are trained too
+    assert 0.45 < s.median() < 0.55
+
+
+def test_loss_reaches_write_pass_hr_compressor_and_text_encoder():
+    torch.manual_seed(0)
+    backbone = build_embedded(0)
+    sampler = PackForcingSampler(backbone, EMBEDDED_CONFIG, seed=0)
+    prompts, pixels, latent = world_batch(random.Random(0), 2, 5, backbone.codec)  # block 4 attends the compressed block 2
+    assert latent.shape == (2, 16, 20, 16, 16)
+    text = backbone.text_encoder(tokenize(prompts))
+    losses = clip_loss(sampler, text, pixels, latent, torch.Generator().manual_seed(0), 0.3, self_history=1)
+    assert losses.shape == (5, 2) and torch.isfinite(losses).all()
+    losses.mean().backward()
+    modules = trainable_modules(backbone)
+    for name in ("hr", "text"):
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in modules[name].parameters()), name
+    assert not sampler.cache.sink and not sampler.cache.mid  # the cache is left empty
+
+
+def test_a_fixed_batch_can_be_fitted():
+    backbone = build_embedded(0)
+    sampler = PackForcingSampler(backbone, EMBEDDED_CONFIG, seed=0)
+    params = [p for m in trainable_modules(backbone).values() for p in m.parameters()]
+    opt = torch.optim.AdamW(params, lr=3e-3)
+    prompts, pixels, latent = world_batch(random.Random(1), 2, 2, backbone.codec)
+
+    def loss():
+        text = backbone.text_encoder(tokenize(prompts))
+        return clip_loss(sampler, text, pixels, latent, torch.Generator().manual_seed(0), 0.0).mean()
+
+    first = loss()
+    for _ in range(12):
+        opt.zero_grad()
+        value = loss()
+        value.backward()
+        opt.step()
+    assert loss().item() < 0.7 * first.item()
+
+
+def test_run_writes_weights_and_curve_and_resume_continues(tmp_path):
+    args = ["--out", str(tmp_path), "--minutes", "0.001", "--batch", "1", "--short-batch", "1", "--clip-blocks", "2", "--threads", "1"]
+    main(args)
+    meta = json.loads((tmp_path / "config.json").read_text())
+    rows = [json.loads(line) for line in (tmp_path / "training_curve.jsonl").read_text().splitlines()]
+    assert meta["steps"] == len(rows) >= 1 and rows[-1]["step"] == meta["steps"]
+    assert {"loss", "loss_first_block", "lr"} <= set(rows[0])
+    load_embedded(str(tmp_path))  # the weights it wrote load
+    main(args + ["--resume"])
+    resumed = [json.loads(line) for line in (tmp_path / "training_curve.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in resumed] == list(range(1, len(resumed) + 1))
+    assert json.loads((tmp_path / "config.json").read_text())["steps"] == len(resumed)
+
+
+def test_resume_without_weights_says_how_to_train(tmp_path):
+    with pytest.raises(FileNotFoundError, match="python -m packforcing.train"):
+        main(["--out", str(tmp_path / "none"), "--resume", "--minutes", "0.001"])
