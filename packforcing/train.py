@@ -57,15 +57,33 @@ def sample_sigmas(batch: int, gen: torch.Generator) -> torch.Tensor:
     return torch.where(torch.rand(batch, generator=gen) < 0.5, logit_normal, uniform).clamp(1e-3, 1.0)
 
 
+@torch.no_grad()
+def _partial_rollout(sampler: PackForcingSampler, x0: torch.Tensor, text: torch.Tensor, frame_offset: int, gen: torch.Generator, steps: int = 3):
+    """SDEdit from a random level in [0.4, 0.8] down to x0, in `steps` Euler steps (whole batch: the cache is batched)."""
+    batch = x0.shape[0]
+    start = (0.4 + 0.4 * torch.rand(batch, generator=gen)).view(batch, 1, 1, 1, 1)
+    x = (1 - start) * x0 + start * torch.randn(x0.shape, generator=gen)
+    for k in range(steps):
+        s = start * (1 - k / steps)
+        v = sampler._forward(x, s.flatten() * sampler.config.num_train_timesteps, text, "denoise", frame_offset=frame_offset)
+        pred = x - s * v
+        if k + 1 < steps:
+            x = pred + (start * (1 - (k + 1) / steps) / s) * (x - pred)
+    return pred
+
+
 def clip_loss(sampler: PackForcingSampler, text: torch.Tensor, pixels, latent, gen: torch.Generator, history_noise: float, self_history: int = 0):
     """Per-block, per-clip flow-matching losses (blocks, B) of one teacher-forced pass
     through the engine (v-prediction, v = noise - x0). The clips of a batch share one
     selection per block (their scores are averaged).
 
-    The last `self_history` clips of the batch are denoised at a mid noise level and
-    their history is the model's own (detached) one-step prediction: a blurred,
-    imperfect past like the one it writes at sampling time. Without it the model only
-    ever sees a perfect past and drifts on its own."""
+    The last `self_history` clips of the batch write the model's own rollout as their
+    history, as at sampling time: the ground truth is noised to a level in [0.4, 0.8]
+    (coarse layout survives, details do not) and denoised by the model in a few Euler
+    steps under the same context. Their targets stay the ground truth, so the model
+    learns to repair its own past (objects it let fade, speckle it left) instead of
+    carrying the errors forward. Without it the model only ever sees a perfect past
+    and drifts on its own."""
     backbone, cfg, cache = sampler.backbone, sampler.config, sampler.cache
     bf = cfg.block_frames
     frames_per_block = bf * backbone.codec.temporal_factor
@@ -79,20 +97,17 @@ def clip_loss(sampler: PackForcingSampler, text: torch.Tensor, pixels, latent, g
             if not cache.selection_pending:
                 cache.set_selection(select_blocks(list(cache.mid), cfg, generator=sampler.selection_rng))
             sigma = sample_sigmas(batch, gen)
-            if self_history:
-                sigma[batch - self_history :] = 0.2 + 0.4 * torch.rand(self_history, generator=gen)
             s = sigma.view(batch, 1, 1, 1, 1)
             noise = torch.randn(x0.shape, generator=gen)
             x_t = (1 - s) * x0 + s * noise
             v = sampler._forward(x_t, sigma * cfg.num_train_timesteps, text, "denoise", frame_offset=c * bf)
             losses.append(((v - (noise - x0)) ** 2).mean(dim=(1, 2, 3, 4)))
-            # History is the ground truth with up to `history_noise` of speckle (so the
-            # model learns to clean its past, not to carry its errors forward), or the
-            # model's own prediction.
+            # History is the ground truth with up to `history_noise` of speckle, or the
+            # model's own partial rollout.
             level = history_noise * torch.rand(batch, 1, 1, 1, 1, generator=gen)
             clean = x0 + level * torch.randn(x0.shape, generator=gen)
             if self_history:
-                own = (x_t - s * v)[batch - self_history :].detach()
+                own = _partial_rollout(sampler, x0, text, c * bf, gen)[batch - self_history :]
                 clean = torch.cat([clean[: batch - self_history], own])
             cache.add_block(sampler.write_block(c, clean, text))
             kept[c] = (clean, pixels[:, :, c * frames_per_block : (c + 1) * frames_per_block])
@@ -118,8 +133,8 @@ def main(argv=None):
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--batch", type=int, default=4, help="clips per step (they share one selection per block)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--history-noise", type=float, default=0.3, help="largest noise added to the history (per clip, uniform up to this)")
-    ap.add_argument("--self-history", type=float, default=0.25, help="fraction of each batch whose history is the model's own prediction")
+    ap.add_argument("--history-noise", type=float, default=0.15, help="largest noise added to the history (per clip, uniform up to this)")
+    ap.add_argument("--self-history", type=float, default=0.25, help="fraction of each batch whose history is the model's own partial rollout")
     ap.add_argument("--short-batch", type=int, default=16, help="extra clips per step cut to the first --short-blocks blocks (generation from nothing is the hardest part and the cheapest to train)")
     ap.add_argument("--short-blocks", type=int, default=2)
     ap.add_argument("--resume", action="store_true", help="continue from the weights in --out")
@@ -142,12 +157,18 @@ def main(argv=None):
     gen = torch.Generator().manual_seed(args.seed)
     log_path = os.path.join(args.out, "training_curve.jsonl")
     os.makedirs(args.out, exist_ok=True)
-    log = open(log_path, "a" if args.resume else "w")
+    # a resumed run continues the saved run's step and minute counts (one curve); rows
+    # a killed run logged after its last checkpoint are dropped, their steps were lost
+    done = _previous_run(args.out) if args.resume else {"steps": 0, "minutes": 0.0}
+    kept_rows = []
+    if args.resume and os.path.exists(log_path):
+        with open(log_path) as f:
+            kept_rows = [line for line in f if json.loads(line)["step"] <= done["steps"]]
+    log = open(log_path, "w")
+    log.writelines(kept_rows)
     start = last_ckpt = time.time()
     budget = args.minutes * 60
     step = 0
-    # a resumed run continues the shipped run's step and minute counts (one curve)
-    done = _previous_run(args.out) if args.resume else {"steps": 0, "minutes": 0.0}
     print(json.dumps({"params": n_params, "config": EMBEDDED_CONFIG.to_dict(), "clip_blocks": args.clip_blocks}), flush=True)
     while time.time() - start < budget:
         # cosine decay over the time budget, short warm-up
@@ -175,8 +196,8 @@ def main(argv=None):
         if len(per_block) > 8:
             row["loss_revisit"] = round(per_block[8:].mean().item(), 5)
         log.write(json.dumps(row) + "\n")
+        log.flush()  # a killed run keeps its curve up to the last step
         if step % 10 == 0:
-            log.flush()
             print(json.dumps(row), flush=True)
         if time.time() - last_ckpt > args.checkpoint_minutes * 60:
             save_embedded(backbone, args.out, {"steps": row["step"], "minutes": row["minutes"], "params": n_params})

@@ -64,8 +64,11 @@ def test_run_writes_weights_and_curve_and_resume_continues(tmp_path):
     assert meta["steps"] == len(rows) >= 1 and rows[-1]["step"] == meta["steps"]
     assert {"loss", "loss_first_block", "lr"} <= set(rows[0])
     load_embedded(str(tmp_path))  # the weights it wrote load
+    with open(tmp_path / "training_curve.jsonl", "a") as f:  # a killed run's tail past its checkpoint
+        f.write(json.dumps({**rows[-1], "step": meta["steps"] + 1}) + "\n")
     main(args + ["--resume"])
     resumed = [json.loads(line) for line in (tmp_path / "training_curve.jsonl").read_text().splitlines()]
+    assert len(resumed) > len(rows)
     assert [r["step"] for r in resumed] == list(range(1, len(resumed) + 1))
     assert json.loads((tmp_path / "config.json").read_text())["steps"] == len(resumed)
 
