@@ -1,6 +1,6 @@
 """Train the embedded world model.
 
-    python -m packforcing.train --out assets/embedded --minutes 40 --batch 8
+    python -m packforcing.train --out assets/embedded --minutes 40
 
 Teacher forcing through the engine itself: each training clip (12 s of the procedural
 world, about 1.5 camera loops) is streamed block by block through the same cache,
@@ -131,10 +131,10 @@ def main(argv=None):
     ap.add_argument("--out", default="assets/embedded")
     ap.add_argument("--minutes", type=float, default=40.0, help="wall-clock training budget")
     ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--batch", type=int, default=4, help="clips per step (they share one selection per block)")
+    ap.add_argument("--batch", type=int, default=8, help="clips per step (they share one selection per block)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--history-noise", type=float, default=0.15, help="largest noise added to the history (per clip, uniform up to this)")
-    ap.add_argument("--self-history", type=float, default=0.25, help="fraction of each batch whose history is the model's own partial rollout")
+    ap.add_argument("--self-history", type=float, default=0.5, help="fraction of each batch whose history is the model's own partial rollout")
     ap.add_argument("--short-batch", type=int, default=16, help="extra clips per step cut to the first --short-blocks blocks (generation from nothing is the hardest part and the cheapest to train)")
     ap.add_argument("--short-blocks", type=int, default=2)
     ap.add_argument("--resume", action="store_true", help="continue from the weights in --out")
