@@ -50,8 +50,9 @@ class PackForcingConfig:
     # How x moves from one noise level to the next after the model predicts x0.
     # renoise: x0 mixed with fresh noise (Self-Forcing; right for its distilled
     # few-step generator). euler: the flow ODE step, keeping the predicted noise
-    # (x0 + sigma'/sigma (x - x0)); an undistilled model needs it, since mixing its
-    # posterior-mean x0 with fresh noise at every step only ever yields that mean.
+    # (x0 + sigma'/sigma (x - x0)); an undistilled model needs it: its x0 is a
+    # posterior mean, and re-noising that mean at every step shrinks samples towards
+    # it (blur; tests/test_sampler_trace.py measures this on Gaussian data).
     step_rule: str = "renoise"
 
     extra: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
