@@ -57,7 +57,7 @@ def test_a_fixed_batch_can_be_fitted():
 
 
 def test_run_writes_weights_and_curve_and_resume_continues(tmp_path):
-    args = ["--out", str(tmp_path), "--minutes", "0.001", "--batch", "1", "--short-batch", "1", "--clip-blocks", "2", "--threads", "1"]
+    args = ["--out", str(tmp_path), "--minutes", "0.001", "--batch", "1", "--short-batch", "1", "--clip-blocks", "2"]  # --threads would change the whole test session
     main(args)
     meta = json.loads((tmp_path / "config.json").read_text())
     rows = [json.loads(line) for line in (tmp_path / "training_curve.jsonl").read_text().splitlines()]
