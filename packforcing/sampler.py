@@ -34,6 +34,11 @@ def blocks_for(seconds: float, backbone: Backbone, config: PackForcingConfig) ->
     return math.ceil(latent_frames / config.block_frames)
 
 
+def euler_step(x, x0, sigma, sigma_next):
+    """The flow ODE step from noise level sigma to sigma_next, keeping x's predicted noise."""
+    return x0 + (sigma_next / sigma) * (x - x0)
+
+
 def to_uint8(pixels: torch.Tensor) -> np.ndarray:
     """(1, 3, T, H, W) in [-1, 1] -> (T, H, W, 3) uint8."""
     x = ((pixels[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
@@ -103,9 +108,11 @@ class PackForcingSampler:
         for i, sigma in enumerate(sigmas):
             v = self._forward(x, sigma * cfg.num_train_timesteps, text, "denoise", frame_offset=start)
             x0 = (x.double() - sigma * v.double()).to(b.dtype)
-            if i + 1 < len(sigmas) and cfg.step_rule == "euler":
-                x = (x0.double() + sigmas[i + 1] / sigma * (x.double() - x0.double())).to(b.dtype)
-            elif i + 1 < len(sigmas):
+            if i + 1 == len(sigmas):
+                break
+            if cfg.step_rule == "euler":
+                x = euler_step(x.double(), x0.double(), sigma, sigmas[i + 1]).to(b.dtype)
+            else:
                 noise = torch.randn(self.latent_shape, generator=self.noise).to(b.device, b.dtype)
                 x = ((1 - sigmas[i + 1]) * x0.double() + sigmas[i + 1] * noise.double()).to(b.dtype)
         return x0

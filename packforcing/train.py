@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from .backbones.embedded import EMBEDDED_CONFIG, build_embedded, load_embedded, save_embedded, trainable_modules
-from .sampler import PackForcingSampler
+from .sampler import PackForcingSampler, euler_step
 from .selection import select_blocks
 from .world.vocab import tokenize
 
@@ -68,7 +68,7 @@ def _partial_rollout(sampler: PackForcingSampler, x0: torch.Tensor, text: torch.
         v = sampler._forward(x, s.flatten() * sampler.config.num_train_timesteps, text, "denoise", frame_offset=frame_offset)
         pred = x - s * v
         if k + 1 < steps:
-            x = pred + (start * (1 - (k + 1) / steps) / s) * (x - pred)
+            x = euler_step(x, pred, s, start * (1 - (k + 1) / steps))
     return pred
 
 

@@ -20,7 +20,7 @@ def test_sigmas_cover_the_whole_schedule():
     assert 0.45 < s.median() < 0.55
 
 
-def test_loss_reaches_write_pass_hr_compressor_and_text_encoder():
+def test_loss_reaches_hr_compressor_and_text_encoder():
     torch.manual_seed(0)
     backbone = build_embedded(0)
     sampler = PackForcingSampler(backbone, EMBEDDED_CONFIG, seed=0)
