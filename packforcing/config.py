@@ -54,6 +54,11 @@ class PackForcingConfig:
     # posterior mean, and re-noising that mean at every step shrinks samples towards
     # it (blur; tests/test_sampler_trace.py measures this on Gaussian data).
     step_rule: str = "renoise"
+    # Classifier-free guidance on the velocity, v_u + g (v_c - v_u). The unconditional
+    # pass sees a zeroed text embedding and attends the same cache (which the prompt
+    # wrote). 1.0 = off, the paper's setting: Self-Forcing's generator is distilled to
+    # sample without guidance. Each step costs one more forward when it is on.
+    guidance_scale: float = 1.0
 
     extra: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
 
@@ -86,6 +91,8 @@ class PackForcingConfig:
             )
         if list(self.timesteps) != sorted(self.timesteps, reverse=True):
             raise ValueError(f"timesteps={self.timesteps} must be decreasing")
+        if not 0.0 <= self.guidance_scale <= 20.0:
+            raise ValueError(f"guidance_scale={self.guidance_scale} must be in [0, 20] (1 = off, 0 = unconditional)")
         if self.shift <= 0:
             raise ValueError(f"shift={self.shift} must be > 0")
 

@@ -107,6 +107,9 @@ class PackForcingSampler:
         sigmas = cfg.sigmas
         for i, sigma in enumerate(sigmas):
             v = self._forward(x, sigma * cfg.num_train_timesteps, text, "denoise", frame_offset=start)
+            if cfg.guidance_scale != 1.0:
+                v_uncond = self._forward(x, sigma * cfg.num_train_timesteps, torch.zeros_like(text), "denoise", frame_offset=start)
+                v = v_uncond + cfg.guidance_scale * (v - v_uncond)
             x0 = (x.double() - sigma * v.double()).to(b.dtype)
             if i + 1 == len(sigmas):
                 break

@@ -12,7 +12,8 @@ the embedded model samples with Euler steps), then writes the block's K/V into t
 cache with gradients attached, so the write pass, the HR compressor and the text
 encoder all learn through the attention they feed. A second, cheaper batch of clips cut
 to their first blocks trains generation from an empty cache, the hardest part.
-Checkpoints are written every few minutes, so a stop loses little.
+Checkpoints (a moving average of the weights) are written every few minutes, so a
+stop loses little.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def sample_sigmas(batch: int, gen: torch.Generator) -> torch.Tensor:
 
 @torch.no_grad()
 def _partial_rollout(sampler: PackForcingSampler, x0: torch.Tensor, text: torch.Tensor, frame_offset: int, gen: torch.Generator, steps: int = 3):
-    """SDEdit from a random level in [0.4, 0.8] down to x0, in `steps` Euler steps (whole batch: the cache is batched)."""
+    """SDEdit from a random level in [0.4, 0.8] (per clip) down to x0, in `steps` Euler steps."""
     batch = x0.shape[0]
     start = (0.4 + 0.4 * torch.rand(batch, generator=gen)).view(batch, 1, 1, 1, 1)
     x = (1 - start) * x0 + start * torch.randn(x0.shape, generator=gen)
@@ -72,18 +73,24 @@ def _partial_rollout(sampler: PackForcingSampler, x0: torch.Tensor, text: torch.
     return pred
 
 
-def clip_loss(sampler: PackForcingSampler, text: torch.Tensor, pixels, latent, gen: torch.Generator, history_noise: float, self_history: int = 0):
+def clip_loss(sampler: PackForcingSampler, text: torch.Tensor, pixels, latent, gen: torch.Generator, history_noise: float, self_history: float = 0.0, text_dropout: float = 0.0):
     """Per-block, per-clip flow-matching losses (blocks, B) of one teacher-forced pass
     through the engine (v-prediction, v = noise - x0). The clips of a batch share one
     selection per block (their scores are averaged).
 
-    The last `self_history` clips of the batch write the model's own rollout as their
-    history, as at sampling time: the ground truth is noised to a level in [0.4, 0.8]
+    With probability `self_history` a block's history is the model's own rollout, as at
+    sampling time (drawn per block for the whole batch: the cache is batched, so a
+    rollout costs the same for one clip as for all): the ground truth is noised to a level in [0.4, 0.8]
     (coarse layout survives, details do not) and denoised by the model in a few Euler
     steps under the same context. Their targets stay the ground truth, so the model
     learns to repair its own past (objects it let fade, speckle it left) instead of
     carrying the errors forward. Without it the model only ever sees a perfect past
-    and drifts on its own."""
+    and drifts on its own.
+
+    With probability `text_dropout` a clip's denoising pass of a block sees a zeroed
+    text embedding (the encoder's output for an all-padding prompt) while its cache
+    writes keep the prompt: exactly the unconditional pass of classifier-free guidance
+    at sampling time, which shares the prompt-written cache."""
     backbone, cfg, cache = sampler.backbone, sampler.config, sampler.cache
     bf = cfg.block_frames
     frames_per_block = bf * backbone.codec.temporal_factor
@@ -100,15 +107,15 @@ def clip_loss(sampler: PackForcingSampler, text: torch.Tensor, pixels, latent, g
             s = sigma.view(batch, 1, 1, 1, 1)
             noise = torch.randn(x0.shape, generator=gen)
             x_t = (1 - s) * x0 + s * noise
-            v = sampler._forward(x_t, sigma * cfg.num_train_timesteps, text, "denoise", frame_offset=c * bf)
+            keep = (torch.rand(batch, 1, 1, generator=gen) >= text_dropout).to(text.dtype)
+            v = sampler._forward(x_t, sigma * cfg.num_train_timesteps, text * keep, "denoise", frame_offset=c * bf)
             losses.append(((v - (noise - x0)) ** 2).mean(dim=(1, 2, 3, 4)))
             # History is the ground truth with up to `history_noise` of speckle, or the
             # model's own partial rollout.
             level = history_noise * torch.rand(batch, 1, 1, 1, 1, generator=gen)
             clean = x0 + level * torch.randn(x0.shape, generator=gen)
-            if self_history:
-                own = _partial_rollout(sampler, x0, text, c * bf, gen)[batch - self_history :]
-                clean = torch.cat([clean[: batch - self_history], own])
+            if self_history and torch.rand((), generator=gen).item() < self_history:
+                clean = _partial_rollout(sampler, x0, text, c * bf, gen)
             cache.add_block(sampler.write_block(c, clean, text))
             kept[c] = (clean, pixels[:, :, c * frames_per_block : (c + 1) * frames_per_block])
             leaving = cache.pop_overflow()
@@ -134,13 +141,16 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=8, help="clips per step (they share one selection per block)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--history-noise", type=float, default=0.15, help="largest noise added to the history (per clip, uniform up to this)")
-    ap.add_argument("--self-history", type=float, default=0.5, help="fraction of each batch whose history is the model's own partial rollout")
+    ap.add_argument("--self-history", type=float, default=0.5, help="probability that a block's history is the model's own partial rollout")
+    ap.add_argument("--text-dropout", type=float, default=0.1, help="probability that a clip's denoising pass sees no prompt (trains the unconditional branch of guidance)")
+    ap.add_argument("--ema", type=float, default=0.99, help="decay of the weight average that checkpoints save (0: save the raw weights)")
     ap.add_argument("--short-batch", type=int, default=16, help="extra clips per step cut to the first --short-blocks blocks (generation from nothing is the hardest part and the cheapest to train)")
     ap.add_argument("--short-blocks", type=int, default=2)
     ap.add_argument("--resume", action="store_true", help="continue from the weights in --out")
     ap.add_argument("--clip-blocks", type=int, default=CLIP_BLOCKS)
     ap.add_argument("--checkpoint-minutes", type=float, default=4.0)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--run", default="", help="label written into each curve row (a resumed lineage keeps its runs apart)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -152,6 +162,20 @@ def main(argv=None):
         m.train().requires_grad_(True)
     n_params = sum(p.numel() for p in params)
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.99))
+    # checkpoints hold an exponential moving average of the weights: with a few hundred
+    # steps of batch 8 the raw weights swing between blocks that fade and blocks that
+    # persist from one checkpoint to the next; the average is what samples best
+    ema = [p.detach().clone() for p in params] if args.ema else None
+
+    def save(metadata):
+        if ema is None:
+            return save_embedded(backbone, args.out, metadata)
+        raw = [p.detach().clone() for p in params]
+        with torch.no_grad():
+            torch._foreach_copy_(params, ema)
+            save_embedded(backbone, args.out, metadata)
+            torch._foreach_copy_(params, raw)
+
     sampler = PackForcingSampler(backbone, EMBEDDED_CONFIG, seed=args.seed)
     rng = random.Random(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
@@ -178,21 +202,25 @@ def main(argv=None):
             group["lr"] = lr
         prompts, pixels, latent = world_batch(rng, args.batch, args.clip_blocks, backbone.codec)
         text = backbone.text_encoder(tokenize(prompts))
-        own = round(args.self_history * args.batch)
-        per_block = clip_loss(sampler, text, pixels, latent, gen, args.history_noise, own).mean(dim=1)
+        per_block = clip_loss(sampler, text, pixels, latent, gen, args.history_noise, args.self_history, args.text_dropout).mean(dim=1)
         loss = per_block.mean()
         if args.short_batch:
             s_prompts, s_pixels, s_latent = world_batch(rng, args.short_batch, args.short_blocks, backbone.codec)
-            short = clip_loss(sampler, backbone.text_encoder(tokenize(s_prompts)), s_pixels, s_latent, gen, args.history_noise).mean(dim=1)
+            short = clip_loss(sampler, backbone.text_encoder(tokenize(s_prompts)), s_pixels, s_latent, gen, args.history_noise, text_dropout=args.text_dropout).mean(dim=1)
             loss = 0.5 * (loss + short.mean())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
+        if ema is not None:
+            # short warm-up, so early checkpoints are not dominated by the starting weights
+            torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - min(args.ema, (1 + step) / (10 + step)))
         step += 1
         row = {"step": done["steps"] + step, "minutes": round(done["minutes"] + (time.time() - start) / 60, 2), "loss": round(loss.item(), 5),
                "loss_first_block": round(per_block[0].item(), 5), "loss_first_loop": round(per_block[:8].mean().item(), 5),
                "lr": lr}
+        if args.run:
+            row["run"] = args.run
         if len(per_block) > 8:
             row["loss_revisit"] = round(per_block[8:].mean().item(), 5)
         log.write(json.dumps(row) + "\n")
@@ -200,9 +228,9 @@ def main(argv=None):
         if step % 10 == 0:
             print(json.dumps(row), flush=True)
         if time.time() - last_ckpt > args.checkpoint_minutes * 60:
-            save_embedded(backbone, args.out, {"steps": row["step"], "minutes": row["minutes"], "params": n_params})
+            save({"steps": row["step"], "minutes": row["minutes"], "params": n_params})
             last_ckpt = time.time()
-    save_embedded(backbone, args.out, {"steps": done["steps"] + step, "minutes": round(done["minutes"] + (time.time() - start) / 60, 2), "params": n_params})
+    save({"steps": done["steps"] + step, "minutes": round(done["minutes"] + (time.time() - start) / 60, 2), "params": n_params})
     log.close()
     print(f"saved {args.out} after {step} steps", flush=True)
 

@@ -68,6 +68,6 @@ def test_config_rejects_bad_values_with_names():
 
     for kwargs, word in [({"policy": "lru"}, "policy='lru'"), ({"top_k": -1}, "top_k=-1"), ({"sink_frames": 6}, "sink_frames=6"),
                          ({"top_k": 30, "mid_capacity": 24}, "mid_capacity=24"), ({"compression": "zip"}, "compression='zip'"),
-                         ({"step_rule": "ddpm"}, "step_rule='ddpm'")]:
+                         ({"step_rule": "ddpm"}, "step_rule='ddpm'"), ({"guidance_scale": -1.0}, "guidance_scale=-1.0")]:
         with pytest.raises(ValueError, match=word.replace("(", r"\(")):
             PackForcingConfig(**kwargs)

@@ -164,3 +164,21 @@ def test_step_rule_on_gaussian_data_with_the_exact_denoiser(backbone, rule, lo, 
     sampler._forward = exact_velocity
     std = sampler.denoise_block(0, text=None).std().item()
     assert lo < std < hi, f"{rule}: std {std:.3f}"
+
+
+@pytest.mark.parametrize("scale, velocity", [(1.0, 2.0), (0.0, 1.0), (3.0, 4.0)])
+def test_guidance_combines_conditional_and_unconditional_velocity(backbone, scale, velocity):
+    cfg = PackForcingConfig(timesteps=(1000.0,), shift=1.0, step_rule="euler", guidance_scale=scale)
+    sampler = PackForcingSampler(backbone, cfg, seed=0)
+    text = torch.ones(1, 3, 8)
+    seen = []
+
+    def stub(x, timestep, text_in, *args, **kwargs):  # prompt: v = 2, zeroed prompt: v = 1
+        seen.append(text_in.abs().sum().item())
+        return torch.full_like(x, 2.0 if text_in.abs().sum() > 0 else 1.0)
+
+    sampler._forward = stub
+    noise = torch.randn(sampler.latent_shape, generator=torch.Generator().manual_seed(0))
+    x0 = sampler.denoise_block(0, text)  # one step at sigma 1: x0 = noise - v
+    torch.testing.assert_close(x0, noise - velocity)
+    assert seen == ([24.0] if scale == 1.0 else [24.0, 0.0])  # off costs no extra pass

@@ -76,3 +76,17 @@ def test_run_writes_weights_and_curve_and_resume_continues(tmp_path):
 def test_resume_without_weights_says_how_to_train(tmp_path):
     with pytest.raises(FileNotFoundError, match="python -m packforcing.train"):
         main(["--out", str(tmp_path / "none"), "--resume", "--minutes", "0.001"])
+
+
+def test_checkpoint_holds_the_weight_average(tmp_path):
+    from safetensors.torch import load_file
+
+    common = ["--minutes", "0.001", "--batch", "1", "--short-batch", "1", "--clip-blocks", "2"]  # one step
+    main(common + ["--out", str(tmp_path / "raw"), "--ema", "0"])
+    main(common + ["--out", str(tmp_path / "ema"), "--ema", "0.99"])
+    raw, ema = (load_file(str(tmp_path / d / "generator.safetensors")) for d in ("raw", "ema"))
+    start = {f"{prefix}.{k}": v for prefix, m in trainable_modules(build_embedded(0)).items() for k, v in m.state_dict().items()}
+    moved = [k for k in raw if not torch.equal(raw[k], start[k])]
+    assert moved  # the step changed weights
+    for k in moved:  # first update, warm-up decay 0.1: the average moves 0.9 of the way
+        torch.testing.assert_close(ema[k] - start[k], 0.9 * (raw[k] - start[k]), rtol=1e-4, atol=2e-7)

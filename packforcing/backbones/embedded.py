@@ -100,7 +100,7 @@ def save_embedded(backbone: Backbone, directory: str, metadata: dict | None = No
     tensors = {}
     for prefix, module in trainable_modules(backbone).items():
         for key, value in module.state_dict().items():
-            tensors[f"{prefix}.{key}"] = value.detach().to(torch.bfloat16).contiguous()
+            tensors[f"{prefix}.{key}"] = value.detach().float().contiguous()  # float32: a resumed run continues from exactly the trained weights
     path = os.path.join(directory, "generator.safetensors")
     save_file(tensors, path, metadata={"format": "pt"})
     with open(os.path.join(directory, "config.json"), "w") as f:
