@@ -54,6 +54,7 @@ def _method_args(p):
     p.add_argument("--compression", help=f"one of {', '.join(COMPRESSIONS)}")
     p.add_argument("--kv-source", help="context-pass | projection")
     p.add_argument("--no-rope-repair", action="store_true")
+    p.add_argument("--guidance-scale", type=float, help="classifier-free guidance (1 = off)")
 
 
 def _config(args, base: PackForcingConfig = PackForcingConfig()) -> PackForcingConfig:
@@ -65,6 +66,7 @@ def _config(args, base: PackForcingConfig = PackForcingConfig()) -> PackForcingC
         "compression": args.compression,
         "kv_source": args.kv_source,
         "rope_repair": False if args.no_rope_repair else None,
+        "guidance_scale": args.guidance_scale,
     }
     return base.replace(**{k: v for k, v in chosen.items() if v is not None})
 
