@@ -162,9 +162,9 @@ def main(argv=None):
         m.train().requires_grad_(True)
     n_params = sum(p.numel() for p in params)
     opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.99))
-    # checkpoints hold an exponential moving average of the weights: with a few hundred
-    # steps of batch 8 the raw weights swing between blocks that fade and blocks that
-    # persist from one checkpoint to the next; the average is what samples best
+    # checkpoints hold an exponential moving average of the weights: with batch 8 the raw
+    # weights of one checkpoint can sample objects that persist and those of the next
+    # objects that fade (v3 did); the average moves more steadily
     ema = [p.detach().clone() for p in params] if args.ema else None
 
     def save(metadata):
