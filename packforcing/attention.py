@@ -48,6 +48,8 @@ class CacheSession:
         if layer == 0 and cache.selection_pending:
             self._select(q_raw)
         ctx_k, ctx_v = cache.context(layer)
+        if ctx_k is not None and ctx_k.shape[0] != k.shape[0]:  # guided halves attend the one cache
+            ctx_k, ctx_v = ctx_k.expand(k.shape[0], -1, -1, -1), ctx_v.expand(k.shape[0], -1, -1, -1)
         keys = k if ctx_k is None else torch.cat([ctx_k.to(k.dtype), k], dim=1)
         values = v if ctx_v is None else torch.cat([ctx_v.to(v.dtype), v], dim=1)
         if self.mode == "write":

@@ -57,7 +57,7 @@ class PackForcingConfig:
     # Classifier-free guidance on the velocity, v_u + g (v_c - v_u). The unconditional
     # pass sees a zeroed text embedding and attends the same cache (which the prompt
     # wrote). 1.0 = off, the paper's setting: Self-Forcing's generator is distilled to
-    # sample without guidance. Each step costs one more forward when it is on.
+    # sample without guidance. When on, each step runs the two halves as one batch.
     guidance_scale: float = 1.0
 
     extra: dict = field(default_factory=dict, compare=False, hash=False, repr=False)

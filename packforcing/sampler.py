@@ -105,11 +105,17 @@ class PackForcingSampler:
         start = float(index * cfg.block_frames)
         x = torch.randn(self.latent_shape, generator=self.noise).to(b.device, b.dtype)
         sigmas = cfg.sigmas
+        guided = cfg.guidance_scale != 1.0
+        # prompt and zeroed prompt in one batch. Both halves score the selection alike:
+        # it is scored in the first layer's self-attention, before any prompt is read.
+        if guided:
+            text = torch.cat([text, torch.zeros_like(text)])
         for i, sigma in enumerate(sigmas):
-            v = self._forward(x, sigma * cfg.num_train_timesteps, text, "denoise", frame_offset=start)
-            if cfg.guidance_scale != 1.0:
-                v_uncond = self._forward(x, sigma * cfg.num_train_timesteps, torch.zeros_like(text), "denoise", frame_offset=start)
+            if guided:
+                v, v_uncond = self._forward(torch.cat([x, x]), sigma * cfg.num_train_timesteps, text, "denoise", frame_offset=start).chunk(2)
                 v = v_uncond + cfg.guidance_scale * (v - v_uncond)
+            else:
+                v = self._forward(x, sigma * cfg.num_train_timesteps, text, "denoise", frame_offset=start)
             x0 = (x.double() - sigma * v.double()).to(b.dtype)
             if i + 1 == len(sigmas):
                 break

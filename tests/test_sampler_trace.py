@@ -7,7 +7,7 @@ from packforcing.backbones.tiny import build_tiny_random
 from packforcing.config import PackForcingConfig
 from packforcing.events import block_events as blocks_of, Block, Frames, RunEnd, RunStart, read_jsonl, write_jsonl
 from packforcing.pipeline import PackForcingPipeline
-from packforcing.sampler import PackForcingSampler
+from packforcing.sampler import PackForcingSampler, euler_step
 
 FIELDS = ["block", "sink", "mid_bank", "mid_selected", "recent", "current", "selection_scores", "rope_shift",
           "kv_bytes", "full_cache_bytes", "context_tokens", "seconds"]
@@ -173,12 +173,44 @@ def test_guidance_combines_conditional_and_unconditional_velocity(backbone, scal
     text = torch.ones(1, 3, 8)
     seen = []
 
-    def stub(x, timestep, text_in, *args, **kwargs):  # prompt: v = 2, zeroed prompt: v = 1
-        seen.append(text_in.abs().sum().item())
-        return torch.full_like(x, 2.0 if text_in.abs().sum() > 0 else 1.0)
+    def stub(x, timestep, text_in, *args, **kwargs):  # per row: prompt v = 2, zeroed prompt v = 1
+        seen.append([row.abs().sum().item() for row in text_in])
+        return torch.cat([torch.full_like(x[:1], 2.0 if row.abs().sum() > 0 else 1.0) for row in text_in])
 
     sampler._forward = stub
     noise = torch.randn(sampler.latent_shape, generator=torch.Generator().manual_seed(0))
     x0 = sampler.denoise_block(0, text)  # one step at sigma 1: x0 = noise - v
     torch.testing.assert_close(x0, noise - velocity)
-    assert seen == ([24.0] if scale == 1.0 else [24.0, 0.0])  # off costs no extra pass
+    assert seen == ([[24.0]] if scale == 1.0 else [[24.0, 0.0]])  # one pass; off adds no row
+
+
+def test_batched_guidance_equals_two_passes(backbone):
+    """The guided halves share one forward: same frames, selections and scores as the
+    two-pass reference, whose prompt pass alone scores the selection."""
+
+    class TwoPass(PackForcingSampler):
+        def denoise_block(self, index, text):
+            cfg = self.config
+            x = torch.randn(self.latent_shape, generator=self.noise)
+            for i, sigma in enumerate(cfg.sigmas):
+                t = sigma * cfg.num_train_timesteps
+                v = self._forward(x, t, text, "denoise", frame_offset=float(index * cfg.block_frames))
+                v_uncond = self._forward(x, t, torch.zeros_like(text), "denoise", frame_offset=float(index * cfg.block_frames))
+                v = v_uncond + cfg.guidance_scale * (v - v_uncond)
+                x0 = (x.double() - sigma * v.double()).float()
+                if i + 1 < len(cfg.sigmas):
+                    x = euler_step(x.double(), x0.double(), sigma, cfg.sigmas[i + 1]).float()
+            return x0
+
+    cfg = PackForcingConfig(top_k=2, mid_capacity=4, step_rule="euler", guidance_scale=3.0)
+    runs = [list(cls(backbone, cfg, seed=0).stream("a test prompt", 7, "tiny-random")) for cls in (PackForcingSampler, TwoPass)]
+    (blocks_a, blocks_b), (frames_a, frames_b) = ([[e for e in r if isinstance(e, kind)] for r in runs] for kind in (Block, Frames))
+    assert [b.mid_selected for b in blocks_a] == [b.mid_selected for b in blocks_b]
+    for a, b in zip(blocks_a, blocks_b):
+        assert a.selection_scores.keys() == b.selection_scores.keys()
+        assert all(abs(a.selection_scores[m] - b.selection_scores[m]) <= 1e-4 * abs(b.selection_scores[m]) for m in a.selection_scores)
+    assert any(b.mid_selected for b in blocks_a)  # selection was exercised
+    for fa, fb in zip(frames_a, frames_b):
+        assert abs(fa.frames.astype(int) - fb.frames.astype(int)).max() <= 1
+    unguided = [e for e in PackForcingSampler(backbone, cfg.replace(guidance_scale=1.0), seed=0).stream("a test prompt", 7, "tiny-random") if isinstance(e, Frames)]
+    assert abs(unguided[-1].frames.astype(int) - frames_a[-1].frames.astype(int)).max() > 10  # guidance matters

@@ -36,9 +36,8 @@ EMBEDDED_HR_WIDTHS = (32, 64, 128, 128)
 # mid bank with top-k), scaled to the world's 8-second camera loop: with top_k = 4 FIFO
 # sees only the last 4 s of the mid bank, so recalling the previous loop needs selection.
 # Sampling: the model is an undistilled flow model (trained on every noise level, not
-# distilled to four), so it takes Euler steps. 6 guided steps (12 forwards) scored as
-# well as 8 on the ablation metrics and keep a 1-s block at about 0.25 s on two
-# CPU cores.
+# distilled to four), so it takes Euler steps. 6 guided steps scored as well as 8 on
+# the ablation metrics (4 did not) and keep a 1-s block at about 0.25 s on two CPU cores.
 EMBEDDED_STEPS = 6
 EMBEDDED_CONFIG = PackForcingConfig(
     top_k=4, mid_capacity=12, compression="hr+lr", step_rule="euler",
