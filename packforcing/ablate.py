@@ -57,11 +57,26 @@ def run_one(pipe, prompt: str, seconds: float, seed: int, config: PackForcingCon
     }
 
 
-def ablate(pipe, seconds: float, seeds=(0, 1), prompts=DEFAULT_PROMPTS, progress=None) -> dict[str, dict]:
+# metrics whose spread over the runs is reported next to the mean, so a reader can tell
+# a difference between configurations from run-to-run noise
+SPREAD_KEYS = ("faithfulness", "revisit_consistency", "revisit_contrast", "pan_accuracy")
+
+
+def ablate(pipe, seconds: float, seeds=(0, 1), prompts=DEFAULT_PROMPTS, progress=None, base: PackForcingConfig | None = None) -> dict[str, dict]:
+    """Per configuration, the mean of every metric over prompts x seeds, plus `<metric>_sem`
+    (standard error of that mean) for SPREAD_KEYS. Metrics a video is too short for
+    (revisits need one camera loop) are left out. `base` (default: the model's own config)
+    is what every configuration varies."""
+    if not seeds or not prompts:
+        raise ValueError(f"seeds={list(seeds)} and prompts={list(prompts)} must both be non-empty")
     table = {}
-    for name, config in ablation_configs(pipe.default_config).items():
+    for name, config in ablation_configs(base or pipe.default_config).items():
         rows = [run_one(pipe, p, seconds, s, config) for p in prompts for s in seeds]
-        table[name] = {k: statistics.mean(r[k] for r in rows) for k in rows[0]}
+        keys = [k for k in rows[0] if all(k in r for r in rows)]
+        table[name] = {k: statistics.mean(r[k] for r in rows) for k in keys}
+        for k in SPREAD_KEYS:
+            if k in keys:
+                table[name][f"{k}_sem"] = statistics.stdev(r[k] for r in rows) / len(rows) ** 0.5 if len(rows) > 1 else 0.0
         if progress:
             progress(name, table[name])
     return table
@@ -70,6 +85,8 @@ def ablate(pipe, seconds: float, seeds=(0, 1), prompts=DEFAULT_PROMPTS, progress
 def main(args) -> int:
     from .pipeline import PackForcingPipeline
 
+    if args.seeds < 1:
+        raise ValueError(f"seeds={args.seeds} is out of range; allowed 1 or more (seeds 0..N-1 are run)")
     pipe = PackForcingPipeline.from_name(args.model or "embedded")
     seeds = tuple(range(args.seeds))
     table = ablate(pipe, args.seconds, seeds, progress=lambda n, r: print(f"{n}: done", file=sys.stderr))
