@@ -14,8 +14,12 @@ MiB = 2**20
 
 
 @pytest.fixture(scope="module")
-def table():
-    pipe = PackForcingPipeline.from_name("embedded")
+def pipe():
+    return PackForcingPipeline.from_name("embedded")
+
+
+@pytest.fixture(scope="module")
+def table(pipe):
     # 9 s = 9 blocks: one camera loop (8 s) plus a revisit, and a mid bank of 6 blocks.
     # One unguided step per block keeps it fast; the memory does not depend on the steps.
     base = pipe.default_config.replace(timesteps=(1000.0,), guidance_scale=1.0)
@@ -52,13 +56,13 @@ def test_kv_bytes_are_what_each_policy_holds(table):
     assert table["dynamic"]["kv_bytes_first_full_bank"] == 3 * block + 2 * compressed
 
 
-def test_table_reports_means_and_standard_errors(monkeypatch):
+def test_table_reports_means_and_standard_errors(pipe, monkeypatch):
     rows = iter([
         {"faithfulness": 0.2, "revisit_consistency": 0.5, "kv_bytes_last": 10},
         {"faithfulness": 0.4, "kv_bytes_last": 10},  # too short for a revisit: key absent
-    ] * len(lab.ablation_configs(PackForcingPipeline.from_name("embedded").default_config)))
+    ] * len(lab.ablation_configs(pipe.default_config)))
     monkeypatch.setattr(lab, "run_one", lambda *a: next(rows))
-    table = lab.ablate(PackForcingPipeline.from_name("embedded"), 2, seeds=(0, 1), prompts=("a red circle",))
+    table = lab.ablate(pipe, 2, seeds=(0, 1), prompts=("a red circle",))
     row = table["dynamic"]
     assert row["faithfulness"] == pytest.approx(0.3)
     assert row["faithfulness_sem"] == pytest.approx(math.sqrt(0.02) / math.sqrt(2))
