@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from .cache import BlockKV, KVCache
 from .rope import PositionedRotaryEmbed, apply_rotary
-from .selection import factorised_scores, select_blocks
+from .selection import factorised_scores, include_required, select_blocks
 
 MODES = ("denoise", "write", "compressed", "plain")
 
@@ -31,6 +31,11 @@ class CacheSession:
         self.pending: BlockKV | None = None
         self.generator = generator
         self.query_stride = cache.config.query_stride
+        # Training hooks: mid blocks the selection must include (the trainer knows
+        # where the world revisits), and the last scoring query sum with its graph
+        # (for the trainer's selection loss). Sampling leaves them alone.
+        self.required_blocks: list[int] = []
+        self.query_sum: torch.Tensor | None = None
 
     def set_mode(self, mode: str, pending: BlockKV | None = None) -> None:
         if mode not in MODES:
@@ -54,7 +59,10 @@ class CacheSession:
         values = v if ctx_v is None else torch.cat([ctx_v.to(v.dtype), v], dim=1)
         if self.mode == "write":
             self._keep(layer, k, v, k_raw, q_raw)
-        return _sdpa(q, keys, values)
+        bias = cache.context_bias()
+        if bias is not None:  # the current block's own tokens get none
+            bias = torch.cat([bias.to(q.device, q.dtype), q.new_zeros(k.shape[1])])[None, None, None, :]
+        return _sdpa(q, keys, values, bias)
 
     def _select(self, q_raw: torch.Tensor) -> None:
         """Dynamic top-k at the first denoising step: queries of the current block (this
@@ -65,7 +73,12 @@ class CacheSession:
             query_sum = query_sum + b.query_sum.to(query_sum)
         key_sums = {m: b.key_sum for m, b in cache.mid.items()}
         scores = factorised_scores(query_sum, key_sums, q_raw.shape[-1], cache.config.score_head_fraction)
-        cache.set_selection(select_blocks(list(cache.mid), cache.config, scores), scores)
+        selected = select_blocks(list(cache.mid), cache.config, scores)
+        required = [m for m in self.required_blocks if m in cache.mid]
+        if required:
+            selected = include_required(selected, required, scores, cache.config.top_k)
+        self.query_sum = query_sum
+        cache.set_selection(selected, scores)
 
     def _keep(self, layer, k, v, k_raw, q_raw) -> None:
         block = self.pending
@@ -79,8 +92,9 @@ class CacheSession:
                 block.query_sum = q_raw[:, :: self.query_stride].sum(1)
 
 
-def _sdpa(q, k, v) -> torch.Tensor:
-    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+def _sdpa(q, k, v, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """bias: None or an additive logit bias broadcast to (B, H, S_q, S_k)."""
+    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=bias)
     return out.transpose(1, 2)
 
 

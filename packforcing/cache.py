@@ -8,6 +8,7 @@ exceeds its capacity, and a block never attends more than the bounded context.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -51,13 +52,14 @@ class KVCache:
         self.evicted: list[int] = []
         self._context: dict[int, tuple[torch.Tensor | None, torch.Tensor | None]] = {}
         self._rotation: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._bias: torch.Tensor | None = None
 
     # --- block lifecycle ----------------------------------------------------------
     def begin_block(self, index: int, start_frame: float) -> None:
         self.current = index
         self.current_start = float(start_frame)
         self.selected, self.scores, self.shifts, self.evicted = [], {}, {}, []
-        self._context, self._rotation = {}, None
+        self._context, self._rotation, self._bias = {}, None, None
 
     def set_selection(self, selected: list[int], scores: dict[int, float] | None = None) -> None:
         unknown = [m for m in selected if m not in self.mid]
@@ -66,7 +68,7 @@ class KVCache:
         self.selected = sorted(selected)
         self.scores = dict(scores or {})
         self.shifts = self._packing_shifts()
-        self._context, self._rotation = {}, None
+        self._context, self._rotation, self._bias = {}, None, None
         self.check()
 
     @property
@@ -104,7 +106,7 @@ class KVCache:
 
     def clear(self) -> None:
         self.sink.clear(), self.mid.clear(), self.recent.clear()
-        self._context, self._rotation = {}, None
+        self._context, self._rotation, self._bias = {}, None, None
         self.current = None
 
     # --- what the current block attends ----------------------------------------------
@@ -150,6 +152,20 @@ class KVCache:
                     keys = rotate_in_time(keys, *self._rotation)
                 self._context[layer] = (keys, values)
         return self._context[layer]
+
+    def context_bias(self) -> torch.Tensor | None:
+        """Attention-logit bias per context token (config.proportional_attention): log of
+        the number of full-resolution tokens a compressed token stands for, 0 for the
+        others; None when off or when nothing compressed is attended."""
+        if not self.config.proportional_attention:
+            return None
+        if self._bias is None:
+            blocks = self.attended()
+            if not any(b.compressed for b in blocks):
+                return None
+            weight = math.log(self.tokens_per_block / self.compressed_tokens)
+            self._bias = torch.cat([torch.full((b.tokens,), weight if b.compressed else 0.0) for b in blocks])
+        return self._bias
 
     # --- accounting ------------------------------------------------------------------
     def context_tokens(self) -> int:

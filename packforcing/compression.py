@@ -32,6 +32,15 @@ class HRCompressor(nn.Module):
         layers.append(nn.Conv3d(channels, inner_dim, kernel_size=1))
         self.net = nn.Sequential(*layers)
 
+    def restart(self) -> None:
+        """Fresh weights with a zero output layer: the fused tokens start as the LR
+        branch's alone, and the HR branch learns only what it adds to them."""
+        for layer in self.net:
+            if isinstance(layer, nn.Conv3d):
+                layer.reset_parameters()
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
+
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
         """(B, C, F, H, W) latent -> (B, inner_dim, F/2, H/8, W/8) token grid."""
         return self.net(latent)

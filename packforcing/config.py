@@ -32,6 +32,16 @@ class PackForcingConfig:
     # to_k/to_v/norm_k applied directly to the compressed tokens (cheaper, shallower).
     kv_source: str = "context-pass"
 
+    # Not stated in the paper: how much attention a compressed token may draw. A
+    # compressed token stands for tokens_per_block / compressed_tokens full-resolution
+    # tokens (32 for the embedded model, 34.3 at 832x480). proportional: add the log of
+    # that count to its attention logits, so a compressed block can weigh what the block
+    # it summarises would (token merging's proportional attention, Bolya et al. 2023).
+    # Off by default, as the paper's model was trained. On the embedded model (v5), 8
+    # compressed tokens among ~1,000 drew 0.04-0.2% of the attention (uniform: 0.8%);
+    # with it, 2-5% for the revisit source (the v7 experiment trained with it).
+    proportional_attention: bool = False
+
     # Dynamic selection score s_m = mean over scored heads of (sum_i q_i).(sum_j k_j)/sqrt(d).
     query_stride: int = 4  # keep every n-th query token when summing queries (paper: "subsampled")
     score_head_fraction: float = 0.5  # fraction of heads averaged (paper: half)

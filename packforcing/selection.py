@@ -7,17 +7,23 @@ import torch
 from .config import PackForcingConfig
 
 
-def factorised_scores(query_sum: torch.Tensor, key_sums: dict[int, torch.Tensor], head_dim: int, head_fraction: float) -> dict[int, float]:
-    """s_m = mean over (scored heads, batch) of (sum_i q_i) . (sum_j k_j) / sqrt(d).
+def score_matrix(query_sum: torch.Tensor, key_sums: list[torch.Tensor], head_dim: int, head_fraction: float) -> torch.Tensor:
+    """(B, M) per-clip scores, differentiable: (sum_i q_i) . (sum_j k_j) / sqrt(d),
+    averaged over the scored heads. query_sum: (B, H, D); key_sums: M tensors (B, H, D).
 
     The double sum of dot products factorises into one dot product of sums, so scoring
-    costs O(heads * d) per block and never forms an attention matrix.
-    query_sum: (B, H, D); key_sums[m]: (B, H, D).
-    """
-    heads = query_sum.shape[1]
-    scored = max(1, int(round(heads * head_fraction)))
-    q = query_sum[:, :scored].detach().double()
-    return {m: float((q * k[:, :scored].detach().double()).sum(-1).mean() / math.sqrt(head_dim)) for m, k in key_sums.items()}
+    costs O(heads * d) per block and never forms an attention matrix."""
+    scored = max(1, int(round(query_sum.shape[1] * head_fraction)))
+    keys = torch.stack([k[:, :scored].to(query_sum) for k in key_sums], dim=1)  # (B, M, h, D)
+    return (query_sum[:, None, :scored] * keys).sum(-1).mean(-1) / math.sqrt(head_dim)
+
+
+def factorised_scores(query_sum: torch.Tensor, key_sums: dict[int, torch.Tensor], head_dim: int, head_fraction: float) -> dict[int, float]:
+    """s_m = mean over (scored heads, batch) of (sum_i q_i) . (sum_j k_j) / sqrt(d)."""
+    if not key_sums:
+        return {}
+    matrix = score_matrix(query_sum.detach().double(), [k.detach() for k in key_sums.values()], head_dim, head_fraction)
+    return dict(zip(key_sums, matrix.mean(0).tolist()))
 
 
 def brute_force_scores(queries: torch.Tensor, keys: dict[int, torch.Tensor], head_fraction: float) -> dict[int, float]:
@@ -58,3 +64,12 @@ def select_blocks(
     # Ties break towards the newer block, so a flat score degrades to FIFO.
     ranked = sorted(bank, key=lambda m: (scores[m], m), reverse=True)
     return sorted(ranked[:k])
+
+
+def include_required(selected: list[int], required: list[int], scores: dict[int, float], k: int) -> list[int]:
+    """`selected` with `required` added, the lowest-scored others dropped to stay within
+    k. Training only: it puts a block's true revisit source in front of the model, so
+    it can learn to recall from compressed tokens before its own selection finds them."""
+    keep = list(dict.fromkeys(required))[:k]
+    rest = sorted((m for m in selected if m not in keep), key=lambda m: (scores.get(m, 0.0), m), reverse=True)
+    return sorted(keep + rest[: k - len(keep)])

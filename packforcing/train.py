@@ -3,7 +3,7 @@
     python -m packforcing.train --out assets/embedded --minutes 40
 
 Teacher forcing through the engine itself: each training clip (12 s of the procedural
-world, about 1.5 camera loops) is streamed block by block through the same cache,
+world, 1.5 camera loops) is streamed block by block through the same cache,
 attention processors, compression and selection that sampling uses, so the model is
 trained under exactly the bounded context shape it samples with (sink + selected
 compressed mid blocks + recent + current). For every block it predicts the flow
@@ -30,10 +30,13 @@ import torch
 
 from .backbones.embedded import EMBEDDED_CONFIG, build_embedded, load_embedded, save_embedded, trainable_modules
 from .sampler import PackForcingSampler, euler_step
-from .selection import select_blocks
+from .selection import score_matrix, select_blocks
+from .world.scene import LOOP_FRAMES
 from .world.vocab import tokenize
 
-CLIP_BLOCKS = 12  # 1.5 camera loops: blocks 8.. are revisits
+# 1.5 camera loops: blocks 8-9 revisit the sink, blocks 10-11 places that only the
+# compressed mid bank still holds (v7 tried 14, for four such blocks)
+CLIP_BLOCKS = 12
 
 
 def world_batch(rng: random.Random, batch: int, blocks: int, codec):
@@ -73,10 +76,26 @@ def _partial_rollout(sampler: PackForcingSampler, x0: torch.Tensor, text: torch.
     return pred
 
 
-def clip_loss(sampler: PackForcingSampler, text: torch.Tensor, pixels, latent, gen: torch.Generator, history_noise: float, self_history: float = 0.0, text_dropout: float = 0.0):
+def clip_loss(sampler: PackForcingSampler, text: torch.Tensor, pixels, latent, gen: torch.Generator, history_noise: float, self_history: float = 0.0, text_dropout: float = 0.0,
+              recall_selection: float = 0.0, losses_out: dict | None = None):
     """Per-block, per-clip flow-matching losses (blocks, B) of one teacher-forced pass
     through the engine (v-prediction, v = noise - x0). The clips of a batch share one
     selection per block (their scores are averaged).
+
+    Recall from the mid bank has to be learned twice over: the model must read a
+    revisited place out of compressed tokens, and the selection must attend them. Each
+    waits for the other (a model that ignores compressed tokens gives the selection
+    nothing to find; a block never selected gives the model nothing to read), and v5
+    was stuck there: teacher-forced, its selection picked the revisit source below
+    chance, and its loss on those blocks was the same whether the source was attended
+    or not (bench/recall.py). So, for the blocks whose
+    source (the block one camera loop back) sits in the mid bank:
+    - with probability `recall_selection` (per block) the selection must include the
+      source, so reading it is learned;
+    - `losses_out["selection"]` collects a cross-entropy on the differentiable
+      selection scores of each clip, over the mid bank, towards the source and its two
+      neighbours (scores scaled by their spread, so only the ranking is trained), so
+      the selection learns to find them by itself at sampling.
 
     With probability `self_history` a block's history is the model's own rollout, as at
     sampling time (drawn per block for the whole batch: the cache is batched, so a
@@ -95,12 +114,18 @@ def clip_loss(sampler: PackForcingSampler, text: torch.Tensor, pixels, latent, g
     bf = cfg.block_frames
     frames_per_block = bf * backbone.codec.temporal_factor
     batch = latent.shape[0]
-    losses = []
+    loop_blocks = LOOP_FRAMES // frames_per_block
+    session = sampler.session
+    losses, selection_losses = [], []
     kept = {}
     try:
         for c in range(latent.shape[2] // bf):
             x0 = latent[:, :, c * bf : (c + 1) * bf]
             cache.begin_block(c, float(c * bf))
+            sources = [m for m in (c - loop_blocks - 1, c - loop_blocks, c - loop_blocks + 1) if m in cache.mid]
+            forced = recall_selection and c - loop_blocks in cache.mid and torch.rand((), generator=gen).item() < recall_selection
+            session.required_blocks = [c - loop_blocks] if forced else []
+            session.query_sum = None
             if not cache.selection_pending:
                 cache.set_selection(select_blocks(list(cache.mid), cfg, generator=sampler.selection_rng))
             sigma = sample_sigmas(batch, gen)
@@ -110,6 +135,13 @@ def clip_loss(sampler: PackForcingSampler, text: torch.Tensor, pixels, latent, g
             keep = (torch.rand(batch, 1, 1, generator=gen) >= text_dropout).to(text.dtype)
             v = sampler._forward(x_t, sigma * cfg.num_train_timesteps, text * keep, "denoise", frame_offset=c * bf)
             losses.append(((v - (noise - x0)) ** 2).mean(dim=(1, 2, 3, 4)))
+            session.required_blocks = []
+            if losses_out is not None and sources and session.query_sum is not None and len(cache.mid) > len(sources):
+                bank = list(cache.mid)
+                scores = score_matrix(session.query_sum, [cache.mid[m].key_sum for m in bank], session.query_sum.shape[-1], cfg.score_head_fraction)
+                logits = scores / (scores.std(dim=1, keepdim=True).detach() + 1e-6)
+                positive = torch.tensor([m in sources for m in bank])
+                selection_losses.append(-(logits.log_softmax(1)[:, positive].logsumexp(1)))
             # History is the ground truth with up to `history_noise` of speckle, or the
             # model's own partial rollout.
             level = history_noise * torch.rand(batch, 1, 1, 1, 1, generator=gen)
@@ -124,6 +156,9 @@ def clip_loss(sampler: PackForcingSampler, text: torch.Tensor, pixels, latent, g
                 cache.archive(sampler.compress(leaving, lat, px, text))
     finally:
         cache.clear()
+        session.required_blocks, session.query_sum = [], None
+    if losses_out is not None:
+        losses_out["selection"] = torch.stack(selection_losses).mean() if selection_losses else None
     return torch.stack(losses)
 
 
@@ -146,7 +181,14 @@ def main(argv=None):
     ap.add_argument("--ema", type=float, default=0.99, help="decay of the weight average that checkpoints save (0: save the raw weights)")
     ap.add_argument("--short-batch", type=int, default=16, help="extra clips per step cut to the first --short-blocks blocks (generation from nothing is the hardest part and the cheapest to train)")
     ap.add_argument("--short-blocks", type=int, default=2)
+    # recall from the mid bank (off in the recipe of the shipped weights; v7 tried 0.8 / 3 / 0.2
+    # with --clip-blocks 14 --proportional-attention --restart-hr, see README)
+    ap.add_argument("--recall-selection", type=float, default=0.0, help="probability that a block whose revisit source is in the mid bank must attend it")
+    ap.add_argument("--recall-weight", type=float, default=1.0, help="weight of the flow loss of blocks whose revisit source only the mid bank holds (the rest weigh 1)")
+    ap.add_argument("--selection-loss", type=float, default=0.0, help="weight of the cross-entropy that teaches the selection scores to rank the revisit source first")
+    ap.add_argument("--proportional-attention", action="store_true", help="train with config.proportional_attention (sample with it too)")
     ap.add_argument("--resume", action="store_true", help="continue from the weights in --out")
+    ap.add_argument("--restart-hr", action="store_true", help="start the HR compressor afresh (zero output: compressed tokens begin as the LR branch's)")
     ap.add_argument("--clip-blocks", type=int, default=CLIP_BLOCKS)
     ap.add_argument("--checkpoint-minutes", type=float, default=4.0)
     ap.add_argument("--threads", type=int, default=0)
@@ -156,6 +198,12 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
 
     backbone = load_embedded(args.out) if args.resume else build_embedded(args.seed)
+    if args.restart_hr:
+        # in v7's first legs the HR branch grew to ~40x the norm of an ordinary token and
+        # drowned the LR content: every compressed block wrote nearly the same values (3%
+        # apart), an inert extra sink that no selection could make useful
+        torch.manual_seed(args.seed)
+        backbone.hr_compressor.restart()
     modules = trainable_modules(backbone)
     params = [p for m in modules.values() for p in m.parameters()]
     for m in modules.values():
@@ -176,7 +224,10 @@ def main(argv=None):
             save_embedded(backbone, args.out, metadata)
             torch._foreach_copy_(params, raw)
 
-    sampler = PackForcingSampler(backbone, EMBEDDED_CONFIG, seed=args.seed)
+    config = EMBEDDED_CONFIG.replace(proportional_attention=args.proportional_attention)
+    sampler = PackForcingSampler(backbone, config, seed=args.seed)
+    # the first block whose revisit source (one camera loop back) has left the sink
+    first_mid_recall = LOOP_FRAMES // (EMBEDDED_CONFIG.block_frames * backbone.codec.temporal_factor) + EMBEDDED_CONFIG.sink_blocks
     rng = random.Random(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
     log_path = os.path.join(args.out, "training_curve.jsonl")
@@ -193,7 +244,7 @@ def main(argv=None):
     start = last_ckpt = time.time()
     budget = args.minutes * 60
     step = 0
-    print(json.dumps({"params": n_params, "config": EMBEDDED_CONFIG.to_dict(), "clip_blocks": args.clip_blocks}), flush=True)
+    print(json.dumps({"params": n_params, "config": config.to_dict(), "clip_blocks": args.clip_blocks}), flush=True)
     while time.time() - start < budget:
         # cosine decay over the time budget, short warm-up
         progress = (time.time() - start) / budget
@@ -202,27 +253,37 @@ def main(argv=None):
             group["lr"] = lr
         prompts, pixels, latent = world_batch(rng, args.batch, args.clip_blocks, backbone.codec)
         text = backbone.text_encoder(tokenize(prompts))
-        per_block = clip_loss(sampler, text, pixels, latent, gen, args.history_noise, args.self_history, args.text_dropout).mean(dim=1)
-        loss = per_block.mean()
+        extra = {}
+        per_block = clip_loss(sampler, text, pixels, latent, gen, args.history_noise, args.self_history, args.text_dropout,
+                              args.recall_selection, extra).mean(dim=1)
+        weights = torch.ones_like(per_block)
+        weights[first_mid_recall:] = args.recall_weight
+        loss = (weights * per_block).sum() / weights.sum()
+        selection_loss = extra["selection"]
         if args.short_batch:
             s_prompts, s_pixels, s_latent = world_batch(rng, args.short_batch, args.short_blocks, backbone.codec)
             short = clip_loss(sampler, backbone.text_encoder(tokenize(s_prompts)), s_pixels, s_latent, gen, args.history_noise, text_dropout=args.text_dropout).mean(dim=1)
             loss = 0.5 * (loss + short.mean())
+        total = loss + args.selection_loss * selection_loss if selection_loss is not None and args.selection_loss else loss
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        total.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         if ema is not None:
             # short warm-up, so early checkpoints are not dominated by the starting weights
             torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - min(args.ema, (1 + step) / (10 + step)))
         step += 1
-        row = {"step": done["steps"] + step, "minutes": round(done["minutes"] + (time.time() - start) / 60, 2), "loss": round(loss.item(), 5),
+        row = {"step": done["steps"] + step, "minutes": round(done["minutes"] + (time.time() - start) / 60, 2), "loss": round(per_block.mean().item(), 5),
                "loss_first_block": round(per_block[0].item(), 5), "loss_first_loop": round(per_block[:8].mean().item(), 5),
                "lr": lr}
         if args.run:
             row["run"] = args.run
         if len(per_block) > 8:
             row["loss_revisit"] = round(per_block[8:].mean().item(), 5)
+        if len(per_block) > first_mid_recall:
+            row["loss_recall_mid"] = round(per_block[first_mid_recall:].mean().item(), 5)
+        if selection_loss is not None:
+            row["loss_selection"] = round(selection_loss.item(), 5)
         log.write(json.dumps(row) + "\n")
         log.flush()  # a killed run keeps its curve up to the last step
         if step % 10 == 0:

@@ -41,6 +41,21 @@ def test_hr_branch_real_geometry_182_tokens():
     assert compressed_grid(4, 60, 104) == (2, 7, 13)
 
 
+def test_hr_restart_starts_from_the_lr_tokens_and_can_learn():
+    torch.manual_seed(0)
+    hr = HRCompressor(16, 64, (8, 16, 32, 32))
+    latent = torch.randn(2, 16, 4, 16, 16)
+    with torch.no_grad():
+        hr.net[-1].weight.fill_(5.0)  # a grown branch, as v7's became
+        assert hr(latent).abs().mean() > 1
+    hr.restart()
+    out = hr(latent)
+    assert out.shape == (2, 64, 2, 2, 2) and torch.equal(out, torch.zeros_like(out))  # fused = LR alone
+    out.pow(2).add(out).sum().backward()
+    assert hr.net[-1].weight.grad.abs().sum() > 0  # the zero layer still learns
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in hr.net[0].parameters())  # nothing flows below it yet
+
+
 def test_lr_branch_real_geometry_uses_frozen_vae():
     from diffusers import AutoencoderKLWan
 

@@ -2,6 +2,7 @@
 (x-transformers' KV-cache test, on a tiny diffusers WanTransformer3DModel)."""
 
 import copy
+import math
 
 import pytest
 import torch
@@ -107,3 +108,38 @@ def test_wrong_rope_offset_breaks_parity(setup, monkeypatch):
     monkeypatch.setattr(PositionedRotaryEmbed, "place", lambda self, offset=0.0, *a: original(self, 0.0, *a))
     cached = cached_blocks(backbone, config, text, seed=3)
     assert max((a - b).abs().max().item() for a, b in zip(cached, reference)) > 1e-3
+
+
+def test_proportional_bias_equals_repeating_a_compressed_token():
+    """log(n) added to a key's logit == that key (and its value) present n times."""
+    from packforcing.attention import _sdpa
+
+    g = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(1, 5, 2, 8, generator=g) for _ in range(3))
+    bias = torch.tensor([0.0, math.log(4), 0.0, 0.0, 0.0])[None, None, None, :]
+    repeat = torch.tensor([0, 1, 1, 1, 1, 2, 3, 4])
+    assert torch.allclose(_sdpa(q, k, v, bias), _sdpa(q, k[:, repeat], v[:, repeat]), atol=1e-6)
+    assert not torch.allclose(_sdpa(q, k, v), _sdpa(q, k[:, repeat], v[:, repeat]), atol=1e-3)  # negative control
+
+
+def test_context_bias_marks_exactly_the_compressed_tokens():
+    from packforcing.cache import BlockKV, KVCache
+
+    config = PackForcingConfig(top_k=2, mid_capacity=4, sink_frames=4, proportional_attention=True)
+    cache = KVCache(config, num_layers=1, tokens_per_block=256, compressed_tokens=8)
+    for c in range(5):  # block 0 sinks; blocks 1-3 pass through recent into the mid bank
+        cache.begin_block(c, 4.0 * c)
+        cache.set_selection(list(cache.mid)[-2:])
+        cache.add_block(BlockKV(c, 4.0 * c, 256))
+        leaving = cache.pop_overflow()
+        if leaving is not None:
+            cache.archive(BlockKV(leaving.index, leaving.start_frame, 8, compressed=True))
+    cache.begin_block(5, 20.0)
+    cache.set_selection([1, 3])
+    bias = cache.context_bias()
+    # sink 0 (256), mid 1 and 3 (8 each), recent 4 (256)
+    assert bias.shape == (256 + 16 + 256,)
+    assert torch.equal(bias[256:272], torch.full((16,), math.log(32)))
+    assert bias[:256].abs().sum() == 0 and bias[272:].abs().sum() == 0
+    off = KVCache(PackForcingConfig(top_k=2, mid_capacity=4, sink_frames=4), 1, 256, 8)
+    assert off.context_bias() is None

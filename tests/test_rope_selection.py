@@ -2,7 +2,7 @@ import torch
 
 from packforcing.config import PackForcingConfig
 from packforcing.rope import apply_rotary, grid_positions, rope_cos_sin, rope_split, shift_keys_in_time
-from packforcing.selection import brute_force_scores, factorised_scores, select_blocks
+from packforcing.selection import brute_force_scores, factorised_scores, include_required, score_matrix, select_blocks
 
 HEAD_DIM = 128
 
@@ -45,6 +45,28 @@ def test_factorised_score_equals_double_sum():
     slow = brute_force_scores(q, keys, 0.5)
     for m in keys:
         assert abs(fast[m] - slow[m]) <= 1e-5 * max(1.0, abs(slow[m]))
+
+
+def test_score_matrix_is_per_clip_and_differentiable():
+    g = torch.Generator().manual_seed(2)
+    q = torch.randn(3, 4, 16, generator=g, requires_grad=True)
+    keys = {m: torch.randn(3, 4, 16, generator=g) for m in (2, 5, 7)}
+    matrix = score_matrix(q, list(keys.values()), 16, 0.5)
+    assert matrix.shape == (3, 3)
+    # clip 1's score of block 5 by hand: scored heads 0-1, mean over them, / sqrt(16)
+    by_hand = (q[1, :2] * keys[5][1, :2]).sum(-1).mean() / 4
+    assert torch.allclose(matrix[1, 1], by_hand, atol=1e-6)
+    means = factorised_scores(q, keys, 16, 0.5)  # the selection's scores: the batch mean
+    assert all(abs(means[m] - matrix[:, i].mean().item()) < 1e-5 for i, m in enumerate(keys))
+    matrix[:, 0].sum().backward()
+    assert q.grad[:, :2].abs().sum() > 0 and q.grad[:, 2:].abs().sum() == 0  # unscored heads get no gradient
+
+
+def test_include_required_drops_the_lowest_scored():
+    scores = {2: 5.0, 3: 1.0, 5: 4.0, 8: 3.0, 9: 2.0}
+    assert include_required([2, 5, 8, 9], [3], scores, 4) == [2, 3, 5, 8]  # 9 scored lowest
+    assert include_required([2, 5, 8, 9], [5], scores, 4) == [2, 5, 8, 9]  # already selected: unchanged
+    assert include_required([], [3], scores, 4) == [3]
 
 
 def test_dynamic_picks_planted_block_and_sorts_temporally():

@@ -36,6 +36,35 @@ def test_loss_reaches_hr_compressor_and_text_encoder():
     assert not sampler.cache.sink and not sampler.cache.mid  # the cache is left empty
 
 
+def test_recall_selection_attends_the_source_and_trains_the_scores():
+    """Block 10 of a clip revisits block 2, which only the mid bank holds: forced, the
+    selection includes it; the selection loss reaches layer 0's query and key
+    projections (the scoring layer). Negative control: unforced, random weights rank it
+    out of the top-k at least once."""
+    torch.manual_seed(0)
+    backbone = build_embedded(0)
+    prompts, pixels, latent = world_batch(random.Random(0), 1, 11, backbone.codec)
+    text = backbone.text_encoder(tokenize(prompts))
+
+    def run(recall):
+        sampler = PackForcingSampler(backbone, EMBEDDED_CONFIG, seed=0)
+        chosen = {}
+        set_selection = sampler.cache.set_selection
+        sampler.cache.set_selection = lambda sel, scores=None: (chosen.__setitem__(sampler.cache.current, list(sel)), set_selection(sel, scores))
+        out = {}
+        losses = clip_loss(sampler, text, pixels, latent, torch.Generator().manual_seed(0), 0.0, recall_selection=recall, losses_out=out)
+        return losses, chosen, out["selection"]
+
+    losses, chosen, selection = run(1.0)
+    assert losses.shape == (11, 1) and 2 in chosen[10] and len(chosen[10]) == EMBEDDED_CONFIG.top_k
+    assert selection.ndim == 0 and torch.isfinite(selection)
+    selection.backward()
+    to_q, to_k = backbone.transformer.blocks[0].attn1.to_q, backbone.transformer.blocks[0].attn1.to_k
+    assert to_q.weight.grad.abs().sum() > 0 and to_k.weight.grad.abs().sum() > 0
+    _, free, _ = run(0.0)
+    assert 2 not in free[10]
+
+
 def test_a_fixed_batch_can_be_fitted():
     backbone = build_embedded(0)
     sampler = PackForcingSampler(backbone, EMBEDDED_CONFIG, seed=0)
