@@ -273,7 +273,7 @@ def main(argv=None):
             # short warm-up, so early checkpoints are not dominated by the starting weights
             torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - min(args.ema, (1 + step) / (10 + step)))
         step += 1
-        row = {"step": done["steps"] + step, "minutes": round(done["minutes"] + (time.time() - start) / 60, 2), "loss": round(per_block.mean().item(), 5),
+        row = {"step": done["steps"] + step, "minutes": round(done["minutes"] + (time.time() - start) / 60, 2), "loss": round(loss.item(), 5),
                "loss_first_block": round(per_block[0].item(), 5), "loss_first_loop": round(per_block[:8].mean().item(), 5),
                "lr": lr}
         if args.run:

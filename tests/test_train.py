@@ -39,8 +39,8 @@ def test_loss_reaches_hr_compressor_and_text_encoder():
 def test_recall_selection_attends_the_source_and_trains_the_scores():
     """Block 10 of a clip revisits block 2, which only the mid bank holds: forced, the
     selection includes it; the selection loss reaches layer 0's query and key
-    projections (the scoring layer). Negative control: unforced, random weights rank it
-    out of the top-k at least once."""
+    projections (the scoring layer). Negative control: unforced, the random weights'
+    selection leaves it out."""
     torch.manual_seed(0)
     backbone = build_embedded(0)
     prompts, pixels, latent = world_batch(random.Random(0), 1, 11, backbone.codec)
