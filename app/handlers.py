@@ -199,6 +199,11 @@ class AblationRun:
                                ("revisit_contrast", "revisit contrast"), ("drift_drop", "drift (first − last loop)")):
                 value = scores.get(key)
                 out[label] = "n/a (too short)" if value is None else f"{value:.3f}"
+            from packforcing.ablate import revisit_source_attended
+            from packforcing.world.scene import LOOP_FRAMES
+
+            attended = revisit_source_attended(blocks, LOOP_FRAMES // len(run.frames[0]))
+            out["revisit source attended (block one loop back)"] = "n/a (not in the mid bank yet)" if attended is None else f"{attended:.0%}"
         if blocks:
             out["KV bytes at the end"] = f"{blocks[-1].kv_bytes / 1024:,.0f} KB"
             out["attended tokens (last block)"] = f"{blocks[-1].context_tokens:,}"

@@ -3,7 +3,8 @@
     python -m packforcing ablate --seconds 32 --json
 
 Metrics come from the generated frames only (packforcing.world.metrics): faithfulness to
-the prompt, revisit consistency when the camera comes back, and drift over time.
+the prompt, revisit consistency when the camera comes back, and drift over time. One
+comes from the trace: how often a block attended its revisit source.
 """
 
 from __future__ import annotations
@@ -36,9 +37,20 @@ def ablation_configs(base: PackForcingConfig) -> dict[str, PackForcingConfig]:
     }
 
 
+def revisit_source_attended(blocks: list[Block], loop_blocks: int) -> float | None:
+    """Of the blocks whose revisit source (the block one camera loop back) sits in the
+    mid bank, the fraction that attended it; None when no block had one. Read from the
+    trace, not the pixels: it says whether the selection looked in the right place, so
+    the pixel metrics can say whether the model made use of it. `random`'s rate is chance."""
+    eligible = [b for b in blocks if b.block - loop_blocks in b.mid_bank]
+    if not eligible:
+        return None
+    return statistics.mean(float(b.block - loop_blocks in b.mid_selected) for b in eligible)
+
+
 def run_one(pipe, prompt: str, seconds: float, seed: int, config: PackForcingConfig) -> dict:
     from .world.metrics import evaluate
-    from .world.scene import spec_from_prompt
+    from .world.scene import LOOP_FRAMES, spec_from_prompt
 
     frames, blocks = [], []
     for event in pipe.stream(prompt, seconds, seed, config):
@@ -48,6 +60,7 @@ def run_one(pipe, prompt: str, seconds: float, seed: int, config: PackForcingCon
             blocks.append(event)
     video = np.concatenate(frames)
     scores = evaluate(video, spec_from_prompt(prompt, seed))
+    scores["revisit_source_attended"] = revisit_source_attended(blocks, LOOP_FRAMES // len(frames[0]))
     return {
         **{k: v for k, v in scores.items() if isinstance(v, (int, float))},
         "kv_bytes_last": blocks[-1].kv_bytes,
@@ -59,7 +72,7 @@ def run_one(pipe, prompt: str, seconds: float, seed: int, config: PackForcingCon
 
 # metrics whose spread over the runs is reported next to the mean, so a reader can tell
 # a difference between configurations from run-to-run noise
-SPREAD_KEYS = ("faithfulness", "revisit_consistency", "revisit_contrast", "pan_accuracy")
+SPREAD_KEYS = ("faithfulness", "revisit_consistency", "revisit_contrast", "pan_accuracy", "revisit_source_attended")
 
 
 def ablate(pipe, seconds: float, seeds=(0, 1), prompts=DEFAULT_PROMPTS, progress=None, base: PackForcingConfig | None = None) -> dict[str, dict]:

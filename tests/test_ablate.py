@@ -78,3 +78,21 @@ def test_bad_input_exits_2_and_names_the_value(capsys, args, message):
     assert main(["ablate", "--model", "embedded", *args]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err
+
+
+def test_revisit_source_attended_counts_only_blocks_whose_source_is_in_the_bank():
+    from packforcing.events import Block
+
+    def block(i, bank, selected):
+        return Block(block=i, sink=[0, 1], mid_bank=bank, mid_selected=selected, recent=[i - 1], current=i,
+                     selection_scores={}, rope_shift={}, kv_bytes=0, full_cache_bytes=0, context_tokens=0, seconds=0.0)
+
+    blocks = [
+        block(9, [2, 3, 4, 5, 6, 7], [4, 5, 6, 7]),  # source 1 is a sink block: not counted
+        block(10, [2, 3, 4, 5, 6, 7, 8], [2, 6, 7, 8]),  # source 2 attended
+        block(11, [2, 3, 4, 5, 6, 7, 8, 9], [6, 7, 8, 9]),  # source 3 missed
+        block(12, [2, 3, 5, 6, 7, 8, 9, 10], [3, 8, 9, 10]),  # source 4 evicted: not counted
+    ]
+    assert lab.revisit_source_attended(blocks, 8) == 0.5
+    assert lab.revisit_source_attended(blocks[:1], 8) is None
+    assert lab.revisit_source_attended(blocks[1:2], 8) == 1.0 and lab.revisit_source_attended(blocks[2:3], 8) == 0.0
