@@ -203,7 +203,7 @@ class AblationRun:
             from packforcing.world.scene import LOOP_FRAMES
 
             attended = revisit_source_attended(blocks, LOOP_FRAMES // len(run.frames[0]))
-            out["revisit source attended (block one loop back)"] = "n/a (not in the mid bank yet)" if attended is None else f"{attended:.0%}"
+            out["revisit source attended (block one loop back)"] = "n/a (no source in the mid bank)" if attended is None else f"{attended:.0%}"
         if blocks:
             out["KV bytes at the end"] = f"{blocks[-1].kv_bytes / 1024:,.0f} KB"
             out["attended tokens (last block)"] = f"{blocks[-1].context_tokens:,}"

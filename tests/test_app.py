@@ -88,7 +88,7 @@ def test_ablation_runs_two_configs_in_lockstep_on_shared_weights():
     table = steps[-1][2]
     assert table.startswith("| | window | full |") and "prompt faithfulness" in table and "KV bytes at the end" in table
     # 3 s: no block's revisit source (8 blocks back) is in the mid bank yet
-    assert "| revisit source attended (block one loop back) | n/a (not in the mid bank yet) | n/a (not in the mid bank yet) |" in table
+    assert "| revisit source attended (block one loop back) | n/a (no source in the mid bank) | n/a (no source in the mid bank) |" in table
     assert all(c is None for _, _, c in steps[:-1])
 
 

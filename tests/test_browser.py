@@ -153,3 +153,4 @@ def test_ablation_streams_two_configs_side_by_side(page):
     page.wait_for_function("() => /revisit consistency/.test(document.querySelector('#ablation-table').innerText)", timeout=120_000)
     table = page.inner_text("#ablation-table")
     assert "window" in table and "dynamic" in table and "KV bytes at the end" in table
+    assert "revisit source attended" in table  # 10 s: no source in the mid bank yet, shown as n/a
