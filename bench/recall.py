@@ -45,7 +45,7 @@ def probe(backbone, text, pixels, latent, selection: str, sigma: float, seed: in
     bf = cfg.block_frames
     frames_per_block = bf * backbone.codec.temporal_factor
     loop = LOOP_FRAMES // frames_per_block
-    losses, hits, kept = [], [], {}
+    losses, hits = [], []
     for c in range(latent.shape[2] // bf):
         x0 = latent[:, :, c * bf : (c + 1) * bf]
         cache.begin_block(c, float(c * bf))
@@ -64,13 +64,8 @@ def probe(backbone, text, pixels, latent, selection: str, sigma: float, seed: in
         v = sampler._forward(x_t, torch.full((x0.shape[0],), sigma * cfg.num_train_timesteps), text, "denoise", frame_offset=c * bf)
         losses.append(((v - (noise - x0)) ** 2).mean().item())
         hits.append(source in cache.selected if source in bank else None)
-        cache.add_block(sampler.write_block(c, x0, text))
-        kept[c] = (x0, pixels[:, :, c * frames_per_block : (c + 1) * frames_per_block])
-        leaving = cache.pop_overflow()
-        if leaving is not None:
-            lat, px = kept.pop(leaving.index)
-            cache.archive(sampler.compress(leaving, lat, px, text))
-    cache.clear()
+        sampler.admit(sampler.write_block(c, x0, text), x0, pixels[:, :, c * frames_per_block : (c + 1) * frames_per_block], text)
+    sampler.reset()
     return losses, hits
 
 

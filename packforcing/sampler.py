@@ -206,18 +206,8 @@ class PackForcingSampler:
                 frames_total += frames.shape[0]
                 yield Frames(block=index, frames=frames, fps=b.fps)
                 # 5. the cache moves on
-                cache.add_block(block)
-                self._kept[index] = (x0, pixels)
-                leaving = cache.pop_overflow()
-                if leaving is not None:
-                    latent, px = self._kept.pop(leaving.index)
-                    if cfg.policy == "full":
-                        cache.archive(leaving)
-                    elif cfg.compresses_mid:
-                        cache.archive(self.compress(leaving, latent, px, text))
+                self.admit(block, x0, pixels, text)
                 t3 = time.perf_counter()
-                for kept in [k for k in self._kept if k in cache.sink]:
-                    del self._kept[kept]  # sinks are never compressed
                 done = index + 1
                 # 6. the trace
                 yield Block(
@@ -231,9 +221,30 @@ class PackForcingSampler:
                     frames_total=frames_total,
                 )
         finally:
-            cache.clear()
-            self._kept.clear()
+            self.reset()
         yield RunEnd(blocks=done, seconds=time.perf_counter() - t_run, stopped=stopped)
+
+    def admit(self, block: BlockKV, latent: torch.Tensor, pixels: torch.Tensor, text: torch.Tensor) -> None:
+        """The written block joins the cache; the block leaving the recent window goes
+        to the mid bank (compressed from its kept latent and pixels, or whole for
+        `full`). Sampling, training and the recall probe all move the cache this way."""
+        cache, cfg = self.cache, self.config
+        cache.add_block(block)
+        self._kept[block.index] = (latent, pixels)
+        leaving = cache.pop_overflow()
+        if leaving is not None:
+            latent, px = self._kept.pop(leaving.index)
+            if cfg.policy == "full":
+                cache.archive(leaving)
+            elif cfg.compresses_mid:
+                cache.archive(self.compress(leaving, latent, px, text))
+        for kept in [k for k in self._kept if k in cache.sink]:
+            del self._kept[kept]  # sinks are never compressed
+
+    def reset(self) -> None:
+        """Empty the cache and drop the kept blocks (the end of a run or a training clip)."""
+        self.cache.clear()
+        self._kept.clear()
 
     def _snapshot(self) -> dict:
         """The cache as the current block saw it (taken before the block joins it)."""

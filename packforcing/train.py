@@ -117,7 +117,6 @@ def clip_loss(sampler: PackForcingSampler, text: torch.Tensor, pixels, latent, g
     loop_blocks = LOOP_FRAMES // frames_per_block
     session = sampler.session
     losses, selection_losses = [], []
-    kept = {}
     try:
         for c in range(latent.shape[2] // bf):
             x0 = latent[:, :, c * bf : (c + 1) * bf]
@@ -135,7 +134,6 @@ def clip_loss(sampler: PackForcingSampler, text: torch.Tensor, pixels, latent, g
             keep = (torch.rand(batch, 1, 1, generator=gen) >= text_dropout).to(text.dtype)
             v = sampler._forward(x_t, sigma * cfg.num_train_timesteps, text * keep, "denoise", frame_offset=c * bf)
             losses.append(((v - (noise - x0)) ** 2).mean(dim=(1, 2, 3, 4)))
-            session.required_blocks = []
             if losses_out is not None and sources and session.query_sum is not None and len(cache.mid) > len(sources):
                 bank = list(cache.mid)
                 scores = score_matrix(session.query_sum, [cache.mid[m].key_sum for m in bank], session.query_sum.shape[-1], cfg.score_head_fraction)
@@ -148,14 +146,9 @@ def clip_loss(sampler: PackForcingSampler, text: torch.Tensor, pixels, latent, g
             clean = x0 + level * torch.randn(x0.shape, generator=gen)
             if self_history and torch.rand((), generator=gen).item() < self_history:
                 clean = _partial_rollout(sampler, x0, text, c * bf, gen)
-            cache.add_block(sampler.write_block(c, clean, text))
-            kept[c] = (clean, pixels[:, :, c * frames_per_block : (c + 1) * frames_per_block])
-            leaving = cache.pop_overflow()
-            if leaving is not None:
-                lat, px = kept.pop(leaving.index)
-                cache.archive(sampler.compress(leaving, lat, px, text))
+            sampler.admit(sampler.write_block(c, clean, text), clean, pixels[:, :, c * frames_per_block : (c + 1) * frames_per_block], text)
     finally:
-        cache.clear()
+        sampler.reset()
         session.required_blocks, session.query_sum = [], None
     if losses_out is not None:
         losses_out["selection"] = torch.stack(selection_losses).mean() if selection_losses else None
@@ -227,7 +220,7 @@ def main(argv=None):
     config = EMBEDDED_CONFIG.replace(proportional_attention=args.proportional_attention)
     sampler = PackForcingSampler(backbone, config, seed=args.seed)
     # the first block whose revisit source (one camera loop back) has left the sink
-    first_mid_recall = LOOP_FRAMES // (EMBEDDED_CONFIG.block_frames * backbone.codec.temporal_factor) + EMBEDDED_CONFIG.sink_blocks
+    first_mid_recall = LOOP_FRAMES // (config.block_frames * backbone.codec.temporal_factor) + config.sink_blocks
     rng = random.Random(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
     log_path = os.path.join(args.out, "training_curve.jsonl")
