@@ -54,7 +54,8 @@ class CacheSession:
             self._select(q_raw)
         ctx_k, ctx_v = cache.context(layer)
         if ctx_k is not None and ctx_k.shape[0] != k.shape[0]:  # guided halves attend the one cache
-            ctx_k, ctx_v = ctx_k.expand(k.shape[0], -1, -1, -1), ctx_v.expand(k.shape[0], -1, -1, -1)
+            repeats = k.shape[0] // ctx_k.shape[0]
+            ctx_k, ctx_v = ctx_k.repeat(repeats, 1, 1, 1), ctx_v.repeat(repeats, 1, 1, 1)
         keys = k if ctx_k is None else torch.cat([ctx_k.to(k.dtype), k], dim=1)
         values = v if ctx_v is None else torch.cat([ctx_v.to(v.dtype), v], dim=1)
         if self.mode == "write":
@@ -69,6 +70,12 @@ class CacheSession:
         step) plus the recent blocks (stored at their write pass), keys of the mid bank."""
         cache = self.cache
         query_sum = q_raw[:, :: self.query_stride].sum(1)
+        written = next(iter(cache.mid.values())).key_sum.shape[0]
+        if query_sum.shape[0] != written:
+            # guidance runs the prompt and the zeroed prompt as one batch over a cache
+            # written once; in layer 0's self-attention (before any prompt is read) the
+            # two halves are the same, so the first scores for both
+            query_sum = query_sum[:written]
         for b in cache.recent.values():
             query_sum = query_sum + b.query_sum.to(query_sum)
         key_sums = {m: b.key_sum for m, b in cache.mid.items()}

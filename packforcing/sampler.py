@@ -103,7 +103,8 @@ class PackForcingSampler:
     def denoise_block(self, index: int, text: torch.Tensor) -> torch.Tensor:
         cfg, b = self.config, self.backbone
         start = float(index * cfg.block_frames)
-        x = torch.randn(self.latent_shape, generator=self.noise).to(b.device, b.dtype)
+        shape = (text.shape[0], *self.latent_shape[1:])  # one clip per prompt (a probe may batch them)
+        x = torch.randn(shape, generator=self.noise).to(b.device, b.dtype)
         sigmas = cfg.sigmas
         guided = cfg.guidance_scale != 1.0
         # prompt and zeroed prompt in one batch. Both halves score the selection alike:
@@ -122,7 +123,7 @@ class PackForcingSampler:
             if cfg.step_rule == "euler":
                 x = euler_step(x.double(), x0.double(), sigma, sigmas[i + 1]).to(b.dtype)
             else:
-                noise = torch.randn(self.latent_shape, generator=self.noise).to(b.device, b.dtype)
+                noise = torch.randn(shape, generator=self.noise).to(b.device, b.dtype)
                 x = ((1 - sigmas[i + 1]) * x0.double() + sigmas[i + 1] * noise.double()).to(b.dtype)
         return x0
 

@@ -77,7 +77,7 @@ def _partial_rollout(sampler: PackForcingSampler, x0: torch.Tensor, text: torch.
 
 
 def clip_loss(sampler: PackForcingSampler, text: torch.Tensor, pixels, latent, gen: torch.Generator, history_noise: float, self_history: float = 0.0, text_dropout: float = 0.0,
-              recall_selection: float = 0.0, losses_out: dict | None = None):
+              recall_selection: float = 0.0, losses_out: dict | None = None, loss_from: int = 0, sigma_floor: float = 0.0):
     """Per-block, per-clip flow-matching losses (blocks, B) of one teacher-forced pass
     through the engine (v-prediction, v = noise - x0). The clips of a batch share one
     selection per block (their scores are averaged).
@@ -109,7 +109,14 @@ def clip_loss(sampler: PackForcingSampler, text: torch.Tensor, pixels, latent, g
     With probability `text_dropout` a clip's denoising pass of a block sees a zeroed
     text embedding (the encoder's output for an all-padding prompt) while its cache
     writes keep the prompt: exactly the unconditional pass of classifier-free guidance
-    at sampling time, which shares the prompt-written cache."""
+    at sampling time, which shares the prompt-written cache.
+
+    `loss_from` and `sigma_floor` make a revisit batch: blocks before `loss_from` only
+    build the cache (their denoising pass runs without gradient, to score the
+    selection as sampling does), and the rest are noised to levels in [sigma_floor, 1].
+    v5 recalled the sink teacher-forced at noise 0.7 but not at all at 0.95-1.0, the
+    first Euler steps, where sampling decides a block's layout; so at sampling even a
+    perfect history was not recalled (bench/recall.py, README)."""
     backbone, cfg, cache = sampler.backbone, sampler.config, sampler.cache
     bf = cfg.block_frames
     frames_per_block = bf * backbone.codec.temporal_factor
@@ -128,12 +135,16 @@ def clip_loss(sampler: PackForcingSampler, text: torch.Tensor, pixels, latent, g
             if not cache.selection_pending:
                 cache.set_selection(select_blocks(list(cache.mid), cfg, generator=sampler.selection_rng))
             sigma = sample_sigmas(batch, gen)
+            if c >= loss_from:
+                sigma = sigma_floor + (1 - sigma_floor) * sigma
             s = sigma.view(batch, 1, 1, 1, 1)
             noise = torch.randn(x0.shape, generator=gen)
             x_t = (1 - s) * x0 + s * noise
             keep = (torch.rand(batch, 1, 1, generator=gen) >= text_dropout).to(text.dtype)
-            v = sampler._forward(x_t, sigma * cfg.num_train_timesteps, text * keep, "denoise", frame_offset=c * bf)
-            losses.append(((v - (noise - x0)) ** 2).mean(dim=(1, 2, 3, 4)))
+            with torch.set_grad_enabled(c >= loss_from and torch.is_grad_enabled()):
+                v = sampler._forward(x_t, sigma * cfg.num_train_timesteps, text * keep, "denoise", frame_offset=c * bf)
+            if c >= loss_from:
+                losses.append(((v - (noise - x0)) ** 2).mean(dim=(1, 2, 3, 4)))
             if losses_out is not None and sources and session.query_sum is not None and len(cache.mid) > len(sources):
                 bank = list(cache.mid)
                 scores = score_matrix(session.query_sum, [cache.mid[m].key_sum for m in bank], session.query_sum.shape[-1], cfg.score_head_fraction)
@@ -180,6 +191,10 @@ def main(argv=None):
     ap.add_argument("--recall-weight", type=float, default=1.0, help="weight of the flow loss of blocks whose revisit source only the mid bank holds (the rest weigh 1)")
     ap.add_argument("--selection-loss", type=float, default=0.0, help="weight of the cross-entropy that teaches the selection scores to rank the revisit source first")
     ap.add_argument("--proportional-attention", action="store_true", help="train with config.proportional_attention (sample with it too)")
+    ap.add_argument("--revisit-batch", type=int, default=0, help="extra clips per step of --revisit-blocks blocks whose loss covers only the blocks that revisit a place (one camera loop on), noised to at least --revisit-sigma-floor")
+    ap.add_argument("--revisit-blocks", type=int, default=14)
+    ap.add_argument("--revisit-sigma-floor", type=float, default=0.75, help="lowest noise level of the revisit batch: recall has to happen in the first Euler steps, where a block's layout is decided")
+    ap.add_argument("--revisit-weight", type=float, default=1.0, help="weight of the revisit batch's loss, added to the step's loss")
     ap.add_argument("--resume", action="store_true", help="continue from the weights in --out")
     ap.add_argument("--restart-hr", action="store_true", help="start the HR compressor afresh (zero output: compressed tokens begin as the LR branch's)")
     ap.add_argument("--clip-blocks", type=int, default=CLIP_BLOCKS)
@@ -220,7 +235,8 @@ def main(argv=None):
     config = EMBEDDED_CONFIG.replace(proportional_attention=args.proportional_attention)
     sampler = PackForcingSampler(backbone, config, seed=args.seed)
     # the first block whose revisit source (one camera loop back) has left the sink
-    first_mid_recall = LOOP_FRAMES // (config.block_frames * backbone.codec.temporal_factor) + config.sink_blocks
+    loop_blocks = LOOP_FRAMES // (config.block_frames * backbone.codec.temporal_factor)
+    first_mid_recall = loop_blocks + config.sink_blocks
     rng = random.Random(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
     log_path = os.path.join(args.out, "training_curve.jsonl")
@@ -258,6 +274,12 @@ def main(argv=None):
             short = clip_loss(sampler, backbone.text_encoder(tokenize(s_prompts)), s_pixels, s_latent, gen, args.history_noise, text_dropout=args.text_dropout).mean(dim=1)
             loss = 0.5 * (loss + short.mean())
         total = loss + args.selection_loss * selection_loss if selection_loss is not None and args.selection_loss else loss
+        revisit = None
+        if args.revisit_batch:
+            r_prompts, r_pixels, r_latent = world_batch(rng, args.revisit_batch, args.revisit_blocks, backbone.codec)
+            revisit = clip_loss(sampler, backbone.text_encoder(tokenize(r_prompts)), r_pixels, r_latent, gen, args.history_noise, args.self_history, args.text_dropout,
+                                args.recall_selection, loss_from=loop_blocks, sigma_floor=args.revisit_sigma_floor).mean(dim=1)
+            total = total + args.revisit_weight * revisit.mean()
         opt.zero_grad(set_to_none=True)
         total.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -277,6 +299,10 @@ def main(argv=None):
             row["loss_recall_mid"] = round(per_block[first_mid_recall:].mean().item(), 5)
         if selection_loss is not None:
             row["loss_selection"] = round(selection_loss.item(), 5)
+        if revisit is not None:
+            # revisits of the sink, then of places only the mid bank holds, at high noise
+            row["loss_revisit_sink_high"] = round(revisit[: config.sink_blocks].mean().item(), 5)
+            row["loss_revisit_mid_high"] = round(revisit[config.sink_blocks :].mean().item(), 5)
         log.write(json.dumps(row) + "\n")
         log.flush()  # a killed run keeps its curve up to the last step
         if step % 10 == 0:

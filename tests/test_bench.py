@@ -57,3 +57,32 @@ def test_recall_probe_oracle_attends_the_source_and_anti_never_does():
     assert runs["oracle"][1][:10] == [None] * 10
     assert runs["oracle"][0][:10] == runs["anti"][0][:10]  # same noise, same selections before block 10
     assert runs["window"][0][8] != runs["oracle"][0][8]  # no mid block attended: block 8 changes
+
+
+def test_recall_probe_swaps_sources_exactly_and_samples_revisits():
+    """with_foreign_sources replaces exactly the sink and the revisit sources (blocks
+    0-5) with the next clip's; the sampled mode leaves the history-building losses
+    untouched and switches to sampled errors from `sample_from` on."""
+    import random
+
+    import torch
+
+    from packforcing.backbones.embedded import load_embedded
+    from packforcing.pipeline import EMBEDDED_DIR
+    from packforcing.train import world_batch
+    from packforcing.world.vocab import tokenize
+
+    recall = _load_bench("recall")
+    backbone = load_embedded(EMBEDDED_DIR)
+    prompts, pixels, latent = world_batch(random.Random(0), 2, 9, backbone.codec)
+    fpx, flat = recall.with_foreign_sources(pixels, latent, 8, 4, 16)
+    assert torch.equal(flat[0, :, :24], latent[1, :, :24]) and torch.equal(flat[1, :, :24], latent[0, :, :24])
+    assert torch.equal(flat[:, :, 24:], latent[:, :, 24:]) and torch.equal(fpx[0, :, :96], pixels[1, :, :96])
+    assert torch.equal(fpx[:, :, 96:], pixels[:, :, 96:])
+    with torch.no_grad():
+        text = backbone.text_encoder(tokenize(prompts))
+    taught, _ = recall.probe(backbone, text, pixels, latent, "dynamic", 0.7, 0)
+    sampled, _ = recall.probe(backbone, text, pixels, latent, "dynamic", 0.7, 0, sample_from=8)
+    again, _ = recall.probe(backbone, text, pixels, latent, "dynamic", 0.7, 0, sample_from=8)
+    assert sampled[:8] == taught[:8] and sampled[8] != taught[8] and sampled == again
+    assert 0.0 < sampled[8] < 4.0  # a squared error of unit-variance latents

@@ -65,6 +65,36 @@ def test_recall_selection_attends_the_source_and_trains_the_scores():
     assert 2 not in free[10]
 
 
+def test_revisit_batch_trains_only_revisits_at_high_noise():
+    """loss_from / sigma_floor: blocks before loss_from only build the cache (their
+    denoising pass runs without gradient and adds no loss); the others are noised to at
+    least sigma_floor. Negative control: the defaults train every block at every level."""
+    torch.manual_seed(0)
+    backbone = build_embedded(0)
+    prompts, pixels, latent = world_batch(random.Random(2), 2, 4, backbone.codec)
+    text = backbone.text_encoder(tokenize(prompts))
+
+    def run(**kw):
+        sampler = PackForcingSampler(backbone, EMBEDDED_CONFIG, seed=0)
+        seen, forward = [], sampler._forward
+
+        def record(latent, timestep, text, mode, *args, **kwargs):
+            if mode == "denoise":
+                seen.append((kwargs["frame_offset"] // 4, torch.is_grad_enabled(), float(torch.as_tensor(timestep).min())))
+            return forward(latent, timestep, text, mode, *args, **kwargs)
+
+        sampler._forward = record
+        return clip_loss(sampler, text, pixels, latent, torch.Generator().manual_seed(0), 0.0, **kw), seen
+
+    losses, seen = run(loss_from=2, sigma_floor=0.9)
+    assert losses.shape == (2, 2) and losses.requires_grad
+    assert [(b, grad) for b, grad, _ in seen] == [(0, False), (1, False), (2, True), (3, True)]
+    assert min(t for b, _, t in seen if b >= 2) >= 900.0
+    losses, seen = run()
+    assert losses.shape == (4, 2) and all(grad for _, grad, _ in seen)
+    assert min(t for _, _, t in seen) < 900.0
+
+
 def test_a_fixed_batch_can_be_fitted():
     backbone = build_embedded(0)
     sampler = PackForcingSampler(backbone, EMBEDDED_CONFIG, seed=0)
@@ -119,3 +149,12 @@ def test_checkpoint_holds_the_weight_average(tmp_path):
     assert moved  # the step changed weights
     for k in moved:  # first update, warm-up decay 0.1: the average moves 0.9 of the way
         torch.testing.assert_close(ema[k] - start[k], 0.9 * (raw[k] - start[k]), rtol=1e-4, atol=2e-7)
+
+
+def test_run_with_a_revisit_batch_logs_its_losses(tmp_path):
+    args = ["--out", str(tmp_path), "--minutes", "0.001", "--batch", "1", "--short-batch", "0", "--clip-blocks", "2",
+            "--revisit-batch", "1", "--revisit-blocks", "11", "--self-history", "0"]
+    main(args)
+    row = json.loads((tmp_path / "training_curve.jsonl").read_text().splitlines()[0])
+    # blocks 8-9 revisit the sink, block 10 a place only the mid bank holds
+    assert row["loss_revisit_sink_high"] > 0 and row["loss_revisit_mid_high"] > 0
