@@ -302,7 +302,8 @@ def main(argv=None):
         if revisit is not None:
             # revisits of the sink, then of places only the mid bank holds, at high noise
             row["loss_revisit_sink_high"] = round(revisit[: config.sink_blocks].mean().item(), 5)
-            row["loss_revisit_mid_high"] = round(revisit[config.sink_blocks :].mean().item(), 5)
+            if len(revisit) > config.sink_blocks:
+                row["loss_revisit_mid_high"] = round(revisit[config.sink_blocks :].mean().item(), 5)
         log.write(json.dumps(row) + "\n")
         log.flush()  # a killed run keeps its curve up to the last step
         if step % 10 == 0:

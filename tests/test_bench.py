@@ -82,7 +82,10 @@ def test_recall_probe_swaps_sources_exactly_and_samples_revisits():
     with torch.no_grad():
         text = backbone.text_encoder(tokenize(prompts))
     taught, _ = recall.probe(backbone, text, pixels, latent, "dynamic", 0.7, 0)
-    sampled, _ = recall.probe(backbone, text, pixels, latent, "dynamic", 0.7, 0, sample_from=8)
+    samples = {}
+    sampled, _ = recall.probe(backbone, text, pixels, latent, "dynamic", 0.7, 0, sample_from=8, samples=samples)
     again, _ = recall.probe(backbone, text, pixels, latent, "dynamic", 0.7, 0, sample_from=8)
     assert sampled[:8] == taught[:8] and sampled[8] != taught[8] and sampled == again
-    assert 0.0 < sampled[8] < 4.0  # a squared error of unit-variance latents
+    assert list(samples) == [8] and samples[8].shape == (2, 16, 4, 16, 16)
+    assert sampled[8] == pytest.approx(recall._err(samples[8], latent, 8, 4))
+    assert recall._err(samples[8], latent, 8, 4) != pytest.approx(recall._err(samples[8], latent.roll(1, dims=0), 8, 4))
