@@ -134,6 +134,7 @@ def main():
     backbone = load_embedded(args.weights)
     cfg = EMBEDDED_CONFIG.replace(proportional_attention=args.proportional_attention)
     bf, fpb = cfg.block_frames, cfg.block_frames * backbone.codec.temporal_factor
+    first = LOOP_FRAMES // fpb  # the first revisit block
     rows = {sigma: {s: [] for s in (*SELECTIONS, "oracle_swapped")} for sigma in args.sigmas}
     margins, own_errors = [], []
     hits = []
@@ -150,7 +151,6 @@ def main():
                 if s == "dynamic" and sigma == args.sigmas[0]:
                     hits += [x for x in h if x is not None]
             rows[sigma]["oracle_swapped"].append(probe(backbone, text, foreign_pixels, foreign_latent, "oracle", sigma, args.seed + b, cfg, truth=latent)[0])
-        first = LOOP_FRAMES // fpb
         held, other = latent, latent.roll(1, dims=0)  # the other clip's block c shows its source's place
         sampled = {}
         for name, (px, lat) in (("true", (pixels, latent)), ("swapped", (foreign_pixels, foreign_latent))):
@@ -173,7 +173,6 @@ def main():
             if s == "oracle_swapped":  # blocks 1-7 are scored against a truth their foreign past contradicts
                 means.pop("new_1_7")
             out["by_sigma"][str(sigma)][s] = {"per_block": [round(x, 4) for x in per_block], **means}
-    first = LOOP_FRAMES // fpb
     for name, table in (("recall_margin", margins), ("error_to_held_past", own_errors)):
         per_block = [statistics.mean(col) for col in zip(*table)]
         out["sampled"][name] = {f"per_block_{first}_on": [round(x, 4) for x in per_block],
