@@ -94,7 +94,7 @@ def probe(backbone, text, pixels, latent, selection: str, sigma: float, seed: in
             cache.set_selection(select_blocks(bank, cfg, generator=sampler.selection_rng))
         if sample_from is not None and c >= sample_from:
             sample = sampler.denoise_block(c, text)
-            losses.append(((sample - target) ** 2).mean().item())
+            losses.append(_err(sample, truth, c, bf))
             if samples is not None:
                 samples[c] = sample
         else:

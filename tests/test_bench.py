@@ -61,7 +61,7 @@ def test_recall_probe_oracle_attends_the_source_and_anti_never_does():
 
 def test_recall_probe_swaps_sources_exactly_and_samples_revisits():
     """with_foreign_sources replaces exactly the sink and the revisit sources (blocks
-    0-5) with the next clip's; the sampled mode leaves the history-building losses
+    0-5) with another clip's (clip i gets clip i-1's); the sampled mode leaves the history-building losses
     untouched and switches to sampled errors from `sample_from` on."""
     import random
 
