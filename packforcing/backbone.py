@@ -44,6 +44,9 @@ class Backbone:
     validate_prompt: Callable[[str], None] | None = None
     max_seconds: float = 120.0
     default_config: PackForcingConfig = field(default_factory=PackForcingConfig)  # the config it was trained for
+    # called before every transformer pass with the absolute latent frame of the block it
+    # processes, which RoPE packing hides from attention (the embedded model's camera clock)
+    on_frame: Callable[[float], None] | None = None
 
     @property
     def device(self) -> torch.device:

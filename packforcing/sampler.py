@@ -93,6 +93,8 @@ class PackForcingSampler:
         self.slot.session = self.session  # this sampler's turn on the shared weights
         self.session.set_mode(mode, pending)
         self.rope.place(frame_offset, spacing, center)
+        if self.backbone.on_frame is not None:
+            self.backbone.on_frame(frame_offset)
         # one timestep per batch element (a float shares one; training passes a tensor)
         t = torch.as_tensor(timestep, dtype=torch.float32, device=latent.device).expand(latent.shape[0])
         try:

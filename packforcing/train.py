@@ -28,7 +28,7 @@ import time
 import numpy as np
 import torch
 
-from .backbones.embedded import EMBEDDED_CONFIG, build_embedded, load_embedded, save_embedded, trainable_modules
+from .backbones.embedded import EMBEDDED_CONFIG, add_camera_clock, build_embedded, load_embedded, save_embedded, trainable_modules
 from .sampler import PackForcingSampler, euler_step
 from .selection import score_matrix, select_blocks
 from .world.scene import LOOP_FRAMES
@@ -193,9 +193,12 @@ def main(argv=None):
     ap.add_argument("--proportional-attention", action="store_true", help="train with config.proportional_attention (sample with it too)")
     ap.add_argument("--revisit-batch", type=int, default=0, help="extra clips per step of --revisit-blocks blocks whose loss covers only the blocks that revisit a place (one camera loop on), noised to at least --revisit-sigma-floor")
     ap.add_argument("--revisit-blocks", type=int, default=14)
+    ap.add_argument("--revisit-from", type=int, default=None, help="first block of the revisit batch with a loss (default: one camera loop, 8; a slow pan shows the first places again from block 4 on)")
     ap.add_argument("--revisit-sigma-floor", type=float, default=0.75, help="lowest noise level of the revisit batch: recall has to happen in the first Euler steps, where a block's layout is decided")
     ap.add_argument("--revisit-weight", type=float, default=1.0, help="weight of the revisit batch's loss, added to the step's loss")
     ap.add_argument("--resume", action="store_true", help="continue from the weights in --out")
+    ap.add_argument("--add-camera-clock", action="store_true", help="give resumed weights trained without the camera clock a (zero) clock; fresh weights always have one")
+    ap.add_argument("--clock-lr-scale", type=float, default=10.0, help="learning rate of the camera clock's table, in multiples of --lr")
     ap.add_argument("--restart-hr", action="store_true", help="start the HR compressor afresh (zero output: compressed tokens begin as the LR branch's)")
     ap.add_argument("--clip-blocks", type=int, default=CLIP_BLOCKS)
     ap.add_argument("--checkpoint-minutes", type=float, default=4.0)
@@ -206,6 +209,8 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
 
     backbone = load_embedded(args.out) if args.resume else build_embedded(args.seed)
+    if args.add_camera_clock and backbone.clock is None:
+        add_camera_clock(backbone)
     if args.restart_hr:
         # in v7's first legs the HR branch grew to ~40x the norm of an ordinary token and
         # drowned the LR content: every compressed block wrote nearly the same values (3%
@@ -217,7 +222,13 @@ def main(argv=None):
     for m in modules.values():
         m.train().requires_grad_(True)
     n_params = sum(p.numel() for p in params)
-    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.99))
+    # the clock starts at zero inside trained weights: at the base rate its entries would
+    # stay small against the timestep embedding (std ~0.6) for a whole CPU session
+    clock_params = set(modules["clock"].parameters()) if "clock" in modules else set()
+    groups = [{"params": [p for p in params if p not in clock_params], "scale": 1.0}]
+    if clock_params:
+        groups.append({"params": list(clock_params), "scale": args.clock_lr_scale, "weight_decay": 0.0})
+    opt = torch.optim.AdamW(groups, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.99))
     # checkpoints hold an exponential moving average of the weights: with batch 8 the raw
     # weights of one checkpoint can sample objects that persist and those of the next
     # objects that fade (v3 did); the average moves more steadily
@@ -237,6 +248,9 @@ def main(argv=None):
     # the first block whose revisit source (one camera loop back) has left the sink
     loop_blocks = LOOP_FRAMES // (config.block_frames * backbone.codec.temporal_factor)
     first_mid_recall = loop_blocks + config.sink_blocks
+    revisit_from = loop_blocks if args.revisit_from is None else args.revisit_from
+    if not 0 < revisit_from <= loop_blocks:
+        raise ValueError(f"--revisit-from {revisit_from}: allowed 1..{loop_blocks} (the loss must cover the sink's revisits)")
     rng = random.Random(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
     log_path = os.path.join(args.out, "training_curve.jsonl")
@@ -259,7 +273,7 @@ def main(argv=None):
         progress = (time.time() - start) / budget
         lr = args.lr * min(1.0, (step + 1) / 50) * 0.5 * (1 + math.cos(math.pi * progress))
         for group in opt.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group["scale"]
         prompts, pixels, latent = world_batch(rng, args.batch, args.clip_blocks, backbone.codec)
         text = backbone.text_encoder(tokenize(prompts))
         extra = {}
@@ -278,7 +292,7 @@ def main(argv=None):
         if args.revisit_batch:
             r_prompts, r_pixels, r_latent = world_batch(rng, args.revisit_batch, args.revisit_blocks, backbone.codec)
             revisit = clip_loss(sampler, backbone.text_encoder(tokenize(r_prompts)), r_pixels, r_latent, gen, args.history_noise, args.self_history, args.text_dropout,
-                                args.recall_selection, loss_from=loop_blocks, sigma_floor=args.revisit_sigma_floor).mean(dim=1)
+                                args.recall_selection, loss_from=revisit_from, sigma_floor=args.revisit_sigma_floor).mean(dim=1)
             total = total + args.revisit_weight * revisit.mean()
         opt.zero_grad(set_to_none=True)
         total.backward()
@@ -300,10 +314,14 @@ def main(argv=None):
         if selection_loss is not None:
             row["loss_selection"] = round(selection_loss.item(), 5)
         if revisit is not None:
-            # revisits of the sink, then of places only the mid bank holds, at high noise
-            row["loss_revisit_sink_high"] = round(revisit[: config.sink_blocks].mean().item(), 5)
-            if len(revisit) > config.sink_blocks:
-                row["loss_revisit_mid_high"] = round(revisit[config.sink_blocks :].mean().item(), 5)
+            # at high noise: blocks where first places come back into view (slow pans),
+            # revisits of the sink, then of places only the mid bank holds
+            loop_at = loop_blocks - revisit_from
+            if loop_at > 0:
+                row["loss_revisit_entering_high"] = round(revisit[:loop_at].mean().item(), 5)
+            row["loss_revisit_sink_high"] = round(revisit[loop_at : loop_at + config.sink_blocks].mean().item(), 5)
+            if len(revisit) > loop_at + config.sink_blocks:
+                row["loss_revisit_mid_high"] = round(revisit[loop_at + config.sink_blocks :].mean().item(), 5)
         log.write(json.dumps(row) + "\n")
         log.flush()  # a killed run keeps its curve up to the last step
         if step % 10 == 0:

@@ -158,3 +158,29 @@ def test_run_with_a_revisit_batch_logs_its_losses(tmp_path):
     row = json.loads((tmp_path / "training_curve.jsonl").read_text().splitlines()[0])
     # blocks 8-9 revisit the sink, block 10 a place only the mid bank holds
     assert row["loss_revisit_sink_high"] > 0 and row["loss_revisit_mid_high"] > 0
+
+
+def test_camera_clock_is_added_on_resume_trained_and_saved(tmp_path):
+    """Weights trained without the clock load without one; --add-camera-clock gives them
+    one, which the step trains (at --clock-lr-scale) and the checkpoint saves and loads.
+    A clock of another period is refused, naming the value."""
+    from packforcing.backbones.embedded import save_embedded
+
+    save_embedded(build_embedded(0, camera_clock=False), str(tmp_path))
+    assert load_embedded(str(tmp_path)).clock is None
+    main(["--out", str(tmp_path), "--resume", "--add-camera-clock", "--minutes", "0.001", "--batch", "1", "--short-batch", "0", "--clip-blocks", "2", "--ema", "0"])
+    meta = json.loads((tmp_path / "config.json").read_text())
+    assert meta["camera_clock_blocks"] == 8
+    table = load_embedded(str(tmp_path)).clock.table
+    assert table.shape == (8, 128)
+    assert table[:2].abs().max() > 0 and table[2:].abs().max() == 0  # only the clip's two blocks were trained
+    (tmp_path / "config.json").write_text(json.dumps({**meta, "camera_clock_blocks": 5}))
+    with pytest.raises(ValueError, match="camera_clock_blocks=5"):
+        load_embedded(str(tmp_path))
+    assert "loss_revisit_entering_high" not in row
+    # from block 6 on: blocks 6-7 show the first places coming back into view
+    main(args + ["--out", str(tmp_path / "from6"), "--revisit-from", "6"])
+    row = json.loads((tmp_path / "from6" / "training_curve.jsonl").read_text().splitlines()[0])
+    assert row["loss_revisit_entering_high"] > 0 and row["loss_revisit_sink_high"] > 0 and row["loss_revisit_mid_high"] > 0
+    with pytest.raises(ValueError, match="--revisit-from 9"):
+        main(args + ["--out", str(tmp_path / "from9"), "--revisit-from", "9"])

@@ -43,8 +43,9 @@ def _style(fig: go.Figure, title: str, x: str, y: str) -> go.Figure:
         paper_bgcolor="rgba(0,0,0,0)",
         plot_bgcolor="rgba(0,0,0,0)",
         font=dict(color="#8a8f98"),
-        margin=dict(l=50, r=10, t=40, b=40),
-        legend=dict(orientation="h", y=-0.25, font=dict(size=10)),
+        # the legend hangs below the x-axis title, in a margin of its own
+        margin=dict(l=50, r=10, t=40, b=80),
+        legend=dict(orientation="h", yanchor="top", y=-0.3, font=dict(size=10)),
         hoverlabel=dict(namelength=-1),
         height=320,
     )

@@ -47,6 +47,36 @@ EMBEDDED_CONFIG = PackForcingConfig(
     guidance_scale=2.0,
 )
 WIDTH = HEIGHT = 64
+# the world's camera is back where it was every 8 s: 8 one-second blocks
+CLOCK_BLOCKS = 8
+
+
+class CameraClock(torch.nn.Module):
+    """Tells the model where the camera is in the world's loop: a learned vector per block
+    of the loop (block index mod `loop_blocks`), added to the timestep embedding, so it
+    conditions every layer through AdaLN, in the denoising pass and in the pass that
+    writes a block's K/V alike.
+
+    Why the world model needs it: under RoPE packing every block sees its memory at the
+    same packed distances (sink block 0 is 28 latent frames back from block 7 on), so
+    nothing tells the model that the camera has come back to a place, and in its own
+    videos no content cue does either (its block 7 does not happen to lead into its
+    block 0). World models are conditioned on the camera's pose for the same reason.
+    The clock says *when* the camera returns; *what* was there only memory can supply
+    (a window policy, or a model with no sink, has no way to know it). The table starts
+    at zero, so adding the clock to trained weights leaves them unchanged."""
+
+    def __init__(self, dim: int, block_frames: int, loop_blocks: int = CLOCK_BLOCKS):
+        super().__init__()
+        self.block_frames, self.loop_blocks = block_frames, loop_blocks
+        self.table = torch.nn.Parameter(torch.zeros(loop_blocks, dim))
+        self.phase = 0
+
+    def at_frame(self, frame: float) -> None:
+        self.phase = int(frame // self.block_frames) % self.loop_blocks
+
+    def add_to_timestep_embedding(self, module, inputs, output):
+        return output + self.table[self.phase].to(output)
 
 
 class _PromptEncoder:
@@ -62,8 +92,9 @@ class _PromptEncoder:
         return self.text_encoder(ids)
 
 
-def build_embedded(seed: int = 0) -> Backbone:
-    """Fresh random weights (the training script's starting point)."""
+def build_embedded(seed: int = 0, camera_clock: bool = True) -> Backbone:
+    """Fresh random weights (the training script's starting point). `camera_clock=False`
+    builds the clock-less architecture of weights trained before it (v1-v8)."""
     from diffusers import WanTransformer3DModel
 
     from ..world.codec import WorldCodec
@@ -89,11 +120,26 @@ def build_embedded(seed: int = 0) -> Backbone:
         default_config=EMBEDDED_CONFIG,
     )
     backbone.text_encoder = text_encoder
+    backbone.clock = None
+    if camera_clock:
+        add_camera_clock(backbone)
     return backbone
 
 
+def add_camera_clock(backbone: Backbone) -> CameraClock:
+    """Give a backbone a (zero) camera clock; its outputs are unchanged until it trains."""
+    clock = CameraClock(backbone.transformer.config.num_attention_heads * backbone.transformer.config.attention_head_dim,
+                        EMBEDDED_CONFIG.block_frames)
+    backbone.transformer.condition_embedder.time_embedder.register_forward_hook(clock.add_to_timestep_embedding)
+    backbone.clock, backbone.on_frame = clock, clock.at_frame
+    return clock
+
+
 def trainable_modules(backbone: Backbone) -> dict[str, torch.nn.Module]:
-    return {"transformer": backbone.transformer, "hr": backbone.hr_compressor, "text": backbone.text_encoder}
+    modules = {"transformer": backbone.transformer, "hr": backbone.hr_compressor, "text": backbone.text_encoder}
+    if backbone.clock is not None:
+        modules["clock"] = backbone.clock
+    return modules
 
 
 def save_embedded(backbone: Backbone, directory: str, metadata: dict | None = None) -> str:
@@ -107,7 +153,8 @@ def save_embedded(backbone: Backbone, directory: str, metadata: dict | None = No
     path = os.path.join(directory, "generator.safetensors")
     save_file(tensors, path, metadata={"format": "pt"})
     with open(os.path.join(directory, "config.json"), "w") as f:
-        json.dump({"transformer": EMBEDDED_TRANSFORMER, "hr_widths": EMBEDDED_HR_WIDTHS, **(metadata or {})}, f, indent=1)
+        clock = {"camera_clock_blocks": backbone.clock.loop_blocks} if backbone.clock is not None else {}
+        json.dump({"transformer": EMBEDDED_TRANSFORMER, "hr_widths": EMBEDDED_HR_WIDTHS, **clock, **(metadata or {})}, f, indent=1)
     return path
 
 
@@ -117,7 +164,11 @@ def load_embedded(directory: str) -> Backbone:
     path = os.path.join(directory, "generator.safetensors")
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} not found; train it with: python -m packforcing.train --out {directory}")
-    backbone = build_embedded()
+    with open(os.path.join(directory, "config.json")) as f:
+        clock_blocks = json.load(f).get("camera_clock_blocks")
+    if clock_blocks not in (None, CLOCK_BLOCKS):
+        raise ValueError(f"{directory}/config.json: camera_clock_blocks={clock_blocks}; the world's loop is {CLOCK_BLOCKS} blocks")
+    backbone = build_embedded(camera_clock=clock_blocks is not None)
     tensors = load_file(path)
     for prefix, module in trainable_modules(backbone).items():
         own = {k[len(prefix) + 1 :]: v.float() for k, v in tensors.items() if k.startswith(prefix + ".")}
