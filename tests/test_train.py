@@ -158,6 +158,13 @@ def test_run_with_a_revisit_batch_logs_its_losses(tmp_path):
     row = json.loads((tmp_path / "training_curve.jsonl").read_text().splitlines()[0])
     # blocks 8-9 revisit the sink, block 10 a place only the mid bank holds
     assert row["loss_revisit_sink_high"] > 0 and row["loss_revisit_mid_high"] > 0
+    assert "loss_revisit_entering_high" not in row
+    # from block 6 on: blocks 6-7 show the first places coming back into view
+    main(args + ["--out", str(tmp_path / "from6"), "--revisit-from", "6"])
+    row = json.loads((tmp_path / "from6" / "training_curve.jsonl").read_text().splitlines()[0])
+    assert row["loss_revisit_entering_high"] > 0 and row["loss_revisit_sink_high"] > 0 and row["loss_revisit_mid_high"] > 0
+    with pytest.raises(ValueError, match="--revisit-from 9"):
+        main(args + ["--out", str(tmp_path / "from9"), "--revisit-from", "9"])
 
 
 def test_camera_clock_is_added_on_resume_trained_and_saved(tmp_path):
@@ -177,10 +184,3 @@ def test_camera_clock_is_added_on_resume_trained_and_saved(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({**meta, "camera_clock_blocks": 5}))
     with pytest.raises(ValueError, match="camera_clock_blocks=5"):
         load_embedded(str(tmp_path))
-    assert "loss_revisit_entering_high" not in row
-    # from block 6 on: blocks 6-7 show the first places coming back into view
-    main(args + ["--out", str(tmp_path / "from6"), "--revisit-from", "6"])
-    row = json.loads((tmp_path / "from6" / "training_curve.jsonl").read_text().splitlines()[0])
-    assert row["loss_revisit_entering_high"] > 0 and row["loss_revisit_sink_high"] > 0 and row["loss_revisit_mid_high"] > 0
-    with pytest.raises(ValueError, match="--revisit-from 9"):
-        main(args + ["--out", str(tmp_path / "from9"), "--revisit-from", "9"])
