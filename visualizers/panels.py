@@ -43,9 +43,10 @@ def _style(fig: go.Figure, title: str, x: str, y: str) -> go.Figure:
         paper_bgcolor="rgba(0,0,0,0)",
         plot_bgcolor="rgba(0,0,0,0)",
         font=dict(color="#8a8f98"),
-        # the legend hangs below the x-axis title, in a margin of its own
+        # the legend sits at the foot of the figure (not a fraction of the plot's height
+        # below it), so a legend of several rows cannot climb onto the x-axis title
         margin=dict(l=50, r=10, t=40, b=80),
-        legend=dict(orientation="h", yanchor="top", y=-0.3, font=dict(size=10)),
+        legend=dict(orientation="h", yref="container", yanchor="bottom", y=0, font=dict(size=10)),
         hoverlabel=dict(namelength=-1),
         height=320,
     )
@@ -84,7 +85,8 @@ def occupancy_figure(events) -> go.Figure:
     if bound:
         fig.add_trace(go.Scatter(x=[x[0], x[-1]], y=[bound, bound], name=f"bounded context ({bound:,} tokens)", mode="lines",
                                  line=dict(dash="dash", color="#e05080"), hovertext=[f"never more than {bound:,} tokens are attended"] * 2, hoverinfo="text"))
-    return _style(fig, "Cache occupancy: what each block attends (archived tokens are held, not attended)", "generated block", "tokens")
+    fig = _style(fig, "Cache occupancy: what each block attends (archived tokens are held, not attended)", "generated block", "tokens")
+    return fig.update_layout(height=440)  # its legend has six rows
 
 
 def selection_figure(events) -> go.Figure:
@@ -145,6 +147,7 @@ def rope_figure(events, block: int | None = None) -> go.Figure:
         title = f"RoPE repair off (block {b.block}): keys stay where they were generated, gaps stay open"
     fig = _style(fig, title, "temporal position (latent frames)", "")
     fig.update_yaxes(tickvals=[0, 1], ticktext=["packed", "original"], range=[-0.4, 1.4])
+    fig.update_layout(height=380, margin_b=140)  # room for a legend of three rows
     return fig
 
 
