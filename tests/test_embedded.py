@@ -69,3 +69,5 @@ def test_zero_camera_clock_changes_nothing_and_sees_every_pass_of_a_stream():
     with torch.no_grad():
         clock.table.normal_(0, 0.5)
     assert not np.array_equal(pipe("a red circle", 4, seed=1).frames, before)
+    with pytest.raises(ValueError, match="already has a camera clock"):
+        add_camera_clock(backbone)

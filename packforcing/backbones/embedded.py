@@ -63,8 +63,8 @@ class CameraClock(torch.nn.Module):
     videos no content cue does either (its block 7 does not happen to lead into its
     block 0). World models are conditioned on the camera's pose for the same reason.
     The clock says *when* the camera returns; *what* was there only memory can supply
-    (a window policy, or a model with no sink, has no way to know it). The table starts
-    at zero, so adding the clock to trained weights leaves them unchanged."""
+    (a window policy, which keeps the recent block alone, has no way to know it). The
+    table starts at zero, so adding the clock to trained weights leaves them unchanged."""
 
     def __init__(self, dim: int, block_frames: int, loop_blocks: int = CLOCK_BLOCKS):
         super().__init__()
@@ -128,6 +128,8 @@ def build_embedded(seed: int = 0, camera_clock: bool = True) -> Backbone:
 
 def add_camera_clock(backbone: Backbone) -> CameraClock:
     """Give a backbone a (zero) camera clock; its outputs are unchanged until it trains."""
+    if getattr(backbone, "clock", None) is not None:
+        raise ValueError(f"backbone {backbone.name!r} already has a camera clock (a second one would add twice)")
     clock = CameraClock(backbone.transformer.config.num_attention_heads * backbone.transformer.config.attention_head_dim,
                         EMBEDDED_CONFIG.block_frames)
     backbone.transformer.condition_embedder.time_embedder.register_forward_hook(clock.add_to_timestep_embedding)
