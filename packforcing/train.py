@@ -316,12 +316,12 @@ def main(argv=None):
         if revisit is not None:
             # at high noise: blocks where first places come back into view (slow pans),
             # revisits of the sink, then of places only the mid bank holds
-            loop_at = loop_blocks - revisit_from
-            if loop_at > 0:
-                row["loss_revisit_entering_high"] = round(revisit[:loop_at].mean().item(), 5)
-            row["loss_revisit_sink_high"] = round(revisit[loop_at : loop_at + config.sink_blocks].mean().item(), 5)
-            if len(revisit) > loop_at + config.sink_blocks:
-                row["loss_revisit_mid_high"] = round(revisit[loop_at + config.sink_blocks :].mean().item(), 5)
+            sink_at, mid_at = loop_blocks - revisit_from, first_mid_recall - revisit_from  # indices into `revisit`
+            if sink_at > 0:
+                row["loss_revisit_entering_high"] = round(revisit[:sink_at].mean().item(), 5)
+            row["loss_revisit_sink_high"] = round(revisit[sink_at:mid_at].mean().item(), 5)
+            if len(revisit) > mid_at:
+                row["loss_revisit_mid_high"] = round(revisit[mid_at:].mean().item(), 5)
         log.write(json.dumps(row) + "\n")
         log.flush()  # a killed run keeps its curve up to the last step
         if step % 10 == 0:

@@ -1,10 +1,13 @@
-"""The shipped embedded model loads from assets/ and generates deterministically on a CPU."""
+"""The shipped embedded model loads from assets/ and generates deterministically on a CPU;
+the camera clock conditions each pass on its place in the loop."""
 
 import os
 
 import numpy as np
 import pytest
+import torch
 
+from packforcing.backbones.embedded import add_camera_clock, build_embedded
 from packforcing.pipeline import EMBEDDED_DIR, PackForcingPipeline
 
 
@@ -32,10 +35,6 @@ def test_generates_a_few_blocks_deterministically(pipe):
 def test_camera_clock_gives_blocks_one_loop_apart_the_same_conditioning():
     """The clock is a vector per block of the world's 8-block loop, added to the timestep
     embedding: blocks 1 and 9 are conditioned alike, blocks 1 and 2 are not."""
-    import torch
-
-    from packforcing.backbones.embedded import build_embedded
-
     backbone = build_embedded(0)
     embedder = backbone.transformer.condition_embedder
     with torch.no_grad():
@@ -54,10 +53,6 @@ def test_zero_camera_clock_changes_nothing_and_sees_every_pass_of_a_stream():
     """Adding a (zero) clock to trained weights leaves a generation bit-identical, a
     nonzero one changes it (negative control), and every transformer pass of a stream
     (denoising, writing, compressing) tells the clock its block's absolute frame."""
-    import torch
-
-    from packforcing.backbones.embedded import add_camera_clock, build_embedded
-
     backbone = build_embedded(0, camera_clock=False)
     pipe = PackForcingPipeline(backbone)
     before = pipe("a red circle", 4, seed=1).frames

@@ -130,8 +130,7 @@ def add_camera_clock(backbone: Backbone) -> CameraClock:
     """Give a backbone a (zero) camera clock; its outputs are unchanged until it trains."""
     if getattr(backbone, "clock", None) is not None:
         raise ValueError(f"backbone {backbone.name!r} already has a camera clock (a second one would add twice)")
-    clock = CameraClock(backbone.transformer.config.num_attention_heads * backbone.transformer.config.attention_head_dim,
-                        EMBEDDED_CONFIG.block_frames)
+    clock = CameraClock(backbone.dims().inner_dim, EMBEDDED_CONFIG.block_frames)  # the timestep embedding's width
     backbone.transformer.condition_embedder.time_embedder.register_forward_hook(clock.add_to_timestep_embedding)
     backbone.clock, backbone.on_frame = clock, clock.at_frame
     return clock
