@@ -7,7 +7,8 @@ Per policy (window, fifo, dynamic, full), on the same prompt and seed:
   fps_with_decode      video frames per wall-clock second, VAE decode included
   fps_without_decode   the same without the (synchronised) VAE decode time
   kv_bytes             K/V held by the cache at the end; the paper's column
-  peak_gpu_bytes       torch.cuda.max_memory_allocated over the run (weights included)
+  peak_gpu_gb          torch.cuda.max_memory_allocated over the run (weights included), and
+                       apart: while generating (transformer, cache, compression), while decoding
   first_frame_s        from the start of the stream to the first decoded frame
 Then `full` is run on until it runs out of memory (or --full-seconds of video), which is
 the paper's "OOM" cell; the memory arithmetic's prediction is printed beside it.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -49,13 +51,21 @@ def sync(device) -> None:
 
 
 class TimedCodec:
-    """The backbone's codec with every streaming decode synchronised and timed."""
+    """The backbone's codec with every streaming decode synchronised and timed, and its
+    peak GPU memory kept apart from the generator's (the two never overlap in time)."""
 
     def __init__(self, codec, device):
         self.codec, self.device, self.seconds = codec, device, 0.0
+        self.cuda = torch.device(device).type == "cuda"
+        self.decode_peak = self.generate_peak = 0
 
     def __getattr__(self, name):
         return getattr(self.codec, name)
+
+    def mark_generate_peak(self) -> None:
+        if self.cuda:
+            self.generate_peak = max(self.generate_peak, torch.cuda.max_memory_allocated())
+            torch.cuda.reset_peak_memory_stats()
 
     def stream_decoder(self):
         inner, timed = self.codec.stream_decoder(), self
@@ -63,10 +73,14 @@ class TimedCodec:
         class Decoder:
             def decode_next(self, latent):
                 sync(timed.device)
+                timed.mark_generate_peak()
                 t0 = time.perf_counter()
                 out = inner.decode_next(latent)
                 sync(timed.device)
                 timed.seconds += time.perf_counter() - t0
+                if timed.cuda:
+                    timed.decode_peak = max(timed.decode_peak, torch.cuda.max_memory_allocated())
+                    torch.cuda.reset_peak_memory_stats()
                 return out
 
         return Decoder()
@@ -77,12 +91,13 @@ def random_backbone(device, dtype, tiny: bool) -> Backbone:
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
 
     from packforcing.backbones.tiny import TINY_TRANSFORMER, TINY_VAE
-    from packforcing.backbones.wan_checkpoint import WAN_1_3B_CONFIG
+    from packforcing.backbones.wan_checkpoint import WAN_1_3B_CONFIG, apply_original_numerics
 
     torch.manual_seed(0)
     with torch.device(device):
-        transformer = WanTransformer3DModel(**(TINY_TRANSFORMER if tiny else WAN_1_3B_CONFIG)).to(dtype).eval()
-        vae = AutoencoderKLWan(**(TINY_VAE if tiny else {})).float().eval()
+        # the same numerics as the real weights' loader (bf16, float64 timestep embedding)
+        transformer = apply_original_numerics(WanTransformer3DModel(**(TINY_TRANSFORMER if tiny else WAN_1_3B_CONFIG)).to(dtype)).eval().requires_grad_(False)
+        vae = AutoencoderKLWan(**(TINY_VAE if tiny else {})).to(dtype).eval()  # as load_wan: the generator's dtype
     text_dim = transformer.config.text_dim
     text = torch.randn(1, 16 if tiny else 512, text_dim, generator=torch.Generator().manual_seed(0)).to(device, dtype)
     width, height = (128, 128) if tiny else (832, 480)
@@ -103,7 +118,7 @@ def load_backbone(args) -> tuple[Backbone, str]:
 def run_policy(backbone: Backbone, config: PackForcingConfig, num_blocks: int, device) -> dict:
     timed = TimedCodec(backbone.codec, device)
     codec, backbone.codec = backbone.codec, timed
-    if torch.device(device).type == "cuda":
+    if timed.cuda:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     frames, first_frame, blocks = 0, None, []
@@ -118,9 +133,16 @@ def run_policy(backbone: Backbone, config: PackForcingConfig, num_blocks: int, d
                 blocks.append(event)
         sync(device)
         total = time.perf_counter() - start
+    except torch.cuda.OutOfMemoryError:
+        # `full` at this length: the row says where, and the next policy still runs
+        torch.cuda.empty_cache()
+        frames_per_block = config.block_frames * codec.temporal_factor
+        return {"oom": True, "oom_at_block": len(blocks), "oom_at_video_seconds": len(blocks) * frames_per_block / backbone.fps,
+                "kv_gb_before_oom": blocks[-1].kv_bytes / 1e9 if blocks else 0.0}
     finally:
         backbone.codec = codec
-    peak = torch.cuda.max_memory_allocated() if torch.device(device).type == "cuda" else None
+    timed.mark_generate_peak()
+    gb = lambda n: None if not timed.cuda else n / 1e9  # noqa: E731
     return {
         "frames": frames,
         "video_seconds": frames / backbone.fps,
@@ -131,8 +153,9 @@ def run_policy(backbone: Backbone, config: PackForcingConfig, num_blocks: int, d
         "kv_bytes": blocks[-1].kv_bytes,
         "kv_gb": blocks[-1].kv_bytes / 1e9,
         "context_tokens_last": blocks[-1].context_tokens,
-        "peak_gpu_bytes": peak,
-        "peak_gpu_gb": None if peak is None else peak / 1e9,
+        "peak_gpu_gb": gb(max(timed.generate_peak, timed.decode_peak)),
+        "peak_gpu_gb_generating": gb(timed.generate_peak),  # weights, cache, transformer passes, compression
+        "peak_gpu_gb_decoding": gb(timed.decode_peak),  # weights, cache, the VAE decode of one block
     }
 
 
@@ -160,6 +183,9 @@ def main(argv=None):
     ap.add_argument("--random", action="store_true", help="random weights even if the real ones are cached")
     ap.add_argument("--tiny", action="store_true", help="tiny random model (a smoke test of this script)")
     args = ap.parse_args(argv)
+    # blocks of growing context (full) fragment the allocator's fixed segments; read at
+    # the first CUDA allocation, so set before the model is built
+    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     if args.device == "cuda" and not torch.cuda.is_available():
         ap.error("--device cuda: no CUDA GPU here (use --tiny --device cpu for a smoke test)")
     policies = args.policies.split(",")
@@ -185,14 +211,16 @@ def main(argv=None):
     run_policy(backbone, config.replace(policy="window"), 2, args.device)  # warm-up: kernels, allocator
     for policy in policies:
         out["policies"][policy] = run_policy(backbone, config.replace(policy=policy), num_blocks, args.device)
-        print(f"{policy}: {out['policies'][policy]['fps_with_decode']:.1f} FPS", file=sys.stderr, flush=True)
-    if "window" in out["policies"] and "dynamic" in out["policies"]:
+        # each policy's row as soon as it is measured: a run cut short keeps what it measured
+        print(json.dumps({"policy": policy, **out["policies"][policy]}), file=sys.stderr, flush=True)
+    if "fps_with_decode" in out["policies"].get("window", {}) and "fps_with_decode" in out["policies"].get("dynamic", {}):
         out["dynamic_vs_window_fps"] = out["policies"]["dynamic"]["fps_with_decode"] / out["policies"]["window"]["fps_with_decode"]
     if args.full_seconds and args.device == "cuda":
         predicted = memory_table(args.full_seconds, backbone.width, backbone.height, backbone.fps, config)
         out["full_until_oom"] = full_until_oom(backbone, config, blocks_for(args.full_seconds, backbone, config), args.device)
         out["full_until_oom"]["predicted_full_cache_gb_at_end"] = predicted["full_cache_bytes"] / 1e9
         out["full_until_oom"]["gpu_total_gb"] = torch.cuda.get_device_properties(0).total_memory / 1e9
+        print(json.dumps({"full_until_oom": out["full_until_oom"]}), file=sys.stderr, flush=True)
     print(json.dumps(out, indent=1))
 
 

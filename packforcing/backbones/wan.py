@@ -70,8 +70,9 @@ def load_wan(transformer_path: str | None = None, base_repo: str | None = None, 
     base = base_repo or os.environ.get("PACKFORCING_WAN_DIR") or BASE_REPO
     generator = transformer_path or os.environ.get("PACKFORCING_SELF_FORCING") or SELF_FORCING_REPO
     transformer = load_self_forcing_transformer(generator, dtype=dtype, device=device, config=transformer_config)
-    # the VAE runs in fp32, like Self-Forcing's decoder
-    vae = AutoencoderKLWan.from_pretrained(base, subfolder="vae", torch_dtype=torch.float32).to(device).eval()
+    # the VAE runs in the generator's dtype, as in Self-Forcing's inference (its whole
+    # pipeline is cast to bf16); in fp32 the decode took half of each block's time on an H100
+    vae = AutoencoderKLWan.from_pretrained(base, subfolder="vae", torch_dtype=dtype).to(device).eval()
     tokenizer = AutoTokenizer.from_pretrained(base, subfolder="tokenizer")
     encoder = UMT5EncoderModel.from_pretrained(base, subfolder="text_encoder", torch_dtype=dtype).eval()
     return Backbone(
