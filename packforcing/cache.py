@@ -135,7 +135,7 @@ class KVCache:
         """Keys (moved to packed positions) and values of everything the current block
         attends besides itself. Built afresh at every pass, one layer at a time: keeping
         every layer's copy for the block's steps would hold the attended K/V twice (for
-        1.3B at 832x480, 4.3 GB more with `dynamic`, and `full` would run out of memory at
+        1.3B at 832x480, about 4 GB more with `dynamic`, and `full` would run out of memory at
         half the length). The rotation tables, shared by every layer, are made once per
         block."""
         blocks = self.attended()

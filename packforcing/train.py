@@ -31,7 +31,7 @@ import torch
 from .backbones.embedded import EMBEDDED_CONFIG, add_camera_clock, build_embedded, load_embedded, save_embedded, trainable_modules
 from .sampler import PackForcingSampler, euler_step
 from .selection import score_matrix, select_blocks
-from .world.scene import LOOP_FRAMES
+from .world.scene import LOOP_FRAMES, prompt_for, render_clip, sample_spec
 from .world.vocab import tokenize
 
 # 1.5 camera loops: blocks 8-9 revisit the sink, blocks 10-11 places that only the
@@ -41,8 +41,6 @@ CLIP_BLOCKS = 12
 
 def world_batch(rng: random.Random, batch: int, blocks: int, codec):
     """Random world clips: (prompts, pixels (B,3,T,64,64) in [-1,1], latents (B,16,T/4,16,16))."""
-    from .world.scene import prompt_for, render_clip, sample_spec
-
     specs = [sample_spec(rng) for _ in range(batch)]
     frames = np.stack([render_clip(spec, 0, blocks * 16) for spec in specs])  # (B, T, 64, 64, 3) uint8
     pixels = torch.from_numpy(frames).permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0
@@ -74,6 +72,42 @@ def _partial_rollout(sampler: PackForcingSampler, x0: torch.Tensor, text: torch.
         if k + 1 < steps:
             x = euler_step(x, pred, s, start * (1 - (k + 1) / steps))
     return pred
+
+
+@torch.no_grad()
+def own_rollout(sampler: PackForcingSampler, text: torch.Tensor, blocks: int):
+    """The model's own first `blocks` blocks of each clip, made exactly as sampling makes
+    them (its Euler steps, guidance and selection): (latents (B,C,T,H,W), pixels)."""
+    cfg, cache, codec = sampler.config, sampler.cache, sampler.backbone.codec
+    latents, pixels = [], []
+    try:
+        for c in range(blocks):
+            cache.begin_block(c, float(c * cfg.block_frames))
+            if not cache.selection_pending:
+                cache.set_selection(select_blocks(list(cache.mid), cfg, generator=sampler.selection_rng))
+            x0 = sampler.denoise_block(c, text)
+            px = codec.decode(x0)
+            sampler.admit(sampler.write_block(c, x0, text), x0, px, text)
+            latents.append(x0)
+            pixels.append(px)
+    finally:
+        sampler.reset()
+    return torch.cat(latents, 2), torch.cat(pixels, 2)
+
+
+def own_revisit_clip(sampler: PackForcingSampler, text: torch.Tensor, blocks: int, loop_blocks: int):
+    """A clip whose first camera loop is the model's own rollout and whose later blocks
+    are that rollout again, one loop on (the world repeats itself exactly every loop).
+
+    Recall trained on ground truth (the revisit batch) did not carry over to sampling:
+    there the past to recall is the model's own, which never looks like the ground truth
+    and whose last block does not lead into its first, so no content cue says the camera
+    is back (README, v9). With these clips the target of a revisit is whatever the model
+    itself showed one loop before, found only in its cache (the camera clock says when)."""
+    latent, pixels = own_rollout(sampler, text, loop_blocks)
+    bf, frames_per_block = sampler.config.block_frames, sampler.config.block_frames * sampler.backbone.codec.temporal_factor
+    again = blocks - loop_blocks
+    return torch.cat([latent, latent[:, :, : again * bf]], 2), torch.cat([pixels, pixels[:, :, : again * frames_per_block]], 2)
 
 
 def clip_loss(sampler: PackForcingSampler, text: torch.Tensor, pixels, latent, gen: torch.Generator, history_noise: float, self_history: float = 0.0, text_dropout: float = 0.0,
@@ -196,6 +230,9 @@ def main(argv=None):
     ap.add_argument("--revisit-from", type=int, default=None, help="first block of the revisit batch with a loss (default: one camera loop, 8; a slow pan shows the first places again from block 4 on)")
     ap.add_argument("--revisit-sigma-floor", type=float, default=0.75, help="lowest noise level of the revisit batch: recall has to happen in the first Euler steps, where a block's layout is decided")
     ap.add_argument("--revisit-weight", type=float, default=1.0, help="weight of the revisit batch's loss, added to the step's loss")
+    ap.add_argument("--own-revisit-batch", type=int, default=0, help="extra clips per step whose first camera loop is the model's own rollout and whose loss covers only the revisits of it (blocks one loop on, whose targets are the model's own blocks one loop back), noised to at least --revisit-sigma-floor")
+    ap.add_argument("--own-revisit-blocks", type=int, default=10, help="blocks of each --own-revisit-batch clip (the first loop, 8, then the revisits)")
+    ap.add_argument("--own-revisit-weight", type=float, default=1.0, help="weight of the own-revisit loss, added to the step's loss")
     ap.add_argument("--resume", action="store_true", help="continue from the weights in --out")
     ap.add_argument("--add-camera-clock", action="store_true", help="give resumed weights trained without the camera clock a (zero) clock; fresh weights always have one")
     ap.add_argument("--clock-lr-scale", type=float, default=10.0, help="learning rate of the camera clock's table, in multiples of --lr")
@@ -251,6 +288,8 @@ def main(argv=None):
     revisit_from = loop_blocks if args.revisit_from is None else args.revisit_from
     if not 0 < revisit_from <= loop_blocks:
         raise ValueError(f"--revisit-from {revisit_from}: allowed 1..{loop_blocks} (the loss must cover the sink's revisits)")
+    if args.own_revisit_batch and not loop_blocks < args.own_revisit_blocks <= 2 * loop_blocks:
+        raise ValueError(f"--own-revisit-blocks {args.own_revisit_blocks}: allowed {loop_blocks + 1}..{2 * loop_blocks} (one loop of the model's own blocks, then revisits of them)")
     rng = random.Random(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
     log_path = os.path.join(args.out, "training_curve.jsonl")
@@ -294,6 +333,13 @@ def main(argv=None):
             revisit = clip_loss(sampler, backbone.text_encoder(tokenize(r_prompts)), r_pixels, r_latent, gen, args.history_noise, args.self_history, args.text_dropout,
                                 args.recall_selection, loss_from=revisit_from, sigma_floor=args.revisit_sigma_floor).mean(dim=1)
             total = total + args.revisit_weight * revisit.mean()
+        own = None
+        if args.own_revisit_batch:
+            o_text = backbone.text_encoder(tokenize([prompt_for(sample_spec(rng)) for _ in range(args.own_revisit_batch)]))
+            o_latent, o_pixels = own_revisit_clip(sampler, o_text.detach(), args.own_revisit_blocks, loop_blocks)
+            own = clip_loss(sampler, o_text, o_pixels, o_latent, gen, args.history_noise, 0.0, args.text_dropout,
+                            args.recall_selection, loss_from=loop_blocks, sigma_floor=args.revisit_sigma_floor).mean(dim=1)
+            total = total + args.own_revisit_weight * own.mean()
         opt.zero_grad(set_to_none=True)
         total.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -322,6 +368,8 @@ def main(argv=None):
             row["loss_revisit_sink_high"] = round(revisit[sink_at:mid_at].mean().item(), 5)
             if len(revisit) > mid_at:
                 row["loss_revisit_mid_high"] = round(revisit[mid_at:].mean().item(), 5)
+        if own is not None:
+            row["loss_own_revisit_high"] = round(own.mean().item(), 5)
         log.write(json.dumps(row) + "\n")
         log.flush()  # a killed run keeps its curve up to the last step
         if step % 10 == 0:

@@ -184,3 +184,33 @@ def test_camera_clock_is_added_on_resume_trained_and_saved(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({**meta, "camera_clock_blocks": 5}))
     with pytest.raises(ValueError, match="camera_clock_blocks=5"):
         load_embedded(str(tmp_path))
+
+
+def test_own_revisit_clip_is_the_models_own_rollout_then_its_first_blocks_again():
+    """The first loop is what sampling makes (frame for frame, same seed); the blocks
+    after it repeat the rollout's first blocks, so their targets are the model's own past."""
+    from packforcing.sampler import to_uint8
+    from packforcing.train import own_revisit_clip
+    from packforcing.events import Frames
+
+    backbone = load_embedded("assets/embedded")
+    prompt = "a red circle and a blue square, slow pan"
+    streamed = [e.frames for e in PackForcingSampler(backbone, EMBEDDED_CONFIG, seed=3).stream(prompt, 8, "embedded") if isinstance(e, Frames)]
+    sampler = PackForcingSampler(backbone, EMBEDDED_CONFIG, seed=3)
+    latent, pixels = own_revisit_clip(sampler, backbone.encode_prompt(prompt), 10, 8)
+    assert latent.shape == (1, 16, 40, 16, 16) and pixels.shape == (1, 3, 160, 64, 64)
+    for c in range(8):
+        assert (to_uint8(pixels[:, :, 16 * c : 16 * (c + 1)]) == streamed[c]).all(), c
+    assert torch.equal(latent[:, :, 32:], latent[:, :, :8]) and torch.equal(pixels[:, :, 128:], pixels[:, :, :32])
+    assert not torch.equal(latent[:, :, 4:8], latent[:, :, :4])  # negative control: blocks differ
+    assert not sampler.cache.sink and not sampler.cache.mid  # the cache is left empty
+
+
+def test_run_with_an_own_revisit_batch_logs_its_loss(tmp_path):
+    args = ["--out", str(tmp_path), "--minutes", "0.001", "--batch", "1", "--short-batch", "0", "--clip-blocks", "2",
+            "--own-revisit-batch", "1", "--own-revisit-blocks", "9"]
+    main(args)
+    row = json.loads((tmp_path / "training_curve.jsonl").read_text().splitlines()[0])
+    assert row["loss_own_revisit_high"] > 0
+    with pytest.raises(ValueError, match="--own-revisit-blocks 8"):
+        main(args[:-1] + ["8"])
