@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from packforcing.backbones.embedded import EMBEDDED_CONFIG, build_embedded, load_embedded, trainable_modules
-from packforcing.sampler import PackForcingSampler
-from packforcing.train import clip_loss, main, sample_sigmas, world_batch
+from packforcing.events import Frames
+from packforcing.sampler import PackForcingSampler, to_uint8
+from packforcing.train import clip_loss, main, own_revisit_clip, sample_sigmas, world_batch
 from packforcing.world.vocab import tokenize
 
 
@@ -189,10 +190,6 @@ def test_camera_clock_is_added_on_resume_trained_and_saved(tmp_path):
 def test_own_revisit_clip_is_the_models_own_rollout_then_its_first_blocks_again():
     """The first loop is what sampling makes (frame for frame, same seed); the blocks
     after it repeat the rollout's first blocks, so their targets are the model's own past."""
-    from packforcing.sampler import to_uint8
-    from packforcing.train import own_revisit_clip
-    from packforcing.events import Frames
-
     backbone = load_embedded("assets/embedded")
     prompt = "a red circle and a blue square, slow pan"
     streamed = [e.frames for e in PackForcingSampler(backbone, EMBEDDED_CONFIG, seed=3).stream(prompt, 8, "embedded") if isinstance(e, Frames)]
