@@ -102,6 +102,15 @@ class PackForcingSampler:
         finally:
             self.session.set_mode("plain")
 
+    def begin_block(self, index: int) -> None:
+        """The cache turns to block `index`. Policies that do not score choose their mid
+        blocks now; dynamic is scored inside the block's first forward. Sampling,
+        training and the own-rollout clips all start a block this way."""
+        cache, cfg = self.cache, self.config
+        cache.begin_block(index, float(index * cfg.block_frames))
+        if not cache.selection_pending:
+            cache.set_selection(select_blocks(list(cache.mid), cfg, generator=self.selection_rng))
+
     def denoise_block(self, index: int, text: torch.Tensor) -> torch.Tensor:
         cfg, b = self.config, self.backbone
         start = float(index * cfg.block_frames)
@@ -192,11 +201,8 @@ class PackForcingSampler:
                     stopped = True
                     break
                 t0 = time.perf_counter()
-                start = float(index * cfg.block_frames)
                 # 1. selection (dynamic is scored inside the first forward)
-                cache.begin_block(index, start)
-                if not cache.selection_pending:
-                    cache.set_selection(select_blocks(list(cache.mid), cfg, generator=self.selection_rng))
+                self.begin_block(index)
                 # 2-3. denoise, then write the clean block into the cache
                 x0 = self.denoise_block(index, text)
                 snapshot = self._snapshot()

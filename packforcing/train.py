@@ -30,7 +30,7 @@ import torch
 
 from .backbones.embedded import EMBEDDED_CONFIG, add_camera_clock, build_embedded, load_embedded, save_embedded, trainable_modules
 from .sampler import PackForcingSampler, euler_step
-from .selection import score_matrix, select_blocks
+from .selection import score_matrix
 from .world.scene import LOOP_FRAMES, prompt_for, render_clip, sample_spec
 from .world.vocab import tokenize
 
@@ -78,13 +78,11 @@ def _partial_rollout(sampler: PackForcingSampler, x0: torch.Tensor, text: torch.
 def own_rollout(sampler: PackForcingSampler, text: torch.Tensor, blocks: int):
     """The model's own first `blocks` blocks of each clip, made exactly as sampling makes
     them (its Euler steps, guidance and selection): (latents (B,C,T,H,W), pixels)."""
-    cfg, cache, codec = sampler.config, sampler.cache, sampler.backbone.codec
+    codec = sampler.backbone.codec
     latents, pixels = [], []
     try:
         for c in range(blocks):
-            cache.begin_block(c, float(c * cfg.block_frames))
-            if not cache.selection_pending:
-                cache.set_selection(select_blocks(list(cache.mid), cfg, generator=sampler.selection_rng))
+            sampler.begin_block(c)
             x0 = sampler.denoise_block(c, text)
             px = codec.decode(x0)
             sampler.admit(sampler.write_block(c, x0, text), x0, px, text)
@@ -161,13 +159,11 @@ def clip_loss(sampler: PackForcingSampler, text: torch.Tensor, pixels, latent, g
     try:
         for c in range(latent.shape[2] // bf):
             x0 = latent[:, :, c * bf : (c + 1) * bf]
-            cache.begin_block(c, float(c * bf))
+            sampler.begin_block(c)
             sources = [m for m in (c - loop_blocks - 1, c - loop_blocks, c - loop_blocks + 1) if m in cache.mid]
             forced = recall_selection and c - loop_blocks in cache.mid and torch.rand((), generator=gen).item() < recall_selection
             session.required_blocks = [c - loop_blocks] if forced else []
             session.query_sum = None
-            if not cache.selection_pending:
-                cache.set_selection(select_blocks(list(cache.mid), cfg, generator=sampler.selection_rng))
             sigma = sample_sigmas(batch, gen)
             if c >= loss_from:
                 sigma = sigma_floor + (1 - sigma_floor) * sigma
