@@ -80,7 +80,7 @@ class CacheSession:
             query_sum = query_sum + b.query_sum.to(query_sum)
         key_sums = {m: b.key_sum for m, b in cache.mid.items()}
         scores = factorised_scores(query_sum, key_sums, q_raw.shape[-1], cache.config.score_head_fraction)
-        selected = select_blocks(list(cache.mid), cache.config, scores)
+        selected = select_blocks(list(cache.mid), cache.config, scores, previous=cache.previous_selected)
         required = [m for m in self.required_blocks if m in cache.mid]
         if required:
             selected = include_required(selected, required, scores, cache.config.top_k)

@@ -47,6 +47,7 @@ class KVCache:
         self.recent: dict[int, BlockKV] = {}
         self.current: int | None = None
         self.selected: list[int] = []
+        self.previous_selected: list[int] = []  # the last block's selection (hysteresis, stability)
         self.scores: dict[int, float] = {}
         self.shifts: dict[int, float] = {}
         self.evicted: list[int] = []
@@ -57,6 +58,7 @@ class KVCache:
     def begin_block(self, index: int, start_frame: float) -> None:
         self.current = index
         self.current_start = float(start_frame)
+        self.previous_selected = self.selected
         self.selected, self.scores, self.shifts, self.evicted = [], {}, {}, []
         self._rotation, self._bias = None, None
 
@@ -105,6 +107,7 @@ class KVCache:
 
     def clear(self) -> None:
         self.sink.clear(), self.mid.clear(), self.recent.clear()
+        self.selected, self.previous_selected = [], []
         self._rotation, self._bias = None, None
         self.current = None
 

@@ -8,12 +8,15 @@ Per block (Self-Forcing's causal few-step schedule):
   5. the block that leaves the recent window is compressed into the mid bank (or kept
      whole by `full`, or dropped by `window`), evicting the oldest if the bank is full;
   6. yield the block's trace event.
+Before a block, a prompt switch (scheduled, or from LiveControls) re-writes the cached
+blocks config.recache names under the new prompt and yields a Switch event.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import numpy as np
@@ -24,9 +27,11 @@ from .backbone import Backbone
 from .cache import BlockKV, KVCache
 from .compression import TOKEN_SPAN, fit_lr_to_grid, lr_latent
 from .config import PackForcingConfig
-from .events import Block, Frames, RunEnd, RunStart
+from .controls import LiveControls
+from .events import Block, Frames, RunEnd, RunStart, Switch
 from .rope import rope_cos_sin, grid_positions, apply_rotary
-from .selection import select_blocks
+from .selection import select_blocks, selection_change
+from .switching import recache_targets
 
 
 def blocks_for(seconds: float, backbone: Backbone, config: PackForcingConfig) -> int:
@@ -43,6 +48,17 @@ def to_uint8(pixels: torch.Tensor) -> np.ndarray:
     """(1, 3, T, H, W) in [-1, 1] -> (T, H, W, 3) uint8."""
     x = ((pixels[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     return x.permute(1, 2, 3, 0).cpu().numpy()
+
+
+@dataclass
+class Kept:
+    """What a re-cache needs of a block still in the cache: its clean latent, the LR
+    branch's input (blocks that will be compressed) and the selection it attended."""
+
+    latent: torch.Tensor
+    lr: torch.Tensor | None
+    selected: list[int]
+    scores: dict[int, float]
 
 
 class PackForcingSampler:
@@ -71,7 +87,9 @@ class PackForcingSampler:
         self.selection_rng = torch.Generator().manual_seed(seed + 1)
         self.session = CacheSession(self.cache)
         self.slot, self.rope = install(model)
-        self._kept: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # block -> (x0 latent, pixels) until compressed
+        # block -> what re-writing it needs, for every block in the cache (bounded by it)
+        self.kept: dict[int, Kept] = {}
+        self.camera: str | None = None  # the camera direction LiveControls holds (issue 17's steering reads it)
 
     def geometry(self) -> dict:
         b = self.backbone
@@ -144,16 +162,19 @@ class PackForcingSampler:
         self._forward(x0, 0.0, text, "write", block, frame_offset=start)
         return block
 
-    def compress(self, block: BlockKV, latent: torch.Tensor, pixels: torch.Tensor, text: torch.Tensor) -> BlockKV:
-        """Full-resolution block -> compressed tokens -> per-layer K/V."""
+    def lr_input(self, pixels: torch.Tensor) -> torch.Tensor | None:
+        """The LR branch's input for a block's pixels (None when the config has no LR branch)."""
+        if self.config.compression not in ("lr", "hr+lr"):
+            return None
+        return fit_lr_to_grid(lr_latent(pixels, self.backbone.codec).to(self.backbone.dtype), self.grid, self.backbone.patch)
+
+    def compress(self, block: BlockKV, latent: torch.Tensor, lr: torch.Tensor | None, text: torch.Tensor) -> BlockKV:
+        """Full-resolution block -> compressed tokens -> per-layer K/V. lr: lr_input(pixels)."""
         cfg, b = self.config, self.backbone
         model = b.transformer
         patch = b.patch
-        grid_latent_shape = (1, self.latent_shape[1], self.grid[0] * patch[0], self.grid[1] * patch[1], self.grid[2] * patch[2])
-        if cfg.compression in ("lr", "hr+lr"):
-            lr = fit_lr_to_grid(lr_latent(pixels, b.codec).to(b.dtype), self.grid, patch)
-        else:
-            lr = torch.zeros(grid_latent_shape, device=b.device, dtype=b.dtype)
+        if lr is None:
+            lr = torch.zeros((1, self.latent_shape[1], *(g * p for g, p in zip(self.grid, patch))), device=b.device, dtype=b.dtype)
         hr = b.hr_compressor(latent.to(b.dtype)) if cfg.compression in ("hr", "hr+lr") else None
         out = BlockKV(index=block.index, start_frame=block.start_frame, tokens=self.compressed_tokens, compressed=True)
         center = tuple((s - 1) / 2 for s in TOKEN_SPAN)
@@ -187,7 +208,10 @@ class PackForcingSampler:
     # torch's decorator enters no_grad for each step and leaves it at every yield, so
     # interleaved streams (the ablation view) never restore each other's grad mode
     @torch.no_grad()
-    def stream(self, prompt: str, num_blocks: int, model_name: str, should_stop: Callable[[], bool] | None = None, understood=None) -> Iterator:
+    def stream(self, prompt: str, num_blocks: int, model_name: str, should_stop: Callable[[], bool] | None = None, understood=None,
+               switches: dict[int, str] | None = None, controls: LiveControls | None = None) -> Iterator:
+        """switches: {block: prompt} from that block on; controls: polled once per block
+        (a queued prompt wins over a scheduled one at the same block)."""
         cfg, b, cache = self.config, self.backbone, self.cache
         t_run = time.perf_counter()
         yield RunStart(prompt=prompt, seed=self.seed, model=model_name, config=cfg.to_dict(), geometry=self.geometry(), num_blocks=num_blocks, understood_words=list(understood or []))
@@ -200,6 +224,12 @@ class PackForcingSampler:
                 if should_stop is not None and should_stop():
                     stopped = True
                     break
+                switch = self._next_prompt(index, switches, controls)
+                if switch is not None:
+                    t0 = time.perf_counter()
+                    prompt, text = switch, b.encode_prompt(switch).to(b.device, b.dtype)
+                    recached = self.recache(text, cfg.recache)
+                    yield Switch(block=index, prompt=prompt, recache=cfg.recache, recached=recached, seconds=time.perf_counter() - t0)
                 t0 = time.perf_counter()
                 # 1. selection (dynamic is scored inside the first forward)
                 self.begin_block(index)
@@ -228,32 +258,75 @@ class PackForcingSampler:
                     evicted=list(cache.evicted),
                     video_seconds=frames_total / b.fps,
                     frames_total=frames_total,
+                    prompt=prompt,
                 )
         finally:
             self.reset()
         yield RunEnd(blocks=done, seconds=time.perf_counter() - t_run, stopped=stopped)
 
+    def _next_prompt(self, index: int, switches: dict[int, str] | None, controls: LiveControls | None) -> str | None:
+        """The prompt switched to before block `index`, if any. Polls the live controls
+        (once per block) and keeps the camera direction they hold."""
+        prompt = (switches or {}).get(index)
+        if controls is not None:
+            live, self.camera = controls.poll()
+            prompt = live or prompt
+        return prompt
+
     def admit(self, block: BlockKV, latent: torch.Tensor, pixels: torch.Tensor, text: torch.Tensor) -> None:
         """The written block joins the cache; the block leaving the recent window goes
-        to the mid bank (compressed from its kept latent and pixels, or whole for
+        to the mid bank (compressed from its kept latent and LR input, or whole for
         `full`). Sampling, training and the recall probe all move the cache this way."""
         cache, cfg = self.cache, self.config
         cache.add_block(block)
-        self._kept[block.index] = (latent, pixels)
+        lr = self.lr_input(pixels) if cfg.compresses_mid and block.index not in cache.sink else None
+        self.kept[block.index] = Kept(latent, lr, list(cache.selected), dict(cache.scores))
+        self._retire(text)
+        held = set(cache.sink) | set(cache.mid) | set(cache.recent)
+        for gone in [k for k in self.kept if k not in held]:
+            del self.kept[gone]
+
+    def _retire(self, text: torch.Tensor) -> None:
+        """The block leaving the recent window, if any, goes to the mid bank (or away)."""
+        cache, cfg = self.cache, self.config
         leaving = cache.pop_overflow()
-        if leaving is not None:
-            latent, px = self._kept.pop(leaving.index)
-            if cfg.policy == "full":
-                cache.archive(leaving)
-            elif cfg.compresses_mid:
-                cache.archive(self.compress(leaving, latent, px, text))
-        for kept in [k for k in self._kept if k in cache.sink]:
-            del self._kept[kept]  # sinks are never compressed
+        if leaving is None:
+            return
+        if cfg.policy == "full":
+            cache.archive(leaving)
+        elif cfg.compresses_mid:
+            kept = self.kept[leaving.index]
+            cache.archive(self.compress(leaving, kept.latent, kept.lr, text))
+
+    def recache(self, text: torch.Tensor, mode: str) -> list[int]:
+        """Re-write the cached blocks `mode` names (config.recache) under `text`; returns
+        their indices. The cache is rebuilt in temporal order: a re-written block gets a
+        clean pass attending what it attended when generated (the sink and recent blocks
+        before it, the mid blocks it selected that are still cached), then moves on as it
+        did (a mid block re-runs its compressed pass); the others keep their K/V. With
+        `all` and nothing evicted yet, the cache ends as if `text` had written it all."""
+        cache = self.cache
+        targets = recache_targets(cache, mode)
+        if not targets:
+            return []
+        where = {i: part for part, blocks in (("sink", cache.sink), ("mid", cache.mid), ("recent", cache.recent)) for i in blocks}
+        old = {**cache.sink, **cache.mid, **cache.recent}
+        cache.clear()
+        for index in sorted(old):
+            block, kept = old[index], self.kept[index]
+            if index not in targets:
+                cache.archive(block) if where[index] == "mid" else cache.add_block(block)
+                continue
+            cache.begin_block(index, block.start_frame)
+            cache.set_selection([m for m in kept.selected if m in cache.mid], {m: kept.scores.get(m, 0.0) for m in cache.mid})
+            cache.add_block(self.write_block(index, kept.latent, text))
+            self._retire(text)
+        return targets
 
     def reset(self) -> None:
         """Empty the cache and drop the kept blocks (the end of a run or a training clip)."""
         self.cache.clear()
-        self._kept.clear()
+        self.kept.clear()
 
     def _snapshot(self) -> dict:
         """The cache as the current block saw it (taken before the block joins it)."""
@@ -272,4 +345,5 @@ class PackForcingSampler:
             positions={b.index: b.start_frame for b in list(cache.sink.values()) + list(cache.mid.values()) + list(cache.recent.values())}
             | {cache.current: cache.current_start},
             tokens=cache.partition_tokens(),
+            selection_change=selection_change(cache.previous_selected, cache.selected),
         )
