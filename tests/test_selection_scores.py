@@ -42,7 +42,7 @@ def stream():
     finally:
         handle.remove()
         attention.select_blocks = original
-    return attn, log, selections, events
+    return attn, log, selections, events, sampler
 
 
 def projections(attn, hidden, rotary=None):
@@ -83,7 +83,7 @@ def close(a, b, rel=1e-4):
 
 
 def test_scores_are_the_dense_double_sum_of_pre_rope_first_layer_projections(stream):
-    attn, log, _, events = stream
+    attn, log, _, events, _ = stream
     scored = [e for e in events if e.mid_bank]
     assert [e.block for e in scored] == [3, 4, 5, 6, 7] and [e.mid_bank for e in scored][-1] == [3, 4, 5]
     for e in scored:
@@ -97,15 +97,33 @@ def test_scores_are_the_dense_double_sum_of_pre_rope_first_layer_projections(str
 ])
 def test_each_wrong_reading_of_the_score_gives_other_numbers(stream, mistake):
     # negative controls: the test above would notice each of these mistakes
-    attn, log, _, events = stream
+    attn, log, _, events, _ = stream
     e = events[-1]
     wrong = reference_scores(attn, log, e, **mistake)
     assert not close(e.selection_scores, wrong, rel=1e-2)
 
 
 def test_scored_once_per_block_not_at_every_denoising_pass(stream):
-    _, _, selections, events = stream
+    _, _, selections, events, _ = stream
     assert selections == [e.block for e in events if e.mid_bank]  # one selection per block that has a bank
+
+
+def test_the_query_sum_kept_for_training_is_the_one_scored(stream):
+    attn, log, _, events, sampler = stream
+    e = events[-1]
+    with torch.no_grad():
+        current = projections(attn, passes(log, "denoise", e.block)[0][0])[0][:, ::STRIDE].sum(1)
+        recent = sum(projections(attn, passes(log, "write", r)[0][0])[0][:, ::STRIDE].sum(1) for r in e.recent)
+    assert torch.allclose(sampler.session.query_sum, current + recent, atol=1e-5)
+
+
+def test_required_blocks_join_the_selection_while_in_the_bank():
+    # training's hook: block 2 must be attended while the bank holds it (blocks 4-6; unhooked,
+    # the scores pick [1], [1], [1], [2] at blocks 3-6); block 99 never exists and is ignored
+    sampler = PackForcingSampler(fold_backbone(64, 64, heads=HEADS), PackForcingConfig(sink_frames=4, top_k=1, mid_capacity=3), seed=0)
+    sampler.session.required_blocks = [2, 99]
+    events = [e for e in sampler.stream("a red ball rolls", 7, "fold") if isinstance(e, Block)]
+    assert [e.mid_selected for e in events] == [[], [], [], [1], [2], [2], [2]]
 
 
 def test_scored_heads_and_scale_hand_worked():
