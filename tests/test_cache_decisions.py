@@ -178,5 +178,6 @@ def test_invariants_name_the_bad_state():
 
 def test_clear_empties_every_partition():
     cache, _ = drive(PackForcingConfig(sink_frames=4, top_k=2, mid_capacity=3), 6)
+    cache.begin_block(6, 24.0)
     cache.clear()
     assert (cache.sink, cache.mid, cache.recent, cache.current) == ({}, {}, {}, None)

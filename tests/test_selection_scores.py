@@ -63,18 +63,18 @@ def passes(log, mode, block):
     return [(hidden, rotary) for m, b, hidden, rotary in log if m == mode and b == block]
 
 
-def reference_scores(attn, log, event, stride=STRIDE, recent=True, denoise_pass=0, post_rope=False, scored=HEADS // 2):
+def reference_scores(attn, log, event, stride=STRIDE, recent=True, denoise_pass=0, rope_q=False, rope_k=False, scored=HEADS // 2):
     with torch.no_grad():
         hidden, rotary = passes(log, "denoise", event.block)[denoise_pass]
-        queries = [projections(attn, hidden, rotary if post_rope else None)[0][:, ::stride]]
+        queries = [projections(attn, hidden, rotary if rope_q else None)[0][:, ::stride]]
         if recent:
             for r in event.recent:
                 hidden, rotary = passes(log, "write", r)[0]
-                queries.append(projections(attn, hidden, rotary if post_rope else None)[0][:, ::stride])
+                queries.append(projections(attn, hidden, rotary if rope_q else None)[0][:, ::stride])
         keys = {}
         for m in event.mid_bank:
             hidden, rotary = passes(log, "compressed", m)[0]
-            keys[m] = projections(attn, hidden, rotary if post_rope else None)[1]
+            keys[m] = projections(attn, hidden, rotary if rope_k else None)[1]
     return brute_force_scores(torch.cat(queries, dim=1), keys, scored)
 
 
@@ -93,7 +93,8 @@ def test_scores_are_the_dense_double_sum_of_pre_rope_first_layer_projections(str
 
 
 @pytest.mark.parametrize("mistake", [
-    dict(post_rope=True), dict(stride=1), dict(recent=False), dict(denoise_pass=1), dict(scored=HEADS),
+    dict(rope_q=True), dict(rope_k=True), dict(rope_q=True, rope_k=True), dict(stride=1), dict(recent=False),
+    dict(denoise_pass=1), dict(scored=HEADS),
 ])
 def test_each_wrong_reading_of_the_score_gives_other_numbers(stream, mistake):
     # negative controls: the test above would notice each of these mistakes
