@@ -222,7 +222,7 @@ def test_a_block_is_denoised_only_after_it_begins(backbone):
     """The public block loop: begin_block turns the cache to a block; denoising another
     block (or none) names the call that is missing."""
     sampler = PackForcingSampler(backbone, PackForcingConfig(timesteps=(1000.0,)), seed=0)
-    text = torch.zeros(1, 1, 8)
+    text = backbone.encode_prompt("a test prompt")
     with pytest.raises(ValueError, match=r"block 0 is not the current block \(None\); call begin_block\(0\) first"):
         sampler.denoise_block(0, text)
     sampler.begin_block(0)
