@@ -23,7 +23,9 @@ from .attention import CacheSession, SelectionHook, install
 from .backbone import Backbone
 from .cache import BlockKV, KVCache
 from .compression import TOKEN_SPAN, fit_lr_to_grid, lr_latent
+from .camera import CameraPath
 from .config import PackForcingConfig
+from .controls import LiveControls
 from .events import Block, Frames, RunEnd, RunStart
 from .rope import rope_cos_sin, grid_positions, apply_rotary
 from .selection import select_blocks
@@ -72,6 +74,7 @@ class PackForcingSampler:
         self.session = CacheSession(self.cache)
         self.slot, self.rope = install(model)
         self._kept: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # block -> (x0 latent, pixels) until compressed
+        self.camera: str | None = None  # the camera direction LiveControls holds (None: not steered live)
 
     def geometry(self) -> dict:
         b = self.backbone
@@ -120,6 +123,15 @@ class PackForcingSampler:
         """One denoising forward of the current block over its packed context: the
         predicted flow velocity. `timestep` is a float or one value per batch element."""
         return self._forward(latent, timestep, text, "denoise", frame_offset=self.cache.current_start)
+
+    def move_camera(self, index: int, prompt: str, path: CameraPath | None = None) -> dict | None:
+        """Where block `index` looks (models with a camera): the direction steered live,
+        else the path's, else the model's default for the prompt. None for camera-less models."""
+        if self.backbone.move_camera is None:
+            return None
+        seconds = index * self.config.block_frames * self.backbone.codec.temporal_factor / self.backbone.fps
+        direction = self.camera or (path.direction_at(seconds) if path is not None else None)
+        return self.backbone.move_camera(index, direction, prompt)
 
     def denoise_block(self, index: int, text: torch.Tensor) -> torch.Tensor:
         """The current block sampled from noise with the model's schedule and guidance: x0."""
@@ -199,7 +211,9 @@ class PackForcingSampler:
     # torch's decorator enters no_grad for each step and leaves it at every yield, so
     # interleaved streams (the ablation view) never restore each other's grad mode
     @torch.no_grad()
-    def stream(self, prompt: str, num_blocks: int, model_name: str, should_stop: Callable[[], bool] | None = None, understood=None) -> Iterator:
+    def stream(self, prompt: str, num_blocks: int, model_name: str, should_stop: Callable[[], bool] | None = None, understood=None,
+               camera: CameraPath | None = None, controls: LiveControls | None = None) -> Iterator:
+        """camera: the path of a model with a camera; controls: polled once per block (steering)."""
         cfg, b, cache = self.config, self.backbone, self.cache
         t_run = time.perf_counter()
         yield RunStart(prompt=prompt, seed=self.seed, model=model_name, config=cfg.to_dict(), geometry=self.geometry(), num_blocks=num_blocks, understood_words=list(understood or []))
@@ -212,7 +226,11 @@ class PackForcingSampler:
                 if should_stop is not None and should_stop():
                     stopped = True
                     break
+                if controls is not None:
+                    _, held = controls.poll()
+                    self.camera = held or self.camera
                 t0 = time.perf_counter()
+                view = self.move_camera(index, prompt, camera)
                 # 1. selection (dynamic is scored inside the first forward)
                 self.begin_block(index)
                 # 2-3. denoise, then write the clean block into the cache
@@ -240,6 +258,7 @@ class PackForcingSampler:
                     evicted=list(cache.evicted),
                     video_seconds=frames_total / b.fps,
                     frames_total=frames_total,
+                    camera=view,
                 )
         finally:
             self.reset()
@@ -267,6 +286,7 @@ class PackForcingSampler:
         self.cache.clear()
         self._kept.clear()
         self.session.set_hook(None)
+        self.camera = None
 
     def _snapshot(self) -> dict:
         """The cache as the current block saw it (taken before the block joins it)."""

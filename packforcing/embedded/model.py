@@ -166,7 +166,12 @@ def load_embedded(directory: str) -> Backbone:
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} not found; train it with: python -m packforcing.embedded.train --out {directory}")
     with open(os.path.join(directory, "config.json")) as f:
-        clock_blocks = json.load(f).get("camera_clock_blocks")
+        meta = json.load(f)
+    if meta.get("architecture") == "camera":  # v11: the camera-conditioned model
+        from ..embedded.camera_model import load
+
+        return load(directory)
+    clock_blocks = meta.get("camera_clock_blocks")
     if clock_blocks not in (None, CLOCK_BLOCKS):
         raise ValueError(f"{directory}/config.json: camera_clock_blocks={clock_blocks}; the world's loop is {CLOCK_BLOCKS} blocks")
     backbone = build_embedded(camera_clock=clock_blocks is not None)
