@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import packforcing.attention as attention
+from packforcing.attention import SelectionHook
 from dense_reference import brute_force_scores, fold_backbone, top_k_newest_wins
 from packforcing.config import PackForcingConfig
 from packforcing.events import Block
@@ -109,22 +110,32 @@ def test_scored_once_per_block_not_at_every_denoising_pass(stream):
     assert selections == [e.block for e in events if e.mid_bank]  # one selection per block that has a bank
 
 
-def test_the_query_sum_kept_for_training_is_the_one_scored(stream):
-    attn, log, _, events, sampler = stream
-    e = events[-1]
-    with torch.no_grad():
-        current = projections(attn, passes(log, "denoise", e.block)[0][0])[0][:, ::STRIDE].sum(1)
-        recent = sum(projections(attn, passes(log, "write", r)[0][0])[0][:, ::STRIDE].sum(1) for r in e.recent)
-    assert torch.allclose(sampler.session.query_sum, current + recent, atol=1e-5)
-
-
-def test_required_blocks_join_the_selection_while_in_the_bank():
-    # training's hook: block 2 must be attended while the bank holds it (blocks 4-6; unhooked,
-    # the scores pick [1], [1], [1], [2] at blocks 3-6); block 99 never exists and is ignored
-    sampler = PackForcingSampler(fold_backbone(64, 64, heads=HEADS), PackForcingConfig(sink_frames=4, top_k=1, mid_capacity=3), seed=0)
-    sampler.session.required_blocks = [2, 99]
-    events = [e for e in sampler.stream("a red ball rolls", 7, "fold") if isinstance(e, Block)]
-    assert [e.mid_selected for e in events] == [[], [], [], [1], [2], [2], [2]]
+def test_training_hook_gets_the_scored_query_and_its_required_blocks():
+    # block 1 must be attended while the bank holds it (blocks 3-5; unhooked, the scores
+    # pick [1], [2], [2], [2] at blocks 3-6); block 99 never exists and is ignored
+    backbone = fold_backbone(64, 64, heads=HEADS)
+    sampler = PackForcingSampler(backbone, PackForcingConfig(sink_frames=4, top_k=1, mid_capacity=3, query_stride=STRIDE), seed=0)
+    attn, log = backbone.transformer.blocks[0].attn1, []
+    handle = attn.register_forward_pre_hook(lambda m, args: log.append((sampler.session.mode, sampler.cache.current, args[0].detach().clone(), None)))
+    text, selected = backbone.encode_prompt("a red ball rolls"), []
+    try:
+        with torch.no_grad():
+            for c in range(7):  # the public block loop, as training drives it
+                hook = SelectionHook(required=[1, 99])
+                sampler.begin_block(c, hook=hook)
+                x0 = sampler.denoise_block(c, text)
+                selected.append(list(sampler.cache.selected))
+                recent = list(sampler.cache.recent)
+                sampler.admit(sampler.write_block(c, x0, text), x0, backbone.codec.decode(x0), text)
+                if c >= 3:  # the query sum it was scored with: this block's first pass and the recent block's write
+                    current = projections(attn, passes(log, "denoise", c)[0][0])[0][:, ::STRIDE].sum(1)
+                    written = sum(projections(attn, h)[0][:, ::STRIDE].sum(1) for m, b, h, _ in log if m == "write" and b in recent)
+                    assert torch.allclose(hook.query_sum, current + written, atol=1e-5), c
+                else:
+                    assert hook.query_sum is None  # nothing to score yet
+    finally:
+        handle.remove()
+    assert selected == [[], [], [], [1], [1], [1], [2]]
 
 
 def test_scored_heads_and_scale_hand_worked():
