@@ -33,7 +33,7 @@ from packforcing.embedded import panorama as world
 from packforcing.embedded.camera_data import is_mid_revisit, revisit_sources
 from packforcing.events import Block, Frames
 from packforcing.pipeline import PackForcingPipeline
-from packforcing.world import metrics
+from packforcing.embedded import metrics
 
 PROMPTS = ("a red circle and a blue square", "a green triangle and a yellow circle", "a white square and a red triangle")
 MIN_PIXELS = 40
@@ -122,7 +122,7 @@ def one(pipe, prompt: str, seed: int, ablations: bool) -> dict:
 def baseline_v10(pipe, prompt: str, seed: int) -> dict:
     """The same measures for the v10 weights (no camera input: the prompt pans 2 px per
     frame, the world's loop is 256 px; faithfulness against the prompt's objects)."""
-    from packforcing.world.scene import spec_from_prompt
+    from packforcing.embedded.world import spec_from_prompt
 
     spec = spec_from_prompt(prompt, seed)
     sign = 1 if spec.pan == "right" else -1
@@ -165,7 +165,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     if args.baseline_v10:
-        from packforcing.backbones.embedded import load_embedded
+        from packforcing.embedded.model import load_embedded
 
         pipe = PackForcingPipeline(load_embedded(args.weights))
         rows = [baseline_v10(pipe, p, 1000 + s) for p in PROMPTS[: args.prompts] for s in range(args.seeds)]

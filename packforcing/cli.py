@@ -136,7 +136,7 @@ def main(argv=None) -> int:
         if args.command == "generate":
             return _generate(args)
         if args.command == "ablate":
-            from .ablate import main as ablate
+            from .embedded.ablate import main as ablate
 
             return ablate(args)
     except (ValueError, FileNotFoundError) as e:

@@ -32,7 +32,7 @@ EMBEDDED_DIR = os.path.join(ASSETS, "embedded")
 
 def _embedded_reason() -> str | None:
     if not os.path.exists(os.path.join(EMBEDDED_DIR, "generator.safetensors")):
-        return f"embedded weights not found in {EMBEDDED_DIR} (train them with python -m packforcing.train)"
+        return f"embedded weights not found in {EMBEDDED_DIR} (train them with python -m packforcing.embedded.train)"
     return None
 
 
@@ -76,7 +76,7 @@ def default_model() -> str:
 def default_config_for(name: str) -> PackForcingConfig:
     """The config a model was trained for, without loading it."""
     if name == "embedded":
-        from .backbones.embedded import EMBEDDED_CONFIG
+        from .embedded.model import EMBEDDED_CONFIG
 
         return EMBEDDED_CONFIG
     return PackForcingConfig()
@@ -93,7 +93,7 @@ def build_backbone(name: str, device=None, dtype=None) -> Backbone:
 
         backbone = build_tiny_random()
     elif name == "embedded":
-        from .backbones.embedded import load_embedded
+        from .embedded.model import load_embedded
 
         backbone = load_embedded(EMBEDDED_DIR)
     else:  # the real model is placed and cast while loading

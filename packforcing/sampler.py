@@ -19,7 +19,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from .attention import CacheSession, install
+from .attention import CacheSession, SelectionHook, install
 from .backbone import Backbone
 from .cache import BlockKV, KVCache
 from .compression import TOKEN_SPAN, fit_lr_to_grid, lr_latent
@@ -105,14 +105,24 @@ class PackForcingSampler:
         finally:
             self.session.set_mode("plain")
 
-    def begin_block(self, index: int) -> None:
-        """The cache turns to block `index`. Policies that do not score choose their mid
-        blocks now; dynamic is scored inside the block's first forward. Sampling,
-        training and the own-rollout clips all start a block this way."""
+    # --- one block, step by step (sampling, training and probes all go through these) ---
+    def begin_block(self, index: int, selection: list[int] | None = None, hook: SelectionHook | None = None) -> None:
+        """The cache turns to block `index` and its mid blocks are chosen: by the policy
+        now, or (dynamic) scored inside the block's first forward. `selection` attends
+        exactly these mid blocks instead (a probe's override); `hook` is training's view
+        into dynamic selection (required blocks, the scoring query)."""
         cache, cfg = self.cache, self.config
         cache.begin_block(index, float(index * cfg.block_frames))
-        if not cache.selection_pending:
+        self.session.set_hook(hook)
+        if selection is not None:
+            cache.set_selection(selection, {m: 0.0 for m in cache.mid})
+        elif not cache.selection_pending:
             cache.set_selection(select_blocks(list(cache.mid), cfg, generator=self.selection_rng))
+
+    def forward(self, latent: torch.Tensor, timestep, text: torch.Tensor) -> torch.Tensor:
+        """One denoising forward of the current block over its packed context: the
+        predicted flow velocity. `timestep` is a float or one value per batch element."""
+        return self._forward(latent, timestep, text, "denoise", frame_offset=self.cache.current_start)
 
     def move_camera(self, index: int, prompt: str, path: CameraPath | None = None) -> dict | None:
         """Where block `index` looks (models with a camera): the direction steered live,
@@ -124,8 +134,10 @@ class PackForcingSampler:
         return self.backbone.move_camera(index, direction, prompt)
 
     def denoise_block(self, index: int, text: torch.Tensor) -> torch.Tensor:
+        """The current block sampled from noise with the model's schedule and guidance: x0."""
+        if index != self.cache.current:
+            raise ValueError(f"block {index} is not the current block ({self.cache.current}); call begin_block({index}) first")
         cfg, b = self.config, self.backbone
-        start = float(index * cfg.block_frames)
         shape = (text.shape[0], *self.latent_shape[1:])  # one clip per prompt (a probe may batch them)
         x = torch.randn(shape, generator=self.noise).to(b.device, b.dtype)
         sigmas = cfg.sigmas
@@ -136,10 +148,10 @@ class PackForcingSampler:
             text = torch.cat([text, torch.zeros_like(text)])
         for i, sigma in enumerate(sigmas):
             if guided:
-                v, v_uncond = self._forward(torch.cat([x, x]), sigma * cfg.num_train_timesteps, text, "denoise", frame_offset=start).chunk(2)
+                v, v_uncond = self.forward(torch.cat([x, x]), sigma * cfg.num_train_timesteps, text).chunk(2)
                 v = v_uncond + cfg.guidance_scale * (v - v_uncond)
             else:
-                v = self._forward(x, sigma * cfg.num_train_timesteps, text, "denoise", frame_offset=start)
+                v = self.forward(x, sigma * cfg.num_train_timesteps, text)
             x0 = (x.double() - sigma * v.double()).to(b.dtype)
             if i + 1 == len(sigmas):
                 break
@@ -273,6 +285,7 @@ class PackForcingSampler:
         """Empty the cache and drop the kept blocks (the end of a run or a training clip)."""
         self.cache.clear()
         self._kept.clear()
+        self.session.set_hook(None)
         self.camera = None
 
     def _snapshot(self) -> dict:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..world import vocab
+from . import vocab
 from . import panorama as world
 
 FRAMES_PER_BLOCK = 16

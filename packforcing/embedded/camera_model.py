@@ -115,10 +115,10 @@ def build(seed: int = 0):
     from diffusers import WanTransformer3DModel
 
     from ..backbone import Backbone
-    from ..backbones.embedded import EMBEDDED_HR_WIDTHS, _PromptEncoder
+    from .model import EMBEDDED_HR_WIDTHS, _PromptEncoder
     from ..compression import HRCompressor
-    from ..world.codec import WorldCodec
-    from ..world.vocab import TinyTextEncoder, describe_prompt, validate_prompt
+    from .codec import WorldCodec
+    from .vocab import TinyTextEncoder, describe_prompt, validate_prompt
 
     torch.manual_seed(seed)
     transformer = WanTransformer3DModel(**TRANSFORMER)

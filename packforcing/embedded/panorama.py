@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..world import vocab
-from ..world.scene import PALETTE, sprite
+from . import vocab
+from .world import PALETTE, sprite
 
 FPS = 16
 VIEW = 64

@@ -27,9 +27,10 @@ from dataclasses import asdict, dataclass, fields
 
 import torch
 
+from ..attention import SelectionHook
 from ..sampler import PackForcingSampler
 from ..selection import score_matrix
-from ..world.vocab import tokenize
+from .vocab import tokenize
 from . import camera_model
 from .camera_data import Clips, is_mid_revisit, make_clips
 
@@ -76,12 +77,12 @@ def sample_sigmas(batch: int, gen: torch.Generator, floor: float = 0.0) -> torch
     return floor + (1 - floor) * s
 
 
-def _selection_ce(sampler, mid_sources: list[int]) -> torch.Tensor | None:
-    session, cache, cfg = sampler.session, sampler.cache, sampler.config
+def _selection_ce(sampler, hook: SelectionHook, mid_sources: list[int]) -> torch.Tensor | None:
+    cache, cfg = sampler.cache, sampler.config
     bank = list(cache.mid)
-    if session.query_sum is None or not mid_sources or len(bank) <= len(mid_sources):
+    if hook.query_sum is None or not mid_sources or len(bank) <= len(mid_sources):
         return None
-    scores = score_matrix(session.query_sum, [cache.mid[m].key_sum for m in bank], session.query_sum.shape[-1], cfg.score_head_fraction)
+    scores = score_matrix(hook.query_sum, [cache.mid[m].key_sum for m in bank], hook.query_sum.shape[-1], cfg.score_head_fraction)
     logits = scores / (scores.std(dim=1, keepdim=True).detach() + 1e-6)
     positive = torch.tensor([m in mid_sources for m in bank])
     return -(logits.log_softmax(1)[:, positive].logsumexp(1)).mean()
@@ -89,7 +90,7 @@ def _selection_ce(sampler, mid_sources: list[int]) -> torch.Tensor | None:
 
 def clip_loss(sampler: PackForcingSampler, clips: Clips, texts: list[torch.Tensor], tc: TrainConfig, gen: torch.Generator):
     """(weighted flow loss, selection loss, stats) of one teacher-forced pass over the clips."""
-    cfg, session, device = sampler.config, sampler.session, sampler.backbone.device
+    cfg, device = sampler.config, sampler.backbone.device
     bf, batch = cfg.block_frames, clips.latent.shape[0]
     sampler.backbone.place.set_clip(clips.xs)
     flow, weights, sel, stats = [], [], [], {"mid_flow": [], "other_flow": [], "hit": []}
@@ -97,22 +98,21 @@ def clip_loss(sampler: PackForcingSampler, clips: Clips, texts: list[torch.Tenso
         for c, row in enumerate(clips.sources):
             x0 = clips.latent[:, :, c * bf : (c + 1) * bf].to(device)
             mid = [m for m in row["mid"] if m in sampler.cache.mid] if is_mid_revisit(row) else []
-            sampler.begin_block(c)
-            session.required_blocks = mid[: cfg.top_k] if mid and torch.rand((), generator=gen).item() < tc.force_source else []
-            session.query_sum = None
+            hook = SelectionHook(mid[: cfg.top_k] if mid and torch.rand((), generator=gen).item() < tc.force_source else [])
+            sampler.begin_block(c, hook=hook)
             sigma = sample_sigmas(batch, gen, tc.revisit_sigma_floor if mid else 0.0).to(device)
             s = sigma.view(batch, 1, 1, 1, 1)
             noise = torch.randn(x0.shape, generator=gen).to(device)
             keep = (torch.rand(batch, 1, 1, generator=gen) >= tc.text_dropout).to(device, texts[c].dtype)
-            v = sampler._forward((1 - s) * x0 + s * noise, sigma * cfg.num_train_timesteps, texts[c] * keep, "denoise", frame_offset=c * bf)
+            v = sampler.forward((1 - s) * x0 + s * noise, sigma * cfg.num_train_timesteps, texts[c] * keep)
             loss = ((v.float() - (noise - x0)) ** 2).mean()
             flow.append(loss)
             weights.append(tc.revisit_weight if mid else 1.0)
             (stats["mid_flow"] if mid else stats["other_flow"]).append(loss.item())
-            if mid and not session.required_blocks:
+            if mid and not hook.required:
                 stats["hit"].append(float(bool(set(sampler.cache.selected) & set(mid))))
             if mid:
-                ce = _selection_ce(sampler, mid)
+                ce = _selection_ce(sampler, hook, mid)
                 if ce is not None:
                     sel.append(ce)
             level = tc.history_noise * torch.rand(batch, 1, 1, 1, 1, generator=gen).to(device)
@@ -121,7 +121,6 @@ def clip_loss(sampler: PackForcingSampler, clips: Clips, texts: list[torch.Tenso
             sampler.admit(sampler.write_block(c, clean, texts[c]), clean, px, texts[c])
     finally:
         sampler.reset()
-        session.required_blocks, session.query_sum = [], None
     w = torch.tensor(weights, device=device)
     total = (torch.stack(flow) * w).sum() / w.sum()
     return total, (torch.stack(sel).mean() if sel else None), stats
