@@ -23,7 +23,8 @@ from packforcing.embedded import camera_model
 from packforcing.embedded.camera_data import Clips, is_mid_revisit, make_clips, revisit_sources
 from packforcing.embedded.panorama import positions
 from packforcing.sampler import PackForcingSampler
-from packforcing.world.vocab import tokenize
+from packforcing.attention import SelectionHook
+from packforcing.embedded.vocab import tokenize
 
 PATH = ["right"] * 6 + ["left"] * 6
 
@@ -51,17 +52,15 @@ def revisit_loss(backbone, clips: Clips, condition: str, sigma: float = 0.9, see
         for c, row in enumerate(clips.sources):
             mid = is_mid_revisit(row)
             x0 = (clips.latent if mid else latent)[:, :, c * bf : (c + 1) * bf]
-            sampler.begin_block(c)
-            sampler.session.required_blocks = row["mid"] if condition == "oracle" and mid else []
+            sampler.begin_block(c, hook=SelectionHook(row["mid"] if condition == "oracle" and mid else []))
             noise = torch.randn(x0.shape, generator=gen)
-            v = sampler._forward((1 - sigma) * x0 + sigma * noise, sigma * cfg.num_train_timesteps, text, "denoise", frame_offset=c * bf)
+            v = sampler.forward((1 - sigma) * x0 + sigma * noise, sigma * cfg.num_train_timesteps, text)
             if mid:
                 losses.append(((v - (noise - x0)) ** 2).mean().item())
             hist = latent[:, :, c * bf : (c + 1) * bf]
             sampler.admit(sampler.write_block(c, hist, text), hist, pixels[:, :, c * 16 : (c + 1) * 16], text)
     finally:
         sampler.reset()
-        sampler.session.required_blocks = []
     return sum(losses) / len(losses)
 
 
