@@ -10,6 +10,8 @@ import time
 import gradio as gr
 import numpy as np
 
+from packforcing import registry
+from packforcing.ablation import ablation_configs
 from packforcing.config import PackForcingConfig
 from packforcing.controls import LiveControls
 from packforcing.events import Block, Frames, RunEnd, RunStart, TraceWriter, read_jsonl
@@ -66,9 +68,7 @@ def get_pipeline(name: str):
 
 
 def build_config(model: str, sink_frames, top_k, mid_capacity, policy, rope_repair, compression) -> PackForcingConfig:
-    from packforcing.pipeline import default_config_for
-
-    return default_config_for(model).replace(
+    return registry.get(model).default_config.replace(
         sink_frames=int(sink_frames), top_k=int(top_k), mid_capacity=int(mid_capacity), policy=policy,
         rope_repair=bool(rope_repair), compression=compression,
     )
@@ -174,10 +174,7 @@ def replay_figures(events, block):
 
 def ablation_presets(model: str) -> dict[str, PackForcingConfig]:
     """The ablation lab's named configurations, built on the model's own defaults."""
-    from packforcing.embedded.ablate import ablation_configs
-    from packforcing.pipeline import default_config_for
-
-    return ablation_configs(default_config_for(model))
+    return ablation_configs(registry.get(model).default_config)
 
 
 class AblationRun:
@@ -207,7 +204,7 @@ class AblationRun:
             yield step[0], step[1], self.comparison() if done else None
 
     def comparison(self) -> str:
-        """Markdown table of the metrics of both videos (world metrics for the embedded model)."""
+        """Markdown table of the metrics of both videos (its evaluator's, when the model has one)."""
         rows = [self._scores(run) for run in self.runs]
         keys = [k for k in rows[0] if k in rows[1]]
         header = f"| | {self.names[0]} | {self.names[1]} |\n|---|---|---|\n"
@@ -217,20 +214,9 @@ class AblationRun:
     def _scores(run: Run) -> dict[str, str]:
         blocks = [e for e in run.events if isinstance(e, Block)]
         out = {}
-        if run.frames and run.pipe.name == "embedded":
-            from packforcing.embedded.metrics import evaluate
-            from packforcing.embedded.world import spec_from_prompt
-
-            scores = evaluate(np.concatenate(run.frames), spec_from_prompt(run.prompt, run.seed))
-            for key, label in (("faithfulness", "prompt faithfulness"), ("revisit_consistency", "revisit consistency"),
-                               ("revisit_contrast", "revisit contrast"), ("drift_drop", "drift (first − last loop)")):
-                value = scores.get(key)
-                out[label] = "n/a (too short)" if value is None else f"{value:.3f}"
-            from packforcing.embedded.ablate import revisit_source_attended
-            from packforcing.embedded.world import LOOP_FRAMES
-
-            attended = revisit_source_attended(blocks, LOOP_FRAMES // len(run.frames[0]))
-            out["revisit source attended (block one loop back)"] = "n/a (no source in the mid bank)" if attended is None else f"{attended:.0%}"
+        evaluator = registry.get(run.pipe.name).evaluator
+        if run.frames and blocks and evaluator is not None:
+            out.update(evaluator.report(evaluator.score(np.concatenate(run.frames), blocks, run.prompt, run.seed)))
         if blocks:
             out["KV bytes at the end"] = f"{blocks[-1].kv_bytes / 1024:,.0f} KB"
             out["attended tokens (last block)"] = f"{blocks[-1].context_tokens:,}"

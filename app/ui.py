@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import gradio as gr
 
-from packforcing.config import COMPRESSIONS, POLICIES
-from packforcing.pipeline import available_models, default_config_for, default_model
+from packforcing import registry
+from packforcing.config import COMPRESSIONS, MAX_MID_CAPACITY, MAX_SINK_FRAMES, MAX_TOP_K, POLICIES, PackForcingConfig
+from packforcing.memory import PAPER_FPS, PAPER_HEIGHT, PAPER_SECONDS, PAPER_WIDTH
 from visualizers import empty_figure
 
 from .handlers import (AblationRun, Run, ablation_presets, build_config, calculator, live_controls, load_trace, replay_figures, request_stop,
@@ -19,12 +20,6 @@ except ImportError:
     def gpu(fn):
         return fn
 
-EXAMPLES = [
-    "a red circle and a blue square, camera pans right",
-    "a yellow triangle and a green circle, slow pan left, bouncing",
-    "a white square, a red triangle and a blue circle at dusk",
-    "two green circles in the forest, fast pan right",
-]
 PANEL_HELP = {
     "occupancy": "Tokens each block attends, by partition. Archived mid blocks are held in memory but not attended. The dashed line is the bounded context: it never grows.",
     "selection": "Each row is a generated block, each column a compressed mid block. Colour = how much the current queries want that block; squares = the top-k actually attended. Old blocks keep getting picked: attention demand spans the whole history.",
@@ -79,20 +74,31 @@ def _ablate(model, prompt, seconds, seed, preset_a, preset_b, request: gr.Reques
 
 
 def _model_note() -> str:
-    lines = [f"- **{name}**: " + ("available" if reason is None else f"unavailable ({reason})") for name, reason in available_models().items()]
+    lines = []
+    for name, entry in registry.entries().items():
+        reason = entry.unavailable()
+        lines.append(f"- **{name}**: {entry.description}; " + ("available" if reason is None else f"unavailable ({reason})"))
     return "\n".join(lines)
 
 
 def _defaults_for(model):
-    c = default_config_for(model)
+    c = registry.get(model).default_config
     return c.sink_frames, c.top_k, c.mid_capacity, c.policy, c.rope_repair, c.compression
 
 
+def _examples(model: str) -> list[str]:
+    """The default model's example prompts, else every model's."""
+    own = registry.get(model).examples
+    return list(own or [p for e in registry.entries().values() for p in e.examples])
+
+
 def build_demo() -> gr.Blocks:
-    models = available_models()
-    usable = [name for name, reason in models.items() if reason is None]
-    model0 = default_model()
-    c0 = default_config_for(model0)
+    usable = [name for name, reason in registry.available_models().items() if reason is None]
+    model0 = registry.default_model()
+    entry0 = registry.get(model0)
+    c0 = entry0.default_config
+    examples = _examples(model0)
+    paper = PackForcingConfig()
     with gr.Blocks(title="PackForcing Studio") as demo:
         gr.Markdown(
             "# PackForcing Studio\nLong streaming video with a **bounded KV cache**: a full-resolution **sink**, a **compressed mid bank** "
@@ -102,16 +108,16 @@ def build_demo() -> gr.Blocks:
         with gr.Tab("Generate"):
             with gr.Row():
                 with gr.Column(scale=2):
-                    prompt = gr.Textbox(label="Prompt", value=EXAMPLES[0], lines=2, max_lines=4, elem_id="prompt")
-                    gr.Examples(EXAMPLES, inputs=prompt, label="Examples (click one)")
+                    prompt = gr.Textbox(label="Prompt", value=examples[0], lines=2, max_lines=4, elem_id="prompt")
+                    gr.Examples(examples, inputs=prompt, label="Examples (click one)")
                     with gr.Row():
-                        seconds = gr.Slider(1, 120, value=16, step=1, label="Duration (seconds)", elem_id="seconds")
+                        seconds = gr.Slider(1, entry0.max_seconds, value=16, step=1, label="Duration (seconds)", elem_id="seconds")
                         seed = gr.Number(value=0, precision=0, label="Seed", elem_id="seed")
                     model = gr.Dropdown(usable, value=model0, label="Model", elem_id="model")
                     with gr.Accordion("Advanced: the cache", open=False):
-                        sink = gr.Slider(0, 32, value=c0.sink_frames, step=4, label="Sink frames (latent frames, multiple of 4)")
-                        top_k = gr.Slider(0, 64, value=c0.top_k, step=1, label="Top-k mid blocks attended")
-                        capacity = gr.Slider(0, 256, value=c0.mid_capacity, step=1, label="Mid-bank capacity (compressed blocks)")
+                        sink = gr.Slider(0, MAX_SINK_FRAMES, value=c0.sink_frames, step=c0.block_frames, label="Sink frames (latent frames, multiple of 4)")
+                        top_k = gr.Slider(0, MAX_TOP_K, value=c0.top_k, step=1, label="Top-k mid blocks attended")
+                        capacity = gr.Slider(0, MAX_MID_CAPACITY, value=c0.mid_capacity, step=1, label="Mid-bank capacity (compressed blocks)")
                         policy = gr.Radio(list(POLICIES), value=c0.policy, label="Selection policy")
                         rope = gr.Checkbox(value=c0.rope_repair, label="RoPE repair (pack attended blocks in time)")
                         compression = gr.Radio(list(COMPRESSIONS), value=c0.compression, label="Compression")
@@ -171,8 +177,8 @@ def build_demo() -> gr.Blocks:
             )
             presets = list(ablation_presets(model0))
             with gr.Row():
-                a_prompt = gr.Textbox(label="Prompt", value=EXAMPLES[0], lines=1, scale=3, elem_id="ablation-prompt")
-                a_seconds = gr.Slider(1, 120, value=24, step=1, label="Duration (seconds)", scale=2, elem_id="ablation-seconds")
+                a_prompt = gr.Textbox(label="Prompt", value=examples[0], lines=1, scale=3, elem_id="ablation-prompt")
+                a_seconds = gr.Slider(1, entry0.max_seconds, value=24, step=1, label="Duration (seconds)", scale=2, elem_id="ablation-seconds")
                 a_seed = gr.Number(value=0, precision=0, label="Seed", scale=1)
                 a_model = gr.Dropdown(usable, value=model0, label="Model", scale=1)
             with gr.Row():
@@ -198,15 +204,16 @@ def build_demo() -> gr.Blocks:
             a_stop.click(request_stop, None, None, queue=False)
 
         with gr.Tab("Memory calculator"):
-            gr.Markdown("Tokens and bytes of the cache for any video, no model needed. Defaults are the paper's: 832x480, 16 FPS, 120 s.")
+            gr.Markdown("Tokens and bytes of the cache for any video, no model needed. Defaults are the paper's: "
+                        f"{PAPER_WIDTH}x{PAPER_HEIGHT}, {PAPER_FPS} FPS, {PAPER_SECONDS:g} s.")
             with gr.Row():
-                c_w = gr.Number(832, precision=0, label="Width")
-                c_h = gr.Number(480, precision=0, label="Height")
-                c_fps = gr.Number(16, precision=0, label="FPS")
-                c_s = gr.Number(120, label="Seconds")
-                c_sink = gr.Number(8, precision=0, label="Sink frames")
-                c_k = gr.Number(16, precision=0, label="Top-k")
-                c_cap = gr.Number(24, precision=0, label="Mid capacity")
+                c_w = gr.Number(PAPER_WIDTH, precision=0, label="Width")
+                c_h = gr.Number(PAPER_HEIGHT, precision=0, label="Height")
+                c_fps = gr.Number(PAPER_FPS, precision=0, label="FPS")
+                c_s = gr.Number(PAPER_SECONDS, label="Seconds")
+                c_sink = gr.Number(paper.sink_frames, precision=0, label="Sink frames")
+                c_k = gr.Number(paper.top_k, precision=0, label="Top-k")
+                c_cap = gr.Number(paper.mid_capacity, precision=0, label="Mid capacity")
             c_btn = gr.Button("Compute")
             with gr.Row():
                 c_table = gr.Markdown(elem_id="calc-table")
