@@ -47,6 +47,10 @@ class Backbone:
     # called before every transformer pass with the absolute latent frame of the block it
     # processes, which RoPE packing hides from attention (the embedded model's camera clock)
     on_frame: Callable[[float], None] | None = None
+    # models with a camera: called once per block, before its first pass, with the block
+    # index, the direction asked for (left / still / right; None: the model's default for
+    # the prompt) and the prompt; returns what the trace records as the block's camera
+    move_camera: Callable[[int, str | None, str], dict | None] | None = None
 
     @property
     def device(self) -> torch.device:
@@ -63,6 +67,14 @@ class Backbone:
     @property
     def latent_hw(self) -> tuple[int, int]:
         return self.height // self.codec.spatial_factor, self.width // self.codec.spatial_factor
+
+    def to(self, device=None, dtype=None) -> "Backbone":
+        """Place (and cast) the modules the sampler runs; returns self."""
+        if device is not None or dtype is not None:
+            self.transformer.to(device=device, dtype=dtype)
+            if self.hr_compressor is not None:
+                self.hr_compressor.to(device=device, dtype=dtype)
+        return self
 
     def dims(self) -> ModelDims:
         cfg = self.transformer.config

@@ -31,10 +31,12 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--seconds", type=float, default=10.0)
     g.add_argument("--out", default="video.mp4")
     g.add_argument("--trace", default=None, help="write trace events as JSONL")
-    g.add_argument("--model", default=None, help="embedded | tiny-random | wan-1.3b (default: best available)")
+    g.add_argument("--model", default=None, help="a model of packforcing.registry, e.g. embedded, tiny-random, wan-1.3b (default: the best one ready here)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--device", default=None)
     g.add_argument("--scale", type=int, default=1, help="upscale factor for the written mp4")
+    g.add_argument("--camera", default=None, help="camera path of a model with a camera: direction:seconds segments, "
+                   "e.g. right:8,left:8 (directions: left, still, right; default: the prompt's pan)")
     g.add_argument("--switch", action="append", default=[], metavar="SECONDS:PROMPT",
                    help='switch the prompt from SECONDS on (repeatable), e.g. --switch "8:a green square"')
     g.add_argument("--recache", help=f"what a switch re-writes under the new prompt: {', '.join(RECACHE_MODES)}")
@@ -44,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     a = sub.add_parser("ablate", help="every memory policy on the same prompts and seeds, scored from pixels")
     a.add_argument("--seconds", type=float, default=32.0)
     a.add_argument("--seeds", type=int, default=2)
-    a.add_argument("--model", default=None)
+    a.add_argument("--model", default=None, help="default: the first model with an evaluator that can run here")
     a.add_argument("--json", action="store_true")
     return p
 
@@ -120,7 +122,8 @@ def _generate(args) -> int:
     from tqdm import tqdm
 
     from .events import Block, Frames, RunStart, Switch, TraceWriter
-    from .pipeline import PackForcingPipeline, default_model
+    from .pipeline import PackForcingPipeline
+    from .registry import default_model
     from .video import write_mp4
 
     import numpy as np
@@ -129,11 +132,12 @@ def _generate(args) -> int:
     pipe = PackForcingPipeline.from_name(args.model or default_model(), device=args.device)
     config = _config(args, pipe.default_config)
     pipe.validate(prompt, args.seconds, config)
+    camera = pipe.camera_path(args.camera)
     frames = []
     trace = TraceWriter(args.trace) if args.trace else None
     bar = None
     try:
-        for event in pipe.stream(prompt, args.seconds, args.seed, config):
+        for event in pipe.stream(prompt, args.seconds, args.seed, config, camera=camera):
             if trace:
                 trace.write(event)
             if isinstance(event, RunStart):
@@ -166,7 +170,7 @@ def main(argv=None) -> int:
         if args.command == "generate":
             return _generate(args)
         if args.command == "ablate":
-            from .ablate import main as ablate
+            from .ablation import main as ablate
 
             return ablate(args)
     except (ValueError, FileNotFoundError) as e:

@@ -19,6 +19,9 @@ Public field names of the "block" event (a stable interface, documented in READM
   context_tokens    tokens attended by the current block (its own tokens included)
   seconds           wall time spent generating this block (denoising + cache write + decode)
 Extra fields (also stable): evicted, positions, tokens, video_seconds, frames_total, timings,
+camera (models with a camera, else null: direction, x = the view's left edge at the block's
+start and end = at its end, in the model's units, period = where x wraps, view = the view's
+width in those units),
 prompt (the prompt in force), selection_change (fraction of mid_selected that the previous
 block did not select; null when either selected nothing).
 
@@ -77,6 +80,7 @@ class Block:
     video_seconds: float = 0.0  # seconds of video generated so far
     frames_total: int = 0  # pixel frames emitted so far
     timings: dict[str, float] = field(default_factory=dict)  # seconds: transformer, decode, compress
+    camera: dict | None = None  # models with a camera: where this block looked (see README)
     prompt: str = ""  # the prompt in force (empty in traces written before prompt switching)
     selection_change: float | None = None  # fraction of mid_selected new since the previous block
     type: str = "block"

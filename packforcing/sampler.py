@@ -22,10 +22,11 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from .attention import CacheSession, install
+from .attention import CacheSession, SelectionHook, install
 from .backbone import Backbone
 from .cache import BlockKV, KVCache
 from .compression import TOKEN_SPAN, fit_lr_to_grid, lr_latent
+from .camera import CameraPath
 from .config import PackForcingConfig
 from .controls import LiveControls
 from .events import Block, Frames, RunEnd, RunStart, Switch
@@ -58,7 +59,6 @@ class Kept:
     latent: torch.Tensor
     lr: torch.Tensor | None
     selected: list[int]
-    scores: dict[int, float]
 
 
 class PackForcingSampler:
@@ -89,7 +89,7 @@ class PackForcingSampler:
         self.slot, self.rope = install(model)
         # block -> what re-writing it needs, for every block in the cache (bounded by it)
         self.kept: dict[int, Kept] = {}
-        self.camera: str | None = None  # the camera direction LiveControls holds (issue 17's steering reads it)
+        self.camera: str | None = None  # the camera direction LiveControls holds (None: not steered live)
 
     def geometry(self) -> dict:
         b = self.backbone
@@ -120,18 +120,39 @@ class PackForcingSampler:
         finally:
             self.session.set_mode("plain")
 
-    def begin_block(self, index: int) -> None:
-        """The cache turns to block `index`. Policies that do not score choose their mid
-        blocks now; dynamic is scored inside the block's first forward. Sampling,
-        training and the own-rollout clips all start a block this way."""
+    # --- one block, step by step (sampling, training and probes all go through these) ---
+    def begin_block(self, index: int, selection: list[int] | None = None, hook: SelectionHook | None = None) -> None:
+        """The cache turns to block `index` and its mid blocks are chosen: by the policy
+        now, or (dynamic) scored inside the block's first forward. `selection` attends
+        exactly these mid blocks instead (a probe's override); `hook` is training's view
+        into dynamic selection (required blocks, the scoring query)."""
         cache, cfg = self.cache, self.config
         cache.begin_block(index, float(index * cfg.block_frames))
-        if not cache.selection_pending:
+        self.session.set_hook(hook)
+        if selection is not None:
+            cache.set_selection(selection, {m: 0.0 for m in cache.mid})
+        elif not cache.selection_pending:
             cache.set_selection(select_blocks(list(cache.mid), cfg, generator=self.selection_rng))
 
+    def forward(self, latent: torch.Tensor, timestep, text: torch.Tensor) -> torch.Tensor:
+        """One denoising forward of the current block over its packed context: the
+        predicted flow velocity. `timestep` is a float or one value per batch element."""
+        return self._forward(latent, timestep, text, "denoise", frame_offset=self.cache.current_start)
+
+    def move_camera(self, index: int, prompt: str, path: CameraPath | None = None) -> dict | None:
+        """Where block `index` looks (models with a camera): the direction steered live,
+        else the path's, else the model's default for the prompt. None for camera-less models."""
+        if self.backbone.move_camera is None:
+            return None
+        seconds = index * self.config.block_frames * self.backbone.codec.temporal_factor / self.backbone.fps
+        direction = self.camera or (path.direction_at(seconds) if path is not None else None)
+        return self.backbone.move_camera(index, direction, prompt)
+
     def denoise_block(self, index: int, text: torch.Tensor) -> torch.Tensor:
+        """The current block sampled from noise with the model's schedule and guidance: x0."""
+        if index != self.cache.current:
+            raise ValueError(f"block {index} is not the current block ({self.cache.current}); call begin_block({index}) first")
         cfg, b = self.config, self.backbone
-        start = float(index * cfg.block_frames)
         shape = (text.shape[0], *self.latent_shape[1:])  # one clip per prompt (a probe may batch them)
         x = torch.randn(shape, generator=self.noise).to(b.device, b.dtype)
         sigmas = cfg.sigmas
@@ -142,10 +163,10 @@ class PackForcingSampler:
             text = torch.cat([text, torch.zeros_like(text)])
         for i, sigma in enumerate(sigmas):
             if guided:
-                v, v_uncond = self._forward(torch.cat([x, x]), sigma * cfg.num_train_timesteps, text, "denoise", frame_offset=start).chunk(2)
+                v, v_uncond = self.forward(torch.cat([x, x]), sigma * cfg.num_train_timesteps, text).chunk(2)
                 v = v_uncond + cfg.guidance_scale * (v - v_uncond)
             else:
-                v = self._forward(x, sigma * cfg.num_train_timesteps, text, "denoise", frame_offset=start)
+                v = self.forward(x, sigma * cfg.num_train_timesteps, text)
             x0 = (x.double() - sigma * v.double()).to(b.dtype)
             if i + 1 == len(sigmas):
                 break
@@ -168,8 +189,12 @@ class PackForcingSampler:
             return None
         return fit_lr_to_grid(lr_latent(pixels, self.backbone.codec).to(self.backbone.dtype), self.grid, self.backbone.patch)
 
-    def compress(self, block: BlockKV, latent: torch.Tensor, lr: torch.Tensor | None, text: torch.Tensor) -> BlockKV:
-        """Full-resolution block -> compressed tokens -> per-layer K/V. lr: lr_input(pixels)."""
+    def compress(self, block: BlockKV, latent: torch.Tensor, pixels: torch.Tensor, text: torch.Tensor) -> BlockKV:
+        """Full-resolution block -> compressed tokens -> per-layer K/V."""
+        return self._compress(block, latent, self.lr_input(pixels), text)
+
+    def _compress(self, block: BlockKV, latent: torch.Tensor, lr: torch.Tensor | None, text: torch.Tensor) -> BlockKV:
+        """compress() from the LR branch's input (lr_input(pixels)), which a re-cache keeps."""
         cfg, b = self.config, self.backbone
         model = b.transformer
         patch = b.patch
@@ -209,9 +234,10 @@ class PackForcingSampler:
     # interleaved streams (the ablation view) never restore each other's grad mode
     @torch.no_grad()
     def stream(self, prompt: str, num_blocks: int, model_name: str, should_stop: Callable[[], bool] | None = None, understood=None,
-               switches: dict[int, str] | None = None, controls: LiveControls | None = None) -> Iterator:
-        """switches: {block: prompt} from that block on; controls: polled once per block
-        (a queued prompt wins over a scheduled one at the same block)."""
+               camera: CameraPath | None = None, controls: LiveControls | None = None, switches: dict[int, str] | None = None) -> Iterator:
+        """camera: the path of a model with a camera; controls: polled once per block (prompt
+        switch, steering); switches: {block: prompt} from that block on (a prompt queued in
+        controls wins over a scheduled one at the same block)."""
         cfg, b, cache = self.config, self.backbone, self.cache
         t_run = time.perf_counter()
         yield RunStart(prompt=prompt, seed=self.seed, model=model_name, config=cfg.to_dict(), geometry=self.geometry(), num_blocks=num_blocks, understood_words=list(understood or []))
@@ -224,13 +250,14 @@ class PackForcingSampler:
                 if should_stop is not None and should_stop():
                     stopped = True
                     break
-                switch = self._next_prompt(index, switches, controls)
+                switch = self._poll(index, switches, controls)
                 if switch is not None:
                     t0 = time.perf_counter()
                     prompt, text = switch, b.encode_prompt(switch).to(b.device, b.dtype)
                     recached = self.recache(text, cfg.recache)
                     yield Switch(block=index, prompt=prompt, recache=cfg.recache, recached=recached, seconds=time.perf_counter() - t0)
                 t0 = time.perf_counter()
+                view = self.move_camera(index, prompt, camera)
                 # 1. selection (dynamic is scored inside the first forward)
                 self.begin_block(index)
                 # 2-3. denoise, then write the clean block into the cache
@@ -258,18 +285,20 @@ class PackForcingSampler:
                     evicted=list(cache.evicted),
                     video_seconds=frames_total / b.fps,
                     frames_total=frames_total,
+                    camera=view,
                     prompt=prompt,
                 )
         finally:
             self.reset()
         yield RunEnd(blocks=done, seconds=time.perf_counter() - t_run, stopped=stopped)
 
-    def _next_prompt(self, index: int, switches: dict[int, str] | None, controls: LiveControls | None) -> str | None:
-        """The prompt switched to before block `index`, if any. Polls the live controls
-        (once per block) and keeps the camera direction they hold."""
+    def _poll(self, index: int, switches: dict[int, str] | None, controls: LiveControls | None) -> str | None:
+        """The prompt switched to before block `index`, if any. Reads the live controls
+        once per block and keeps the camera direction they hold."""
         prompt = (switches or {}).get(index)
         if controls is not None:
-            live, self.camera = controls.poll()
+            live, held = controls.poll()
+            self.camera = held or self.camera
             prompt = live or prompt
         return prompt
 
@@ -280,7 +309,7 @@ class PackForcingSampler:
         cache, cfg = self.cache, self.config
         cache.add_block(block)
         lr = self.lr_input(pixels) if cfg.compresses_mid and block.index not in cache.sink else None
-        self.kept[block.index] = Kept(latent, lr, list(cache.selected), dict(cache.scores))
+        self.kept[block.index] = Kept(latent, lr, list(cache.selected))
         self._retire(text)
         held = set(cache.sink) | set(cache.mid) | set(cache.recent)
         for gone in [k for k in self.kept if k not in held]:
@@ -296,7 +325,7 @@ class PackForcingSampler:
             cache.archive(leaving)
         elif cfg.compresses_mid:
             kept = self.kept[leaving.index]
-            cache.archive(self.compress(leaving, kept.latent, kept.lr, text))
+            cache.archive(self._compress(leaving, kept.latent, kept.lr, text))
 
     def recache(self, text: torch.Tensor, mode: str) -> list[int]:
         """Re-write the cached blocks `mode` names (config.recache) under `text`; returns
@@ -317,8 +346,7 @@ class PackForcingSampler:
             if index not in targets:
                 cache.archive(block) if where[index] == "mid" else cache.add_block(block)
                 continue
-            cache.begin_block(index, block.start_frame)
-            cache.set_selection([m for m in kept.selected if m in cache.mid], {m: kept.scores.get(m, 0.0) for m in cache.mid})
+            self.begin_block(index, selection=[m for m in kept.selected if m in cache.mid])
             cache.add_block(self.write_block(index, kept.latent, text))
             self._retire(text)
         return targets
@@ -327,6 +355,8 @@ class PackForcingSampler:
         """Empty the cache and drop the kept blocks (the end of a run or a training clip)."""
         self.cache.clear()
         self.kept.clear()
+        self.session.set_hook(None)
+        self.camera = None
 
     def _snapshot(self) -> dict:
         """The cache as the current block saw it (taken before the block joins it)."""

@@ -26,17 +26,6 @@ def factorised_scores(query_sum: torch.Tensor, key_sums: dict[int, torch.Tensor]
     return dict(zip(key_sums, matrix.mean(0).tolist()))
 
 
-def brute_force_scores(queries: torch.Tensor, keys: dict[int, torch.Tensor], head_fraction: float) -> dict[int, float]:
-    """Reference: the literal double sum (queries (B, Sq, H, D), keys[m] (B, Sk, H, D))."""
-    heads, head_dim = queries.shape[2], queries.shape[3]
-    scored = max(1, int(round(heads * head_fraction)))
-    out = {}
-    for m, k in keys.items():
-        logits = torch.einsum("bihd,bjhd->bhij", queries[:, :, :scored].double(), k[:, :, :scored].double())
-        out[m] = float(logits.sum(dim=(-1, -2)).mean() / math.sqrt(head_dim))
-    return out
-
-
 def select_blocks(
     bank: list[int],
     config: PackForcingConfig,
@@ -63,11 +52,12 @@ def select_blocks(
     missing = [m for m in bank if m not in scores]
     if missing:
         raise ValueError(f"dynamic selection is missing scores for mid blocks {missing}")
-    # A selected block keeps its place until a challenger beats it by the margin.
-    margin = config.selection_hysteresis * (max(scores[m] for m in bank) - min(scores[m] for m in bank))
-    held = set(previous or ()) if margin > 0 else set()
+    if config.selection_hysteresis > 0 and previous:
+        # a selected block keeps its place until a challenger beats it by the margin
+        margin = config.selection_hysteresis * (max(scores[m] for m in bank) - min(scores[m] for m in bank))
+        scores = {m: scores[m] + (margin if m in previous else 0.0) for m in bank}
     # Ties break towards the newer block, so a flat score degrades to FIFO.
-    ranked = sorted(bank, key=lambda m: (scores[m] + (margin if m in held else 0.0), m), reverse=True)
+    ranked = sorted(bank, key=lambda m: (scores[m], m), reverse=True)
     return sorted(ranked[:k])
 
 
