@@ -88,3 +88,26 @@ def test_refusals_name_the_problem():
     PackForcingSampler(tiny, PackForcingConfig(policy="window", sink_frames=4))  # nothing to compress: fine
     with pytest.raises(ValueError, match="compression='hr' needs an HR compressor"):
         PackForcingSampler(fold_backbone(64, 64), PackForcingConfig(compression="hr"))
+
+
+def test_a_guided_batch_of_clips_keeps_each_clip_to_its_own_cache_rows():
+    # a probe may batch clips: with guidance each forward holds [prompts, zeroed prompts]
+    # over a cache written per clip, so clip 0 must not depend on clip 1's prompt
+    backbone = fold_backbone(64, 64)
+    config = PackForcingConfig(policy="fifo", sink_frames=4, top_k=2, guidance_scale=3.0)
+    clips = {}
+    for other in ("a blue cube", "green grass"):
+        sampler = PackForcingSampler(backbone, config, seed=0)
+        text = torch.cat([backbone.encode_prompt("a red ball"), backbone.encode_prompt(other)])
+        out = []
+        with torch.no_grad():
+            for c in range(4):  # the public block loop
+                sampler.begin_block(c)
+                x0 = sampler.denoise_block(c, text)
+                sampler.admit(sampler.write_block(c, x0, text), x0, backbone.codec.decode(x0), text)
+                out.append(x0)
+        assert sampler.cache.mid[1].keys[0].shape[0] == 2  # one cache row per clip
+        clips[other] = torch.stack(out)
+    a, b = clips.values()
+    assert torch.allclose(a[:, 0], b[:, 0], atol=1e-5)  # clip 0 alike whatever clip 1 asked for
+    assert not torch.allclose(a[:, 1], b[:, 1], atol=1e-3)

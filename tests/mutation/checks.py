@@ -57,8 +57,10 @@ BREAKS = [
     (f"{SS}::test_scores_are_the_dense_double_sum_of_pre_rope_first_layer_projections", ATT,
      "        query_sum = q_raw[:, :: self.query_stride].sum(1)", "        query_sum = q_raw.sum(1)", "query stride ignored"),
     (f"{SS}::test_each_wrong_reading_of_the_score_gives_other_numbers[mistake0]", ATT,
-     "self._select(q_raw)", "self._select(q)", "the control's mistake (post-RoPE queries) becomes the engine's"),
+     "self._select(q_raw)", "self._select(q)", "the control's mistake (post-RoPE current queries) becomes the engine's"),
     (f"{SS}::test_each_wrong_reading_of_the_score_gives_other_numbers[mistake1]", ATT,
+     "self._keep(layer, k, v, k_raw, q_raw)", "self._keep(layer, k, v, k_raw, q)", "the control's mistake (post-RoPE recent queries) becomes the engine's"),
+    (f"{SS}::test_each_wrong_reading_of_the_score_gives_other_numbers[mistake2]", ATT,
      "            block.key_sum = k_raw.sum(1)", "            block.key_sum = k.sum(1)", "the control's mistake (post-RoPE keys) becomes the engine's"),
     (f"{SS}::test_scored_once_per_block_not_at_every_denoising_pass", CACHE,
      'return self.config.policy == "dynamic" and len(self.mid) > 0 and not self.selection_set',
@@ -132,6 +134,9 @@ BREAKS = [
      "self._forward(lr, 0.0, text, \"compressed\", out, self.cache.current_start, TOKEN_SPAN, center)", "compressed at the current block's frame"),
     (f"{SC}::test_a_stop_before_the_first_block", SAMP, "frames_total, done, stopped = 0, 0, False", "frames_total, done, stopped = 0, 1, False", "a block counted that never ran"),
     (f"{SC}::test_pixels_to_uint8_hand_worked", SAMP, "+ 1) * 127.5)", "+ 1) * 127.0)", "scale off"),
+    (f"{SC}::test_a_guided_batch_of_clips_keeps_each_clip_to_its_own_cache_rows", ATT,
+     "ctx_k, ctx_v = ctx_k.repeat(repeats, 1, 1, 1), ctx_v.repeat(repeats, 1, 1, 1)",
+     "ctx_k, ctx_v = ctx_k.repeat_interleave(repeats, 0), ctx_v.repeat_interleave(repeats, 0)", "cache rows interleaved, not tiled"),
     (f"{SC}::test_refusals_name_the_problem", SAMP, "if self.compressed_tokens == 0 and config.compresses_mid:", "if False:", "too small a frame accepted"),
 ]
 
