@@ -13,10 +13,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dense_reference import brute_force_scores, fold_backbone, grid, rotate, top_k_newest_wins
+from dense_reference import brute_force_scores, fold_backbone, grid, rotate, top_k_newest_wins, one_thread  # noqa: F401  (fixture)
 from packforcing.config import PackForcingConfig
 from packforcing.events import Block
 from packforcing.sampler import PackForcingSampler
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 BLOCKS, SEED, PROMPT = 8, 3, "a red ball rolls past a blue cube"
 SINK, RECENT, TOP_K, CAPACITY, STRIDE = 1, 1, 2, 3, 3  # blocks; query stride

@@ -10,11 +10,13 @@ import torch
 
 import packforcing.attention as attention
 from packforcing.attention import SelectionHook
-from dense_reference import brute_force_scores, fold_backbone, top_k_newest_wins
+from dense_reference import brute_force_scores, fold_backbone, top_k_newest_wins, one_thread  # noqa: F401  (fixture)
 from packforcing.config import PackForcingConfig
 from packforcing.events import Block
 from packforcing.sampler import PackForcingSampler
 from packforcing.selection import factorised_scores, include_required, score_matrix, select_blocks
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 STRIDE, HEADS = 3, 4
 

@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from dense_reference import fold_backbone
+from dense_reference import fold_backbone, one_thread  # noqa: F401  (fixture)
 from packforcing.config import PackForcingConfig
 from packforcing.events import Block, Frames, RunEnd, RunStart
 from packforcing.sampler import PackForcingSampler, to_uint8
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 CONFIG = PackForcingConfig(policy="fifo", sink_frames=4, top_k=2)
 
