@@ -49,6 +49,7 @@ def test_held_tokens_per_block_hand_counted():
         assert [r[policy] for r in rows] == [t * BPT for t in tokens], policy
     assert [r["video_seconds"] for r in rows] == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]
     assert [r["block"] for r in rows] == list(range(8))
+    assert [r["video_seconds"] for r in kv_curve(2.0, 128, 128, 24, config)] == pytest.approx([16 / 24, 32 / 24, 48 / 24])
     table = memory_table(8.0, 128, 128, 16, config)
     assert table["packforcing_tokens"] == 792 and table["kv_bytes_by_policy"]["fifo"] == 784 * BPT
 

@@ -66,6 +66,13 @@ def test_positioned_rope_equals_wan_rotary_pos_embed(model, offset):
     assert not torch.allclose(ours(torch.zeros(1, 16, FRAMES, SIDE, SIDE))[1], want_sin, atol=1e-3)
 
 
+def test_a_fresh_wrapper_is_wan_rotary_pos_embed_itself(model):
+    # before any place(): frames from 0, unit spacing, no centre, as the module it replaces
+    cos, sin = PositionedRotaryEmbed(model.rope)(torch.zeros(1, 16, FRAMES, SIDE, SIDE))
+    want_cos, want_sin = wan_table(model, 0)
+    assert torch.equal(cos, want_cos) and torch.equal(sin, want_sin)
+
+
 def test_attention_output_equals_wan_attn_processor(model, monkeypatch):
     hidden = torch.randn(1, FRAMES * PER_FRAME, model.config.num_attention_heads * 12, generator=torch.Generator().manual_seed(0))
     table = wan_table(model, 3)

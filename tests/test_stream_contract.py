@@ -113,3 +113,23 @@ def test_a_guided_batch_of_clips_keeps_each_clip_to_its_own_cache_rows():
     a, b = clips.values()
     assert torch.allclose(a[:, 0], b[:, 0], atol=1e-5)  # clip 0 alike whatever clip 1 asked for
     assert not torch.allclose(a[:, 1], b[:, 1], atol=1e-3)
+    # dynamic scores the batch's prompt halves against the cache written per clip
+    sampler = PackForcingSampler(backbone, config.replace(policy="dynamic", mid_capacity=3), seed=0)
+    with torch.no_grad():
+        for c in range(4):
+            sampler.begin_block(c)
+            x0 = sampler.denoise_block(c, text)
+            if c == 3:
+                assert list(sampler.cache.scores) == [1] and sampler.cache.selected == [1]
+            sampler.admit(sampler.write_block(c, x0, text), x0, backbone.codec.decode(x0), text)
+
+
+@pytest.mark.parametrize("policy, banks, kv_tokens", [
+    ("full", [[], [], [], [1], [1, 2]], [64, 128, 192, 256, 320]),  # every block kept whole
+    ("window", [[], [], [], [], []], [64, 128, 128, 128, 128]),  # sink + recent only
+])
+def test_full_keeps_every_block_whole_and_window_none(policy, banks, kv_tokens):
+    sampler = PackForcingSampler(fold_backbone(64, 64), PackForcingConfig(policy=policy, sink_frames=4), seed=0)
+    blocks = [e for e in sampler.stream("x", 5, "fold") if isinstance(e, Block)]
+    assert [e.mid_bank for e in blocks] == banks and [e.mid_selected for e in blocks] == banks
+    assert [e.kv_bytes for e in blocks] == [t * 768 for t in kv_tokens]  # 768 bytes per token (K, V, 2 layers, 48 wide, fp32)
