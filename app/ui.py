@@ -9,7 +9,17 @@ from packforcing.config import COMPRESSIONS, MAX_MID_CAPACITY, MAX_SINK_FRAMES, 
 from packforcing.memory import PAPER_FPS, PAPER_HEIGHT, PAPER_SECONDS, PAPER_WIDTH
 from visualizers import empty_figure
 
-from .handlers import AblationRun, Run, ablation_presets, build_config, calculator, load_trace, replay_figures, request_stop, stop_flag
+from .handlers import (
+    AblationRun,
+    Run,
+    ablation_presets,
+    build_config,
+    calculator,
+    load_trace,
+    replay_figures,
+    request_stop,
+    stop_flag,
+)
 
 try:  # ZeroGPU on Hugging Face Spaces; a no-op everywhere else
     import spaces

@@ -28,12 +28,11 @@ import numpy as np
 import torch
 
 from packforcing.camera import CameraPath
-from packforcing.embedded import camera_model
+from packforcing.embedded import camera_model, metrics
 from packforcing.embedded import panorama as world
 from packforcing.embedded.camera_data import is_mid_revisit, revisit_sources
 from packforcing.events import Block, Frames
 from packforcing.pipeline import PackForcingPipeline
-from packforcing.embedded import metrics
 
 PROMPTS = ("a red circle and a blue square", "a green triangle and a yellow circle", "a white square and a red triangle")
 MIN_PIXELS = 40

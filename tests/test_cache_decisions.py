@@ -5,8 +5,8 @@ block leaving the recent window archived), with stand-in blocks and no model."""
 
 import pytest
 import torch
-
 from dense_reference import grid, rotate
+
 from packforcing.cache import BlockKV, CacheInvariantError, KVCache
 from packforcing.config import PackForcingConfig
 

@@ -9,8 +9,8 @@ import itertools
 import pytest
 import torch
 import torch.nn.functional as F
-
 from dense_reference import cis, fold_backbone, rotate
+
 from packforcing.cache import BlockKV
 from packforcing.compression import HRCompressor
 from packforcing.config import PackForcingConfig

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from packforcing.events import block_events as blocks, Block, read_jsonl
+from packforcing.events import block_events as blocks
+from packforcing.events import read_jsonl
 from packforcing.memory import kv_curve, memory_table
 from visualizers import calculator_figure, figures_at, memory_figure, occupancy_figure, rope_figure, selection_figure
 

@@ -25,16 +25,15 @@ import os
 import random
 import time
 
-import numpy as np
 import torch
 
-from .model import EMBEDDED_CONFIG, add_camera_clock, build_embedded, load_embedded, save_embedded, trainable_modules
 from ..attention import SelectionHook
 from ..sampler import PackForcingSampler, euler_step
 from ..selection import score_matrix
 from .data import world_batch
-from .world import LOOP_FRAMES, prompt_for, sample_spec
+from .model import EMBEDDED_CONFIG, add_camera_clock, build_embedded, load_embedded, save_embedded, trainable_modules
 from .vocab import tokenize
+from .world import LOOP_FRAMES, prompt_for, sample_spec
 
 # 1.5 camera loops: blocks 8-9 revisit the sink, blocks 10-11 places that only the
 # compressed mid bank still holds (v7 tried 14, for four such blocks)
