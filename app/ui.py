@@ -15,9 +15,11 @@ from .handlers import (
     ablation_presets,
     build_config,
     calculator,
+    live_controls,
     load_trace,
     replay_figures,
     request_stop,
+    steerer,
     stop_flag,
 )
 
@@ -33,20 +35,22 @@ PANEL_HELP = {
     "occupancy": "Tokens each block attends, by partition. Archived mid blocks are held in memory but not attended. The dashed line is the bounded context: it never grows.",
     "selection": "Each row is a generated block, each column a compressed mid block. Colour = how much the current queries want that block; squares = the top-k actually attended. Old blocks keep getting picked: attention demand spans the whole history.",
     "rope": "Keys are cached already rotated at the time they were generated. Before attending, selected blocks are moved (rotated in time) so that sink, mid and recent sit side by side before the current block: the gaps left by unselected or evicted blocks close.",
+    "camera": "Models with a camera (the embedded one): bars show where each block was filmed on the wrapping panorama, coloured by the partition that holds it now; the band is where the camera looks. When it comes back to a place, the mid-bank block that filmed it should turn orange (attended).",
     "memory": "Bytes of K/V actually held by this run vs a full cache. Below: the same policies for the real Wan2.1-1.3B at 832x480 (about 4 GB vs 138 GB at 120 s).",
 }
 
 
 @gpu
-def _generate(model, prompt, seconds, seed, sink_frames, top_k, mid_capacity, policy, rope_repair, compression, request: gr.Request = None):
-    """Streams: video segment, preview, four figures, status, final video, trace."""
+def _generate(model, prompt, seconds, seed, sink_frames, top_k, mid_capacity, policy, rope_repair, compression, camera, request: gr.Request = None):
+    """Streams: video segment, preview, four figures, status, final video, trace, camera figure."""
     nothing = gr.skip()
+    session = request.session_hash if request else None
     try:
         config = build_config(model, sink_frames, top_k, mid_capacity, policy, rope_repair, compression)
-        run = Run(model, prompt, seconds, seed, config, stop=stop_flag(request.session_hash if request else None))
+        run = Run(model, prompt, seconds, seed, config, stop=stop_flag(session), camera=camera, controls=live_controls(session))
     except ValueError as e:
         gr.Warning(str(e))
-        yield (nothing, nothing, nothing, nothing, nothing, nothing, f"⚠️ **Error:** {e}", nothing, nothing)
+        yield (nothing, nothing, nothing, nothing, nothing, nothing, f"⚠️ **Error:** {e}", nothing, nothing, nothing)
         return
     for update in run.updates():
         figures = update.get("figures") or (nothing,) * 4
@@ -57,6 +61,7 @@ def _generate(model, prompt, seconds, seed, sink_frames, top_k, mid_capacity, po
             update["status"],
             update.get("video", nothing),
             update.get("trace", nothing),
+            update.get("camera", nothing),
         )
 
 
@@ -128,9 +133,15 @@ def build_demo() -> gr.Blocks:
                         rope = gr.Checkbox(value=c0.rope_repair, label="RoPE repair (pack attended blocks in time)")
                         compression = gr.Radio(list(COMPRESSIONS), value=c0.compression, label="Compression")
                         gr.Markdown(_model_note())
+                    camera = gr.Textbox(label="Camera path (models with a camera)", value="", max_lines=1, elem_id="camera-path",
+                                        placeholder="e.g. right:8,left:8 (direction:seconds; empty: the prompt's pan)")
                     with gr.Row():
                         go_btn = gr.Button("Generate", variant="primary", elem_id="generate")
                         stop_btn = gr.Button("Stop", variant="stop", elem_id="stop")
+                    with gr.Row():
+                        # steer the next block while the video streams
+                        steer_btns = {d: gr.Button(label, elem_id=f"camera-{d}", size="sm")
+                                      for d, label in (("left", "← left"), ("still", "■ still"), ("right", "right →"))}
                     status = gr.Markdown("Ready.", elem_id="status")
                 with gr.Column(scale=3):
                     with gr.Row():
@@ -153,12 +164,18 @@ def build_demo() -> gr.Blocks:
                 with gr.Column():
                     memory = gr.Plot(empty_figure(), label="KV memory", elem_id="panel-memory")
                     gr.Markdown(PANEL_HELP["memory"])
+            with gr.Row():
+                with gr.Column():
+                    camera_plot = gr.Plot(empty_figure(), label="Camera and memory", elem_id="panel-camera")
+                    gr.Markdown(PANEL_HELP["camera"])
             model.change(_defaults_for, model, [sink, top_k, capacity, policy, rope, compression])
-            outputs = [video, preview, occupancy, selection, rope_plot, memory, status, final, trace]
+            outputs = [video, preview, occupancy, selection, rope_plot, memory, status, final, trace, camera_plot]
             go_btn.click(
-                _generate, [model, prompt, seconds, seed, sink, top_k, capacity, policy, rope, compression], outputs,
+                _generate, [model, prompt, seconds, seed, sink, top_k, capacity, policy, rope, compression, camera], outputs,
                 concurrency_limit=1, concurrency_id="gpu",
             )
+            for direction, btn in steer_btns.items():
+                btn.click(steerer(direction), None, None, queue=False)
             # Stop sets this session's flag; the run ends after the block in flight and frees
             # its cache. (A closed tab cancels the event itself.)
             stop_btn.click(request_stop, None, None, queue=False)
