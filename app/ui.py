@@ -32,7 +32,7 @@ except ImportError:
         return fn
 
 PANEL_HELP = {
-    "occupancy": "Tokens each block attends, by partition. Archived mid blocks are held in memory but not attended. The dashed line is the bounded context: it never grows.",
+    "occupancy": "Top: tokens each block attends, by partition, under the dashed bounded context, which never grows. Below: archived mid blocks, held in memory (compressed) but not attended.",
     "selection": "Each row is a generated block, each column a compressed mid block. Colour = how much the current queries want that block; squares = the top-k actually attended. Old blocks keep getting picked: attention demand spans the whole history.",
     "rope": "Keys are cached already rotated at the time they were generated. Before attending, selected blocks are moved (rotated in time) so that sink, mid and recent sit side by side before the current block: the gaps left by unselected or evicted blocks close.",
     "camera": "Models with a camera (the embedded one): bars show where each block was filmed on the wrapping panorama, coloured by the partition that holds it now; the band is where the camera looks. When it comes back to a place, the mid-bank block that filmed it should turn orange (attended).",
