@@ -1,6 +1,6 @@
 """The v11 embedded model's camera and memory metrics, from pixels and the trace; prints JSON.
 
-    OMP_NUM_THREADS=1 python bench/camera.py --weights assets/embedded --seeds 6 > bench/camera.json
+    OMP_NUM_THREADS=1 python -m bench.camera --weights assets/embedded --seeds 6 > bench/camera.json
 
 Prompts and seeds are chosen apart from training (training draws layouts from random
 2**31 seeds and random object sets). Per (prompt, seed), with the model's camera path:
@@ -28,12 +28,11 @@ import numpy as np
 import torch
 
 from packforcing.camera import CameraPath
-from packforcing.embedded import camera_model
+from packforcing.embedded import camera_model, metrics
 from packforcing.embedded import panorama as world
 from packforcing.embedded.camera_data import is_mid_revisit, revisit_sources
 from packforcing.events import Block, Frames
 from packforcing.pipeline import PackForcingPipeline
-from packforcing.embedded import metrics
 
 PROMPTS = (
     "a red circle and a blue square",

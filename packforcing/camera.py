@@ -32,7 +32,7 @@ class CameraPath:
                 raise ValueError(f"camera segment {direction}:{seconds:g}: seconds must be > 0")
 
     @classmethod
-    def parse(cls, text: str) -> "CameraPath":
+    def parse(cls, text: str) -> CameraPath:
         """`right:8,left:8` -> CameraPath; errors name the bad segment and what is allowed."""
         segments = []
         for raw in (text or "").split(","):

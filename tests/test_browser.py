@@ -39,7 +39,7 @@ def app_url():
             break
         except OSError:
             if proc.poll() is not None:
-                raise RuntimeError(f"app exited: {proc.stdout.read()}")
+                raise RuntimeError(f"app exited: {proc.stdout.read()}") from None
             time.sleep(0.5)
     else:
         proc.kill()

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import vocab
 from . import panorama as world
+from . import vocab
 
 FRAMES_PER_BLOCK = 16
 NEAR = 48  # px between block centres: the earlier block filmed (most of) the same place

@@ -143,9 +143,9 @@ def build(seed: int = 0):
     from diffusers import WanTransformer3DModel
 
     from ..backbone import Backbone
-    from .model import EMBEDDED_HR_WIDTHS, _PromptEncoder
     from ..compression import HRCompressor
     from .codec import WorldCodec
+    from .model import EMBEDDED_HR_WIDTHS, _PromptEncoder
     from .vocab import TinyTextEncoder, describe_prompt, validate_prompt
 
     torch.manual_seed(seed)

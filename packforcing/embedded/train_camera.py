@@ -29,9 +29,9 @@ import torch
 from ..attention import SelectionHook
 from ..sampler import PackForcingSampler
 from ..selection import score_matrix
-from .vocab import tokenize
 from . import camera_model
 from .camera_data import Clips, is_mid_revisit, make_clips
+from .vocab import tokenize
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ class TrainConfig:
     seed: int = 0
 
     @classmethod
-    def from_file(cls, path: str, **overrides) -> "TrainConfig":
+    def from_file(cls, path: str, **overrides) -> TrainConfig:
         with open(path) as f:
             data = json.load(f)
         known = {f.name for f in fields(cls)}
