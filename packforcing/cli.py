@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from .config import POLICIES, COMPRESSIONS, PackForcingConfig
+from .config import COMPRESSIONS, POLICIES, PackForcingConfig
 
 
 class _Parser(argparse.ArgumentParser):
@@ -90,14 +90,13 @@ def _memory(args) -> int:
 
 
 def _generate(args) -> int:
+    import numpy as np
     from tqdm import tqdm
 
     from .events import Block, Frames, RunStart, TraceWriter
     from .pipeline import PackForcingPipeline
     from .registry import default_model
     from .video import write_mp4
-
-    import numpy as np
 
     pipe = PackForcingPipeline.from_name(args.model or default_model(), device=args.device)
     config = _config(args, pipe.default_config)

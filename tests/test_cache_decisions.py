@@ -7,8 +7,8 @@ import math
 
 import pytest
 import torch
+from dense_reference import grid, one_thread, rotate  # noqa: F401  (fixture)
 
-from dense_reference import grid, rotate, one_thread  # noqa: F401  (fixture)
 from packforcing.cache import BlockKV, CacheInvariantError, KVCache
 from packforcing.config import PackForcingConfig
 

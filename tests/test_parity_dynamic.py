@@ -12,8 +12,8 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from dense_reference import brute_force_scores, fold_backbone, grid, one_thread, rotate, top_k_newest_wins  # noqa: F401  (fixture)
 
-from dense_reference import brute_force_scores, fold_backbone, grid, rotate, top_k_newest_wins, one_thread  # noqa: F401  (fixture)
 from packforcing.config import PackForcingConfig
 from packforcing.events import Block
 from packforcing.sampler import PackForcingSampler

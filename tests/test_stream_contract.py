@@ -7,11 +7,12 @@ block; a block is 4 latent frames = 16 pixel frames = 1 s at 16 FPS."""
 import numpy as np
 import pytest
 import torch
-
 from dense_reference import fold_backbone, one_thread  # noqa: F401  (fixture)
+
 from packforcing.config import PackForcingConfig
 from packforcing.events import Block, Frames, RunEnd, RunStart
-from packforcing.sampler import PackForcingSampler, to_uint8
+from packforcing.sampler import PackForcingSampler
+from packforcing.video import to_uint8
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
