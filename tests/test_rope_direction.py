@@ -7,11 +7,12 @@ import torch
 from dense_reference import fold_backbone, grid, one_thread, rotate  # noqa: F401  (fixture)
 from diffusers.models.transformers import transformer_wan
 from diffusers.models.transformers.transformer_wan import WanAttnProcessor, WanRotaryPosEmbed
+from helpers import shift_keys_in_time
 
 from packforcing.attention import CacheSession, PackForcingAttnProcessor, SessionSlot
 from packforcing.cache import BlockKV, KVCache
 from packforcing.config import PackForcingConfig
-from packforcing.rope import PositionedRotaryEmbed, shift_keys_in_time
+from packforcing.rope import PositionedRotaryEmbed
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
