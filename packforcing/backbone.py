@@ -4,14 +4,15 @@ text encoder. The real 1.3B model, the embedded model and tiny test models diffe
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Protocol
 
 import torch
 
-from .compression import HRCompressor, compressed_grid
+from .compression import HRCompressor
 from .config import PackForcingConfig
-from .memory import ModelDims
+from .memory import ModelDims, compressed_grid
 
 
 class Codec(Protocol):
@@ -68,7 +69,7 @@ class Backbone:
     def latent_hw(self) -> tuple[int, int]:
         return self.height // self.codec.spatial_factor, self.width // self.codec.spatial_factor
 
-    def to(self, device=None, dtype=None) -> "Backbone":
+    def to(self, device=None, dtype=None) -> Backbone:
         """Place (and cast) the modules the sampler runs; returns self."""
         if device is not None or dtype is not None:
             self.transformer.to(device=device, dtype=dtype)
@@ -94,10 +95,6 @@ class Backbone:
     def compressed_grid(self, block_frames: int) -> tuple[int, int, int]:
         return compressed_grid(block_frames, *self.latent_hw)
 
-    def pixel_frames(self, latent_frames: int, first: bool) -> int:
-        t = self.codec.temporal_factor
-        return 1 + t * (latent_frames - 1) if first and self.codec.first_frame_alone else t * latent_frames
-
 
 class WanVAECodec:
     """diffusers' AutoencoderKLWan behind the Codec interface (latents normalised with
@@ -115,17 +112,18 @@ class WanVAECodec:
         self.mean = torch.tensor(cfg.latents_mean[: cfg.z_dim]).view(shape)
         self.std = torch.tensor(cfg.latents_std[: cfg.z_dim]).view(shape)
 
-    def _stats(self, like):
+    def stats(self, like):
+        """The latent normalisation (mean, std), on `like`'s device and dtype."""
         return self.mean.to(like), self.std.to(like)
 
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
         dtype = next(self.vae.parameters()).dtype
         mu = self.vae.encode(pixels.to(dtype)).latent_dist.mode()
-        mean, std = self._stats(mu)
+        mean, std = self.stats(mu)
         return (mu - mean) / std
 
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
-        mean, std = self._stats(latent)
+        mean, std = self.stats(latent)
         dtype = next(self.vae.parameters()).dtype
         return self.vae.decode((latent * std + mean).to(dtype)).sample.clamp(-1, 1)
 
@@ -144,7 +142,7 @@ class _WanStreamDecoder:
 
     def decode_next(self, latent: torch.Tensor) -> torch.Tensor:
         vae = self.codec.vae
-        mean, std = self.codec._stats(latent)
+        mean, std = self.codec.stats(latent)
         x = vae.post_quant_conv((latent * std + mean).to(next(vae.parameters()).dtype))
         outs = []
         for i in range(x.shape[2]):

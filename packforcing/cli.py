@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from .config import POLICIES, COMPRESSIONS, RECACHE_MODES, PackForcingConfig
+from .config import COMPRESSIONS, POLICIES, RECACHE_MODES, PackForcingConfig
 
 
 class _Parser(argparse.ArgumentParser):
@@ -119,14 +119,13 @@ def _memory(args) -> int:
 
 
 def _generate(args) -> int:
+    import numpy as np
     from tqdm import tqdm
 
     from .events import Block, Frames, RunStart, Switch, TraceWriter
     from .pipeline import PackForcingPipeline
     from .registry import default_model
     from .video import write_mp4
-
-    import numpy as np
 
     prompt = _schedule(args.prompt, args.switch)
     pipe = PackForcingPipeline.from_name(args.model or default_model(), device=args.device)

@@ -4,9 +4,11 @@ Every knob of PackForcing lives here. Where the paper leaves a choice open, the 
 says so and explains its default (see shared/DESIGN.md).
 """
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 
-POLICIES = ("dynamic", "fifo", "random", "window", "full")
+# from least memory to most: the baselines window and full at the two ends
+POLICIES = ("window", "fifo", "dynamic", "random", "full")
+COMPRESSING_POLICIES = ("dynamic", "fifo", "random")  # the ones with a compressed mid bank
 COMPRESSIONS = ("lr", "hr", "hr+lr")
 KV_SOURCES = ("context-pass", "projection")
 STEP_RULES = ("renoise", "euler")
@@ -93,8 +95,6 @@ class PackForcingConfig:
     # sample without guidance. When on, each step runs the two halves as one batch.
     guidance_scale: float = 1.0
 
-    extra: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
-
     def __post_init__(self):
         _check_choice("policy", self.policy, POLICIES)
         _check_choice("compression", self.compression, COMPRESSIONS)
@@ -138,12 +138,8 @@ class PackForcingConfig:
         return self.sink_frames // self.block_frames
 
     @property
-    def uses_mid_bank(self) -> bool:
-        return self.policy != "window"
-
-    @property
     def compresses_mid(self) -> bool:
-        return self.policy in ("dynamic", "fifo", "random")
+        return self.policy in COMPRESSING_POLICIES
 
     @property
     def bank_capacity(self) -> int:
@@ -168,22 +164,17 @@ class PackForcingConfig:
             out.append(self.shift * s / (1.0 + (self.shift - 1.0) * s))
         return tuple(out)
 
-    @property
-    def warped_timesteps(self) -> tuple[float, ...]:
-        return tuple(s * self.num_train_timesteps for s in self.sigmas)
-
     def replace(self, **changes) -> "PackForcingConfig":
         return replace(self, **changes)
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d.pop("extra")
         d["timesteps"] = list(self.timesteps)
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "PackForcingConfig":
-        known = set(cls.__dataclass_fields__) - {"extra"}
+        known = set(cls.__dataclass_fields__)
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"unknown config fields {unknown}; allowed: {sorted(known)}")

@@ -33,8 +33,9 @@ seconds (wall time the re-cache cost).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import MISSING, asdict, dataclass, field, fields
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 

@@ -13,7 +13,8 @@ from packforcing.config import PackForcingConfig
 from packforcing.controls import LiveControls
 from packforcing.events import Block, Frames, Switch
 from packforcing.pipeline import PackForcingPipeline
-from packforcing.sampler import PackForcingSampler, to_uint8
+from packforcing.sampler import PackForcingSampler
+from packforcing.video import to_uint8
 from packforcing.selection import select_blocks, selection_change
 from packforcing.switching import schedule_blocks
 

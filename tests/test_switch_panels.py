@@ -22,7 +22,7 @@ def events():
 
 
 def switch_lines(fig):
-    return [s.x0 for s in fig.layout.shapes if s.name == "switch"]
+    return sorted({s.x0 for s in fig.layout.shapes if s.name == "switch"})
 
 
 def test_occupancy_and_memory_draw_a_line_at_the_switch(events):

@@ -105,7 +105,7 @@ class WorldCodec:
         x = cubes.permute(0, 4, 1, 5, 2, 6, 3, 7).reshape(b, 3, 4 * f, 4 * h, 4 * w)
         return x.clamp(-1, 1).to(dtype)
 
-    def stream_decoder(self) -> "WorldStreamDecoder":
+    def stream_decoder(self) -> WorldStreamDecoder:
         return WorldStreamDecoder(self)
 
 
@@ -115,15 +115,6 @@ class WorldStreamDecoder:
 
     def __init__(self, codec: WorldCodec):
         self.codec = codec
-        self.frames_done = 0
 
     def decode_next(self, latent: torch.Tensor) -> torch.Tensor:
-        out = self.codec.decode(latent)
-        self.frames_done += out.shape[2]
-        return out
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """PSNR in dB of two tensors in [-1, 1]."""
-    mse = torch.mean((a.float() - b.float()) ** 2).item()
-    return float("inf") if mse == 0 else 10 * math.log10(4.0 / mse)
+        return self.codec.decode(latent)
