@@ -9,7 +9,7 @@ PackForcingSampler.recache).
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 from .cache import KVCache
 

@@ -14,9 +14,9 @@ from packforcing.controls import LiveControls
 from packforcing.events import Block, Frames, Switch
 from packforcing.pipeline import PackForcingPipeline
 from packforcing.sampler import PackForcingSampler
-from packforcing.video import to_uint8
 from packforcing.selection import select_blocks, selection_change
 from packforcing.switching import schedule_blocks
+from packforcing.video import to_uint8
 
 A, B = "a red circle", "a green square"
 # 1 s per block on the tiny model; hr+lr: a re-compressed mid block uses both branches
