@@ -1,89 +1,70 @@
-"""The paper's efficiency table on one GPU: Wan2.1-T2V-1.3B architecture at 832x480, 16 FPS.
+"""Streaming speed on one GPU: Wan2.1-T2V-1.3B architecture at 832x480, 16 FPS, eager and fast path.
 
-    python bench/gpu.py --seconds 30 > bench/gpu.json             # real weights if cached, else random
-    python bench/gpu.py --tiny --device cpu --seconds 2           # smoke test of this script on a CPU
+    python bench/gpu.py --out bench/gpu.json                        # on a GPU: about 7 min on an H200
+    python bench/gpu.py --tiny --device cpu --seconds 6 --eager-seconds 6   # smoke test on a CPU
 
-Per policy (window, fifo, dynamic, full), on the same prompt and seed:
-  fps_with_decode      video frames per wall-clock second, VAE decode included
-  fps_without_decode   the same without the (synchronised) VAE decode time
-  kv_bytes             K/V held by the cache at the end; the paper's column
-  peak_gpu_gb          torch.cuda.max_memory_allocated over the run (weights included), and
-                       apart: while generating (transformer, cache, compression), while decoding
-  first_frame_s        from the start of the stream to the first decoded frame
-Then `full` is run on until it runs out of memory (or --full-seconds of video), which is
-the paper's "OOM" cell; the memory arithmetic's prediction is printed beside it.
-Random weights have the real shapes, so time and memory are the real model's; say
-which weights were used when quoting the numbers (the JSON does).
+Sections, in this order (each printed to stderr as soon as measured; --deadline-s skips
+what would not fit, and the JSON says what was skipped):
+  eager          dynamic, uncompiled, decode inline (the path measured before): FPS, and
+                 the frames of its first blocks for the output check
+  compile        the fast path's compile and warm-up, timed apart from steady-state speed
+  fast           per policy, compiled, decode on a side stream: FPS with decode, first
+                 frame, KV, peak memory, new compiled graphs (must be 0), PSNR vs eager
+  breakdown      dynamic, compiled, synchronised per stage: seconds per block for
+                 transformer, selection, compression, decode, and the rotation tables
+  syncs          host syncs per steady-state block (CUDA sync debug mode, or the host's
+                 tensor reads on a CPU)
+Random weights have the real shapes, so time and memory are the real model's (the JSON
+says which weights were used).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import statistics
 import sys
 import time
+import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere: python bench/gpu.py
 
+import packforcing.attention as attention_module
 from packforcing.backbone import Backbone, WanVAECodec
 from packforcing.config import PackForcingConfig
+from packforcing.decoding import to_uint8
 from packforcing.events import Block, Frames
-from packforcing.memory import memory_table
+from packforcing.fastpath import FastPath, host_syncs, prefer_sdpa, sdpa_backend_used
+from packforcing.rope import rotate_in_time, temporal_rotation, to_device
 from packforcing.sampler import PackForcingSampler, blocks_for
 
-POLICIES = ("window", "fifo", "dynamic", "full")
+POLICIES = ("dynamic", "window", "fifo", "full")
 PAPER_A100 = {  # PackForcing paper, efficiency table (A100 80 GB, 120 s at 832x480)
     "window": {"fps": 18, "kv_gb": 3.1, "peak_gb": 24},
     "fifo": {"fps": 16, "kv_gb": 4.0, "peak_gb": 26},
     "dynamic": {"fps": 15, "kv_gb": 4.2, "peak_gb": 27},
     "full": {"fps": None, "kv_gb": 138, "peak_gb": "OOM"},
 }
+PEERS = {  # FPS as each project reports it, on its own GPU (whether decode is included varies)
+    "PackForcing (paper)": {"gpu": "H200", "fps": 16},
+    "LongLive": {"gpu": "H100", "fps": 20.7, "fps_fp8": 24.8},
+    "Self-Forcing": {"gpu": "H100", "fps": 17},
+    "Hybrid Forcing": {"gpu": "H100", "fps": 29.5},
+}
 PROMPT = "A red fox trots through fresh snow in a birch forest at dawn, cinematic, tracking shot"
+SECTIONS = ("eager", "breakdown", "syncs")
+CHECKED_BLOCKS = 4  # blocks whose frames the fast path must reproduce (PSNR vs eager)
 
 
 def sync(device) -> None:
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()
-
-
-class TimedCodec:
-    """The backbone's codec with every streaming decode synchronised and timed, and its
-    peak GPU memory kept apart from the generator's (the two never overlap in time)."""
-
-    def __init__(self, codec, device):
-        self.codec, self.device, self.seconds = codec, device, 0.0
-        self.cuda = torch.device(device).type == "cuda"
-        self.decode_peak = self.generate_peak = 0
-
-    def __getattr__(self, name):
-        return getattr(self.codec, name)
-
-    def mark_generate_peak(self) -> None:
-        if self.cuda:
-            self.generate_peak = max(self.generate_peak, torch.cuda.max_memory_allocated())
-            torch.cuda.reset_peak_memory_stats()
-
-    def stream_decoder(self):
-        inner, timed = self.codec.stream_decoder(), self
-
-        class Decoder:
-            def decode_next(self, latent):
-                sync(timed.device)
-                timed.mark_generate_peak()
-                t0 = time.perf_counter()
-                out = inner.decode_next(latent)
-                sync(timed.device)
-                timed.seconds += time.perf_counter() - t0
-                if timed.cuda:
-                    timed.decode_peak = max(timed.decode_peak, torch.cuda.max_memory_allocated())
-                    torch.cuda.reset_peak_memory_stats()
-                return out
-
-        return Decoder()
 
 
 def random_backbone(device, dtype, tiny: bool) -> Backbone:
@@ -97,7 +78,7 @@ def random_backbone(device, dtype, tiny: bool) -> Backbone:
     with torch.device(device):
         # the same numerics as the real weights' loader (bf16, float64 timestep embedding)
         transformer = apply_original_numerics(WanTransformer3DModel(**(TINY_TRANSFORMER if tiny else WAN_1_3B_CONFIG)).to(dtype)).eval().requires_grad_(False)
-        vae = AutoencoderKLWan(**(TINY_VAE if tiny else {})).to(dtype).eval()  # as load_wan: the generator's dtype
+        vae = AutoencoderKLWan(**(TINY_VAE if tiny else {})).to(dtype).eval().requires_grad_(False)  # as load_wan
     text_dim = transformer.config.text_dim
     text = torch.randn(1, 16 if tiny else 512, text_dim, generator=torch.Generator().manual_seed(0)).to(device, dtype)
     width, height = (128, 128) if tiny else (832, 480)
@@ -115,113 +96,295 @@ def load_backbone(args) -> tuple[Backbone, str]:
     return random_backbone(args.device, dtype, args.tiny), "random (real architecture and size)" if not args.tiny else "random (tiny)"
 
 
-def run_policy(backbone: Backbone, config: PackForcingConfig, num_blocks: int, device) -> dict:
-    timed = TimedCodec(backbone.codec, device)
-    codec, backbone.codec = backbone.codec, timed
-    if timed.cuda:
+def graphs() -> int:
+    from torch._dynamo.utils import counters
+
+    return counters["stats"]["unique_graphs"]
+
+
+def stream_run(backbone, config, num_blocks, device, decode_ahead: bool, keep_frames: int = 0) -> dict:
+    """One streamed video: FPS with decode, first frame, KV, peak memory, block walls."""
+    cuda = torch.device(device).type == "cuda"
+    if cuda:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
-    frames, first_frame, blocks = 0, None, []
-    try:
-        sync(device)
-        start = time.perf_counter()
-        for event in PackForcingSampler(backbone, config, seed=0).stream(PROMPT, num_blocks, backbone.name):
-            if isinstance(event, Frames):
-                frames += event.frames.shape[0]  # .cpu() in the sampler has synchronised
-                first_frame = first_frame or time.perf_counter() - start
-            elif isinstance(event, Block):
-                blocks.append(event)
-        sync(device)
-        total = time.perf_counter() - start
-    except torch.cuda.OutOfMemoryError:
-        # `full` at this length: the row says where, and the next policy still runs
-        torch.cuda.empty_cache()
-        frames_per_block = config.block_frames * codec.temporal_factor
-        return {"oom": True, "oom_at_block": len(blocks), "oom_at_video_seconds": len(blocks) * frames_per_block / backbone.fps,
-                "kv_gb_before_oom": blocks[-1].kv_bytes / 1e9 if blocks else 0.0}
-    finally:
-        backbone.codec = codec
-    timed.mark_generate_peak()
-    gb = lambda n: None if not timed.cuda else n / 1e9  # noqa: E731
+    frames, first_frame, last, kept, walls, graphs_before = 0, None, None, [], [], graphs()
+    sync(device)
+    start = previous = time.perf_counter()
+    for event in PackForcingSampler(backbone, config, seed=0, decode_ahead=decode_ahead).stream(PROMPT, num_blocks, backbone.name):
+        if isinstance(event, Frames):
+            frames += event.frames.shape[0]  # on the host: its decode has finished
+            first_frame = first_frame or time.perf_counter() - start
+            if event.block < keep_frames:
+                kept.append(event.frames)
+        elif isinstance(event, Block):
+            now = time.perf_counter()
+            walls.append(now - previous)
+            previous, last = now, event
+    sync(device)
+    total = time.perf_counter() - start
+    steady = walls[len(walls) // 2:]  # the bounded context is reached well before half of a long run
     return {
-        "frames": frames,
-        "video_seconds": frames / backbone.fps,
+        "frames": frames, "video_seconds": frames / backbone.fps, "wall_s": total,
         "fps_with_decode": frames / total,
-        "fps_without_decode": frames / (total - timed.seconds),
-        "decode_seconds": timed.seconds,
-        "first_frame_s": first_frame,
-        "kv_bytes": blocks[-1].kv_bytes,
-        "kv_gb": blocks[-1].kv_bytes / 1e9,
-        "context_tokens_last": blocks[-1].context_tokens,
-        "peak_gpu_gb": gb(max(timed.generate_peak, timed.decode_peak)),
-        "peak_gpu_gb_generating": gb(timed.generate_peak),  # weights, cache, transformer passes, compression
-        "peak_gpu_gb_decoding": gb(timed.decode_peak),  # weights, cache, the VAE decode of one block
+        "fps_steady_half": 16 * len(steady) / sum(steady) if steady else None,  # 16 frames per full block
+        "first_frame_s": first_frame, "kv_gb": last.kv_bytes / 1e9, "context_tokens_last": last.context_tokens,
+        "peak_gpu_gb": torch.cuda.max_memory_allocated() / 1e9 if cuda else None,
+        "new_compiled_graphs": graphs() - graphs_before,
+        "_frames": kept, "_walls": walls,
     }
 
 
-def full_until_oom(backbone: Backbone, config: PackForcingConfig, max_blocks: int, device) -> dict:
-    """Blocks of `full` until CUDA runs out of memory; the paper's OOM cell."""
-    done, kv = 0, 0
-    frames_per_block = config.block_frames * backbone.codec.temporal_factor
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
+
+
+def breakdown(backbone, config, num_blocks, steady_from, device) -> dict:
+    """Seconds per block of each stage, synchronised, over the blocks at the bounded context."""
+    sampler = PackForcingSampler(backbone, config, seed=0)
+    decoder = backbone.codec.stream_decoder()
+    text = backbone.encode_prompt(PROMPT).to(backbone.device, backbone.dtype)
+    scored, plain = [0.0], attention_module.factorised_scores
+
+    def timed_scores(*args, **kwargs):  # the selection: scores, their copy to the host, top-k
+        sync(device)
+        t0 = time.perf_counter()
+        out = plain(*args, **kwargs)
+        scored[0] += time.perf_counter() - t0
+        return out
+
+    rows, attention_module.factorised_scores = [], timed_scores
     try:
-        for event in PackForcingSampler(backbone, config.replace(policy="full"), seed=0).stream(PROMPT, max_blocks, backbone.name):
-            if isinstance(event, Block):
-                done = event.block + 1
-                kv = event.kv_bytes
-    except torch.cuda.OutOfMemoryError:
-        torch.cuda.empty_cache()
-        return {"oom": True, "oom_at_block": done, "oom_at_video_seconds": done * frames_per_block / backbone.fps, "kv_gb_before_oom": kv / 1e9}
-    return {"oom": False, "blocks": done, "kv_gb_at_end": kv / 1e9}
+        with torch.no_grad():
+            for index in range(num_blocks):
+                scored[0] = 0.0
+                sync(device)
+                t0 = time.perf_counter()
+                sampler.begin_block(index)
+                x0 = sampler.denoise_block(index, text)
+                block = sampler.write_block(index, x0, text)
+                sync(device)
+                t1 = time.perf_counter()
+                pixels = decoder.decode_next(x0)
+                to_uint8(pixels)
+                t2 = time.perf_counter()
+                sampler.admit(block, x0, pixels, text)
+                sync(device)
+                t3 = time.perf_counter()
+                rows.append({"transformer": t1 - t0 - scored[0], "selection": scored[0], "decode": t2 - t1, "compression": t3 - t2})
+    finally:
+        attention_module.factorised_scores = plain
+        sampler.reset()
+    steady = rows[steady_from:]
+    out = {stage: statistics.mean(r[stage] for r in steady) for stage in rows[0]}
+    out["blocks_averaged"] = len(steady)
+    out["fps_without_decode"] = 16 / (out["transformer"] + out["selection"] + out["compression"])
+    return out
 
 
-def main(argv=None):
+def rotation_cost(backbone, config, device) -> dict:
+    """The packed context's rotation: its tables (once per block, on the host, then one
+    asynchronous copy) and the rotation itself (every layer of every pass)."""
+    tokens = (config.sink_blocks + config.recent_blocks) * config.block_frames * backbone.tokens_per_latent_frame() + config.top_k * math.prod(backbone.compressed_grid(config.block_frames))
+    cfg = backbone.transformer.config
+    t0 = time.perf_counter()
+    tables = [to_device(t, device) for t in temporal_rotation(torch.full((tokens,), -7.0), cfg.attention_head_dim)]
+    sync(device)
+    made = time.perf_counter() - t0
+    keys = torch.randn(1, tokens, cfg.num_attention_heads, cfg.attention_head_dim, device=device, dtype=backbone.dtype)
+    rotate_in_time(keys, *tables)
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(10):
+        rotate_in_time(keys, *tables)
+    sync(device)
+    per_layer = (time.perf_counter() - t0) / 10
+    passes = len(config.timesteps) + 1
+    return {"context_tokens": tokens, "tables_s_per_block": made, "rotate_s_per_layer": per_layer,
+            "rotate_s_per_block": per_layer * cfg.num_layers * passes}
+
+
+def host_sync_count(backbone, config, num_blocks, device) -> dict:
+    """Syncs on the main thread in the last two blocks of a run (transformer + cache moves)."""
+    sampler = PackForcingSampler(backbone, config, seed=0)
+    text = backbone.encode_prompt(PROMPT).to(backbone.device, backbone.dtype)
+    decoder = backbone.codec.stream_decoder()
+    cuda, found = torch.device(device).type == "cuda", []
+    try:
+        with torch.no_grad():
+            for index in range(num_blocks):
+                checked = index >= num_blocks - 2
+                with warnings.catch_warnings(record=True) as caught, host_syncs() as reads:
+                    warnings.simplefilter("always")
+                    if cuda and checked:
+                        torch.cuda.set_sync_debug_mode("warn")
+                    sampler.begin_block(index)
+                    x0 = sampler.denoise_block(index, text)
+                    block = sampler.write_block(index, x0, text)
+                    if cuda:
+                        torch.cuda.set_sync_debug_mode(0)
+                if checked:
+                    found += [f"cuda: {w.filename}:{w.lineno}" for w in caught if "synchroniz" in str(w.message)]
+                    found += [f"host read .{name}: {where}" for name, where in reads]
+                pixels = decoder.decode_next(x0)
+                sampler.admit(block, x0, pixels, text)
+    finally:
+        sampler.reset()
+    return {"per_block": len(found) / 2, "where": sorted(set(found))}
+
+
+def sdpa_report(backbone, config, device) -> dict:
+    """Which attention kernel a steady-state pass uses, and each one's time on that shape."""
+    cfg = backbone.transformer.config
+    q_len = config.block_frames * backbone.tokens_per_latent_frame()
+    k_len = q_len + (config.sink_blocks + config.recent_blocks) * q_len + config.top_k * math.prod(backbone.compressed_grid(config.block_frames))
+    make = lambda n: torch.randn(1, cfg.num_attention_heads, n, cfg.attention_head_dim, device=device, dtype=backbone.dtype)  # noqa: E731
+    q, k, v = make(q_len), make(k_len), make(k_len)
+    out = {"shape": [q_len, k_len], "default": sdpa_backend_used(q, k, v), "ms": {}}
+    if torch.device(device).type != "cuda":
+        return out
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    for name, backend in (("cudnn", SDPBackend.CUDNN_ATTENTION), ("flash", SDPBackend.FLASH_ATTENTION), ("efficient", SDPBackend.EFFICIENT_ATTENTION)):
+        try:
+            with sdpa_kernel([backend]):
+                torch.nn.functional.scaled_dot_product_attention(q, k, v)
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                for _ in range(5):
+                    torch.nn.functional.scaled_dot_product_attention(q, k, v)
+                end.record()
+                torch.cuda.synchronize()
+                out["ms"][name] = start.elapsed_time(end) / 5
+        except RuntimeError as e:
+            out["ms"][name] = f"unavailable: {str(e).splitlines()[0][:120]}"
+    timed = {n: t for n, t in out["ms"].items() if isinstance(t, float)}
+    out["fastest"] = min(timed, key=timed.get) if timed else None
+    return out
+
+
+def parse(argv):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seconds", type=float, default=30.0, help="video length per policy (the KV column is flat after ~10 s except for full)")
-    ap.add_argument("--policies", default=",".join(POLICIES))
-    ap.add_argument("--full-seconds", type=float, default=120.0, help="run full this far, or until OOM (0 skips)")
+    ap.add_argument("--seconds", type=float, default=120.0, help="video per policy on the fast path")
+    ap.add_argument("--eager-seconds", type=float, default=20.0, help="video of the eager dynamic baseline (0 skips)")
+    ap.add_argument("--policies", default="dynamic,window,fifo")
+    ap.add_argument("--sections", default=",".join(SECTIONS), help="which of " + ", ".join(SECTIONS) + " to run (fast always runs)")
     ap.add_argument("--device", default="cuda")
+    ap.add_argument("--backend", default="inductor", help="torch.compile backend: inductor | aot_eager")
+    ap.add_argument("--mode", default="default", help="default | reduce-overhead (CUDA graphs) | max-autotune-no-cudagraphs")
+    ap.add_argument("--sdpa", default="fastest", help="fastest (timed here) | auto | cudnn | flash | efficient")
+    ap.add_argument("--deadline-s", type=float, default=450.0, help="skip sections that would end after this")
+    ap.add_argument("--out", default=None, help="also write the JSON here")
     ap.add_argument("--random", action="store_true", help="random weights even if the real ones are cached")
     ap.add_argument("--tiny", action="store_true", help="tiny random model (a smoke test of this script)")
     args = ap.parse_args(argv)
-    # blocks of growing context (full) fragment the allocator's fixed segments; read at
-    # the first CUDA allocation, so set before the model is built
-    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     if args.device == "cuda" and not torch.cuda.is_available():
         ap.error("--device cuda: no CUDA GPU here (use --tiny --device cpu for a smoke test)")
-    policies = args.policies.split(",")
-    unknown = [p for p in policies if p not in POLICIES]
-    if unknown:
-        ap.error(f"--policies {','.join(unknown)}: allowed {', '.join(POLICIES)}")
+    for name, given, allowed in (("policies", args.policies, POLICIES), ("sections", args.sections, SECTIONS)):
+        unknown = [p for p in given.split(",") if p not in allowed]
+        if unknown:
+            ap.error(f"--{name} {','.join(unknown)}: allowed {', '.join(allowed)}")
+    args.sections = set(args.sections.split(","))
+    return args
 
+
+def report(out: dict, key: str, value) -> None:
+    """Keep a section's result and print it at once: a run cut short keeps what it measured."""
+    out[key] = {k: v for k, v in value.items() if not k.startswith("_")} if isinstance(value, dict) else value
+    print(json.dumps({key: out[key]}), file=sys.stderr, flush=True)
+
+
+def main(argv=None):
+    args = parse(argv)
+    # read at the first CUDA allocation, so set before the model is built
+    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+    t_start = time.perf_counter()
     backbone, weights = load_backbone(args)
-    config = PackForcingConfig()
+    # the tiny smoke test reaches the bounded context in a few blocks
+    config = PackForcingConfig(top_k=2, mid_capacity=3) if args.tiny else PackForcingConfig()
+    steady_from = config.sink_blocks + config.recent_blocks + config.top_k + 1  # the first block at the bounded context
     num_blocks = blocks_for(args.seconds, backbone, config)
-    out = {
-        "gpu": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
-        "weights": weights,
-        "resolution": [backbone.width, backbone.height],
-        "dtype": str(backbone.dtype),
-        "torch": torch.__version__,
-        "seconds": args.seconds,
-        "blocks": num_blocks,
-        "config": config.to_dict(),
-        "paper_a100": PAPER_A100,
-        "policies": {},
-    }
-    run_policy(backbone, config.replace(policy="window"), 2, args.device)  # warm-up: kernels, allocator
-    for policy in policies:
-        out["policies"][policy] = run_policy(backbone, config.replace(policy=policy), num_blocks, args.device)
-        # each policy's row as soon as it is measured: a run cut short keeps what it measured
+    out = {"gpu": torch.cuda.get_device_name() if args.device == "cuda" else "cpu", "weights": weights,
+           "resolution": [backbone.width, backbone.height], "dtype": str(backbone.dtype), "torch": torch.__version__,
+           "seconds": args.seconds, "blocks": num_blocks, "config": config.to_dict(), "paper_a100": PAPER_A100,
+           "peers": PEERS, "fast_path": {"backend": args.backend, "mode": args.mode}, "skipped": []}
+    report(out, "setup_s", time.perf_counter() - t_start)
+    report(out, "sdpa", sdpa_report(backbone, config, args.device))
+    rate = {}  # seconds of wall per block, as measured, to decide what still fits
+
+    def fits(name: str, blocks: int, per_block: float) -> bool:
+        if time.perf_counter() - t_start + blocks * per_block <= args.deadline_s:
+            return True
+        out["skipped"].append(name)
+        print(json.dumps({"skipped": name}), file=sys.stderr, flush=True)
+        return False
+
+    eager = None
+    if "eager" in args.sections and args.eager_seconds:
+        stream_run(backbone, config, 2, args.device, False)  # warm-up: kernels, allocator
+        eager = stream_run(backbone, config, blocks_for(args.eager_seconds, backbone, config), args.device, False, CHECKED_BLOCKS)
+        report(out, "eager_dynamic", eager)
+        rate["eager"] = eager["wall_s"] / blocks_for(args.eager_seconds, backbone, config)
+    choice = out["sdpa"].get("fastest") if args.sdpa == "fastest" else args.sdpa
+    if choice and choice != "auto":
+        prefer_sdpa(choice)
+    out["fast_path"]["sdpa_first"] = choice or "auto"
+    fast = FastPath(compile=True, backend=args.backend, mode=args.mode, decode_ahead=True)
+    t0 = time.perf_counter()
+    fast.apply(backbone)
+    warm = config.sink_blocks + config.recent_blocks + 2  # reaches both compiled shapes (block, compressed block)
+    stream_run(backbone, config, warm, args.device, True)
+    report(out, "compile", {"compile_and_warmup_s": time.perf_counter() - t0, "warmup_blocks": warm, "compiled_graphs": graphs()})
+    fast_rows = _fast_policies(args, backbone, config, num_blocks, eager, out, fits, rate)
+    if "breakdown" in args.sections and fits("breakdown", steady_from + 4, rate.get("fast", 1.0) * 2):
+        report(out, "breakdown_dynamic", breakdown(backbone, config, steady_from + 4, steady_from, args.device))
+        report(out, "rotation", rotation_cost(backbone, config, args.device))
+    if "syncs" in args.sections and fits("syncs", steady_from + 1, rate.get("fast", 1.0) * 2):
+        report(out, "syncs", host_sync_count(backbone, config, steady_from + 1, args.device))
+    summarise(out, fast_rows)
+    out["total_s"] = time.perf_counter() - t_start
+    text = json.dumps(out, indent=1)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+
+
+def _fast_policies(args, backbone, config, num_blocks, eager, out, fits, rate) -> dict:
+    rows = {}
+    out["policies"] = {}
+    for policy in args.policies.split(","):
+        if policy == "full" and args.device == "cuda" and args.seconds > 60:
+            out["skipped"].append("full (out of memory before 120 s on 80 GB; measured in README)")
+            continue
+        if not fits(policy, num_blocks, rate.get("fast", rate.get("eager", 1.0))):
+            continue
+        row = stream_run(backbone, config.replace(policy=policy), num_blocks, args.device, True, CHECKED_BLOCKS if policy == "dynamic" else 0)
+        rate["fast"] = row["wall_s"] / num_blocks
+        if eager is not None and row["_frames"]:
+            row["psnr_vs_eager_db"] = [psnr(a, b) for a, b in zip(row["_frames"], eager["_frames"])]
+        rows[policy] = row
+        out["policies"][policy] = {k: v for k, v in row.items() if not k.startswith("_")}
         print(json.dumps({"policy": policy, **out["policies"][policy]}), file=sys.stderr, flush=True)
-    if "fps_with_decode" in out["policies"].get("window", {}) and "fps_with_decode" in out["policies"].get("dynamic", {}):
-        out["dynamic_vs_window_fps"] = out["policies"]["dynamic"]["fps_with_decode"] / out["policies"]["window"]["fps_with_decode"]
-    if args.full_seconds and args.device == "cuda":
-        predicted = memory_table(args.full_seconds, backbone.width, backbone.height, backbone.fps, config)
-        out["full_until_oom"] = full_until_oom(backbone, config, blocks_for(args.full_seconds, backbone, config), args.device)
-        out["full_until_oom"]["predicted_full_cache_gb_at_end"] = predicted["full_cache_bytes"] / 1e9
-        out["full_until_oom"]["gpu_total_gb"] = torch.cuda.get_device_properties(0).total_memory / 1e9
-        print(json.dumps({"full_until_oom": out["full_until_oom"]}), file=sys.stderr, flush=True)
-    print(json.dumps(out, indent=1))
+    return rows
+
+
+def summarise(out: dict, rows: dict) -> None:
+    if "dynamic" in rows and "window" in rows:
+        out["dynamic_vs_window_fps"] = rows["dynamic"]["fps_with_decode"] / rows["window"]["fps_with_decode"]
+    if "dynamic" in rows and "eager_dynamic" in out:
+        # over the same first blocks (early blocks attend less, and the eager run is shorter)
+        eager, walls = out["eager_dynamic"], rows["dynamic"]["_walls"]
+        blocks = round((eager["frames"] - 13) / 16) + 1
+        fast_fps = eager["frames"] / sum(walls[:blocks])
+        out["fast_vs_eager_fps_same_blocks"] = {"blocks": blocks, "eager_fps": eager["fps_with_decode"], "fast_fps": fast_fps,
+                                                "ratio": fast_fps / eager["fps_with_decode"]}
+    dyn = out["policies"].get("dynamic")
+    if dyn:
+        out["target"] = {"fps_with_decode>=30": dyn["fps_with_decode"] >= 30, "first_frame<=1s": dyn["first_frame_s"] <= 1.0,
+                         "kv<=4.3GB": dyn["kv_gb"] <= 4.3, "peak<=20GB": dyn["peak_gpu_gb"] is not None and dyn["peak_gpu_gb"] <= 20,
+                         "dynamic>=0.95x_window": out.get("dynamic_vs_window_fps", 0) >= 0.95,
+                         "no_recompiles": all(r["new_compiled_graphs"] == 0 for r in rows.values())}
 
 
 if __name__ == "__main__":
