@@ -8,12 +8,12 @@ what would not fit, and the JSON says what was skipped):
   eager          dynamic, uncompiled, decode inline (the path measured before): FPS, and
                  the frames of its first blocks for the output check
   compile        the fast path's compile and warm-up, timed apart from steady-state speed
-  fast           per policy, compiled, decode on a side stream: FPS with decode, first
+  fast           per policy (dynamic and window, then the breakdown, then the rest), compiled, decode on a side stream: FPS with decode, first
                  frame, KV, peak memory, new compiled graphs (must be 0), PSNR vs eager
   breakdown      dynamic, compiled, synchronised per stage: seconds per block for
-                 transformer, selection, compression, decode, and the rotation tables
-  syncs          host syncs per steady-state block (CUDA sync debug mode, or the host's
-                 tensor reads on a CPU)
+                 transformer, selection, compression, decode, and the rotation tables;
+                 host syncs per steady-state block (CUDA's sync debug mode, or on a CPU
+                 the host's reads of tensor values)
 Random weights have the real shapes, so time and memory are the real model's (the JSON
 says which weights were used).
 """
@@ -58,7 +58,7 @@ PEERS = {  # FPS as each project reports it, on its own GPU (whether decode is i
     "Hybrid Forcing": {"gpu": "H100", "fps": 29.5},
 }
 PROMPT = "A red fox trots through fresh snow in a birch forest at dawn, cinematic, tracking shot"
-SECTIONS = ("eager", "breakdown", "syncs")
+SECTIONS = ("eager", "breakdown")
 CHECKED_BLOCKS = 4  # blocks whose frames the fast path must reproduce (PSNR vs eager)
 
 
@@ -81,7 +81,7 @@ def random_backbone(device, dtype, tiny: bool) -> Backbone:
         vae = AutoencoderKLWan(**(TINY_VAE if tiny else {})).to(dtype).eval().requires_grad_(False)  # as load_wan
     text_dim = transformer.config.text_dim
     text = torch.randn(1, 16 if tiny else 512, text_dim, generator=torch.Generator().manual_seed(0)).to(device, dtype)
-    width, height = (128, 128) if tiny else (832, 480)
+    width, height = (64, 64) if tiny else (832, 480)
     return Backbone(name="wan-1.3b (random weights)" if not tiny else "tiny-random", transformer=transformer,
                     codec=WanVAECodec(vae), encode_prompt=lambda prompt: text, width=width, height=height, fps=16)
 
@@ -141,11 +141,13 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def breakdown(backbone, config, num_blocks, steady_from, device) -> dict:
-    """Seconds per block of each stage, synchronised, over the blocks at the bounded context."""
+    """Seconds per block of each stage, synchronised, over the blocks at the bounded
+    context; and the host syncs inside the last two blocks' transformer stage (CUDA's
+    sync debug mode, and the host's reads of tensor values, the only kind a CPU shows)."""
     sampler = PackForcingSampler(backbone, config, seed=0)
     decoder = backbone.codec.stream_decoder()
     text = backbone.encode_prompt(PROMPT).to(backbone.device, backbone.dtype)
-    scored, plain = [0.0], attention_module.factorised_scores
+    scored, plain, cuda, syncs = [0.0], attention_module.factorised_scores, torch.device(device).type == "cuda", []
 
     def timed_scores(*args, **kwargs):  # the selection: scores, their copy to the host, top-k
         sync(device)
@@ -158,12 +160,22 @@ def breakdown(backbone, config, num_blocks, steady_from, device) -> dict:
     try:
         with torch.no_grad():
             for index in range(num_blocks):
+                checked = index >= num_blocks - 2
                 scored[0] = 0.0
                 sync(device)
                 t0 = time.perf_counter()
-                sampler.begin_block(index)
-                x0 = sampler.denoise_block(index, text)
-                block = sampler.write_block(index, x0, text)
+                with warnings.catch_warnings(record=True) as caught, host_syncs() as reads:
+                    warnings.simplefilter("always")
+                    if cuda and checked:
+                        torch.cuda.set_sync_debug_mode("warn")
+                    sampler.begin_block(index)
+                    x0 = sampler.denoise_block(index, text)
+                    block = sampler.write_block(index, x0, text)
+                    if cuda:
+                        torch.cuda.set_sync_debug_mode(0)
+                if checked:
+                    syncs += [f"cuda: {w.filename}:{w.lineno}" for w in caught if "synchroniz" in str(w.message)]
+                    syncs += [f"host read .{name}: {where}" for name, where in reads]
                 sync(device)
                 t1 = time.perf_counter()
                 pixels = decoder.decode_next(x0)
@@ -171,8 +183,7 @@ def breakdown(backbone, config, num_blocks, steady_from, device) -> dict:
                 t2 = time.perf_counter()
                 sampler.admit(block, x0, pixels, text)
                 sync(device)
-                t3 = time.perf_counter()
-                rows.append({"transformer": t1 - t0 - scored[0], "selection": scored[0], "decode": t2 - t1, "compression": t3 - t2})
+                rows.append({"transformer": t1 - t0 - scored[0], "selection": scored[0], "decode": t2 - t1, "compression": time.perf_counter() - t2})
     finally:
         attention_module.factorised_scores = plain
         sampler.reset()
@@ -180,6 +191,7 @@ def breakdown(backbone, config, num_blocks, steady_from, device) -> dict:
     out = {stage: statistics.mean(r[stage] for r in steady) for stage in rows[0]}
     out["blocks_averaged"] = len(steady)
     out["fps_without_decode"] = 16 / (out["transformer"] + out["selection"] + out["compression"])
+    out["syncs_per_block"], out["syncs_where"] = len(syncs) / 2, sorted(set(syncs))
     return out
 
 
@@ -203,35 +215,6 @@ def rotation_cost(backbone, config, device) -> dict:
     passes = len(config.timesteps) + 1
     return {"context_tokens": tokens, "tables_s_per_block": made, "rotate_s_per_layer": per_layer,
             "rotate_s_per_block": per_layer * cfg.num_layers * passes}
-
-
-def host_sync_count(backbone, config, num_blocks, device) -> dict:
-    """Syncs on the main thread in the last two blocks of a run (transformer + cache moves)."""
-    sampler = PackForcingSampler(backbone, config, seed=0)
-    text = backbone.encode_prompt(PROMPT).to(backbone.device, backbone.dtype)
-    decoder = backbone.codec.stream_decoder()
-    cuda, found = torch.device(device).type == "cuda", []
-    try:
-        with torch.no_grad():
-            for index in range(num_blocks):
-                checked = index >= num_blocks - 2
-                with warnings.catch_warnings(record=True) as caught, host_syncs() as reads:
-                    warnings.simplefilter("always")
-                    if cuda and checked:
-                        torch.cuda.set_sync_debug_mode("warn")
-                    sampler.begin_block(index)
-                    x0 = sampler.denoise_block(index, text)
-                    block = sampler.write_block(index, x0, text)
-                    if cuda:
-                        torch.cuda.set_sync_debug_mode(0)
-                if checked:
-                    found += [f"cuda: {w.filename}:{w.lineno}" for w in caught if "synchroniz" in str(w.message)]
-                    found += [f"host read .{name}: {where}" for name, where in reads]
-                pixels = decoder.decode_next(x0)
-                sampler.admit(block, x0, pixels, text)
-    finally:
-        sampler.reset()
-    return {"per_block": len(found) / 2, "where": sorted(set(found))}
 
 
 def sdpa_report(backbone, config, device) -> dict:
@@ -289,10 +272,13 @@ def parse(argv):
     return args
 
 
-def report(out: dict, key: str, value) -> None:
-    """Keep a section's result and print it at once: a run cut short keeps what it measured."""
+def report(out: dict, key: str, value, path=None) -> None:
+    """Keep a section's result, print it and rewrite the JSON at once: a run cut short
+    keeps what it measured."""
     out[key] = {k: v for k, v in value.items() if not k.startswith("_")} if isinstance(value, dict) else value
     print(json.dumps({key: out[key]}), file=sys.stderr, flush=True)
+    if path:
+        Path(path).write_text(json.dumps(out, indent=1) + "\n")
 
 
 def main(argv=None):
@@ -303,15 +289,12 @@ def main(argv=None):
     backbone, weights = load_backbone(args)
     # the tiny smoke test reaches the bounded context in a few blocks
     config = PackForcingConfig(top_k=2, mid_capacity=3) if args.tiny else PackForcingConfig()
-    steady_from = config.sink_blocks + config.recent_blocks + config.top_k + 1  # the first block at the bounded context
     num_blocks = blocks_for(args.seconds, backbone, config)
     out = {"gpu": torch.cuda.get_device_name() if args.device == "cuda" else "cpu", "weights": weights,
            "resolution": [backbone.width, backbone.height], "dtype": str(backbone.dtype), "torch": torch.__version__,
            "seconds": args.seconds, "blocks": num_blocks, "config": config.to_dict(), "paper_a100": PAPER_A100,
-           "peers": PEERS, "fast_path": {"backend": args.backend, "mode": args.mode}, "skipped": []}
-    report(out, "setup_s", time.perf_counter() - t_start)
-    report(out, "sdpa", sdpa_report(backbone, config, args.device))
-    rate = {}  # seconds of wall per block, as measured, to decide what still fits
+           "peers": PEERS, "fast_path": {"backend": args.backend, "mode": args.mode}, "skipped": [], "policies": {}}
+    rate = {}  # wall seconds per block, as measured, to decide what still fits
 
     def fits(name: str, blocks: int, per_block: float) -> bool:
         if time.perf_counter() - t_start + blocks * per_block <= args.deadline_s:
@@ -320,40 +303,52 @@ def main(argv=None):
         print(json.dumps({"skipped": name}), file=sys.stderr, flush=True)
         return False
 
-    eager = None
-    if "eager" in args.sections and args.eager_seconds:
-        stream_run(backbone, config, 2, args.device, False)  # warm-up: kernels, allocator
-        eager = stream_run(backbone, config, blocks_for(args.eager_seconds, backbone, config), args.device, False, CHECKED_BLOCKS)
-        report(out, "eager_dynamic", eager)
-        rate["eager"] = eager["wall_s"] / blocks_for(args.eager_seconds, backbone, config)
+    report(out, "setup_s", time.perf_counter() - t_start, args.out)
+    report(out, "sdpa", sdpa_report(backbone, config, args.device), args.out)
+    eager = _eager(args, backbone, config, out, rate)
+    _compile(args, backbone, config, out)
+    policies = args.policies.split(",")
+    rows = _fast_policies(args, policies[:2], backbone, config, num_blocks, eager, out, fits, rate)
+    steady_from = config.sink_blocks + config.recent_blocks + config.top_k + 1  # the first block at the bounded context
+    if "breakdown" in args.sections and fits("breakdown", steady_from + 4, rate.get("fast", 1.0) * 2):
+        report(out, "breakdown_dynamic", breakdown(backbone, config, steady_from + 4, steady_from, args.device), args.out)
+        report(out, "rotation", rotation_cost(backbone, config, args.device), args.out)
+    rows |= _fast_policies(args, policies[2:], backbone, config, num_blocks, eager, out, fits, rate)
+    summarise(out, rows)
+    out["total_s"] = time.perf_counter() - t_start
+    report(out, "total_s", out["total_s"], args.out)
+    print(json.dumps(out, indent=1))
+
+
+def _eager(args, backbone, config, out, rate) -> dict | None:
+    """The path measured before: dynamic, uncompiled, decode inline."""
+    if "eager" not in args.sections or not args.eager_seconds:
+        return None
+    blocks = blocks_for(args.eager_seconds, backbone, config)
+    stream_run(backbone, config, 2, args.device, False)  # warm-up: kernels, allocator
+    eager = stream_run(backbone, config, blocks, args.device, False, CHECKED_BLOCKS)
+    report(out, "eager_dynamic", eager, args.out)
+    rate["eager"] = eager["wall_s"] / blocks
+    return eager
+
+
+def _compile(args, backbone, config, out) -> None:
+    """The fast path's compile and warm-up, timed apart from its steady-state speed."""
     choice = out["sdpa"].get("fastest") if args.sdpa == "fastest" else args.sdpa
     if choice and choice != "auto":
         prefer_sdpa(choice)
     out["fast_path"]["sdpa_first"] = choice or "auto"
-    fast = FastPath(compile=True, backend=args.backend, mode=args.mode, decode_ahead=True)
     t0 = time.perf_counter()
-    fast.apply(backbone)
+    FastPath(compile=True, backend=args.backend, mode=args.mode, decode_ahead=True).apply(backbone)
     warm = config.sink_blocks + config.recent_blocks + 2  # reaches both compiled shapes (block, compressed block)
     stream_run(backbone, config, warm, args.device, True)
-    report(out, "compile", {"compile_and_warmup_s": time.perf_counter() - t0, "warmup_blocks": warm, "compiled_graphs": graphs()})
-    fast_rows = _fast_policies(args, backbone, config, num_blocks, eager, out, fits, rate)
-    if "breakdown" in args.sections and fits("breakdown", steady_from + 4, rate.get("fast", 1.0) * 2):
-        report(out, "breakdown_dynamic", breakdown(backbone, config, steady_from + 4, steady_from, args.device))
-        report(out, "rotation", rotation_cost(backbone, config, args.device))
-    if "syncs" in args.sections and fits("syncs", steady_from + 1, rate.get("fast", 1.0) * 2):
-        report(out, "syncs", host_sync_count(backbone, config, steady_from + 1, args.device))
-    summarise(out, fast_rows)
-    out["total_s"] = time.perf_counter() - t_start
-    text = json.dumps(out, indent=1)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    report(out, "compile", {"compile_and_warmup_s": time.perf_counter() - t0, "warmup_blocks": warm, "compiled_graphs": graphs()}, args.out)
 
 
-def _fast_policies(args, backbone, config, num_blocks, eager, out, fits, rate) -> dict:
+def _fast_policies(args, policies, backbone, config, num_blocks, eager, out, fits, rate) -> dict:
+    """Per policy, compiled, decode on a side stream: the steady-state rows."""
     rows = {}
-    out["policies"] = {}
-    for policy in args.policies.split(","):
+    for policy in policies:
         if policy == "full" and args.device == "cuda" and args.seconds > 60:
             out["skipped"].append("full (out of memory before 120 s on 80 GB; measured in README)")
             continue
@@ -364,8 +359,9 @@ def _fast_policies(args, backbone, config, num_blocks, eager, out, fits, rate) -
         if eager is not None and row["_frames"]:
             row["psnr_vs_eager_db"] = [psnr(a, b) for a, b in zip(row["_frames"], eager["_frames"])]
         rows[policy] = row
-        out["policies"][policy] = {k: v for k, v in row.items() if not k.startswith("_")}
-        print(json.dumps({"policy": policy, **out["policies"][policy]}), file=sys.stderr, flush=True)
+        report(out["policies"], policy, row)
+        if args.out:
+            Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
     return rows
 
 

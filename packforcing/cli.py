@@ -35,6 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--device", default=None)
     g.add_argument("--scale", type=int, default=1, help="upscale factor for the written mp4")
+    g.add_argument("--compile", action="store_true", help="fast path: torch.compile the transformer, decode one block ahead (for a GPU; off by default)")
     _method_args(g)
 
     a = sub.add_parser("ablate", help="every memory policy on the same prompts and seeds, scored from pixels")
@@ -97,6 +98,8 @@ def _generate(args) -> int:
     import numpy as np
 
     pipe = PackForcingPipeline.from_name(args.model or default_model(), device=args.device)
+    if args.compile:
+        pipe.enable_fast_path()
     config = _config(args, pipe.default_config)
     pipe.validate(args.prompt, args.seconds, config)
     frames = []

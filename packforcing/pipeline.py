@@ -19,6 +19,7 @@ import torch
 from .backbone import Backbone
 from .config import PackForcingConfig
 from .events import Block, Frames
+from .fastpath import FastPath
 from .sampler import PackForcingSampler, blocks_for
 
 MAX_PROMPT_CHARS = 500
@@ -115,6 +116,14 @@ class PipelineOutput:
 class PackForcingPipeline:
     def __init__(self, backbone: Backbone):
         self.backbone = backbone
+        self.fast: FastPath | None = None
+
+    def enable_fast_path(self, fast: FastPath | None = None) -> None:
+        """Compile the transformer and decode one block ahead (fastpath.py). The first
+        blocks after this pay the compile; a CPU gains little from it."""
+        fast = fast or FastPath(compile=True, decode_ahead=True)
+        fast.apply(self.backbone)
+        self.fast = fast
 
     @classmethod
     def from_name(cls, name: str, device=None, dtype=None) -> "PackForcingPipeline":
@@ -174,7 +183,7 @@ class PackForcingPipeline:
     def stream(self, prompt: str, seconds: float, seed: int = 0, config: PackForcingConfig | None = None, should_stop=None) -> Iterator:
         config = config or self.default_config
         self.validate(prompt, seconds, config)
-        sampler = PackForcingSampler(self.backbone, config, seed=int(seed))
+        sampler = PackForcingSampler(self.backbone, config, seed=int(seed), decode_ahead=bool(self.fast and self.fast.decode_ahead))
         num_blocks = blocks_for(float(seconds), self.backbone, config)
         yield from sampler.stream(prompt, num_blocks, self.name, should_stop, self.describe_prompt(prompt))
 

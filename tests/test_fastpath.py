@@ -72,7 +72,6 @@ def test_no_recompile_once_a_block_is_compressed(compiled):
 
 def test_decode_ahead_gives_the_inline_frames_in_the_inline_order():
     pipe = PackForcingPipeline.from_name("embedded")
-    config = pipe.default_config
     threads = []
     make = pipe.backbone.codec.stream_decoder
 
@@ -86,24 +85,19 @@ def test_decode_ahead_gives_the_inline_frames_in_the_inline_order():
 
         return Recording()
 
-    def run(ahead, seed=0, count=5):  # block 3 compresses block 2 from its pixels, block 4 attends it
-        sampler = PackForcingSampler(pipe.backbone, config, seed=seed, decode_ahead=ahead)
-        return list(sampler.stream("a red circle", count, pipe.name))
-
-    inline = run(False)
+    # 5 blocks: block 3 compresses block 2 from its pixels, block 4 attends it
+    inline = list(pipe.stream("a red circle", 5))
+    pipe.enable_fast_path(FastPath(decode_ahead=True))  # the API's switch, without compiling
     pipe.backbone.codec.stream_decoder = recording_decoder
-    try:
-        ahead = run(True)
-    finally:
-        del pipe.backbone.codec.stream_decoder
+    ahead = list(pipe.stream("a red circle", 5))
     assert [type(e).__name__ for e in ahead] == [type(e).__name__ for e in inline]
     assert [e.block for e in ahead if isinstance(e, (Frames, Block))] == [e.block for e in inline if isinstance(e, (Frames, Block))]
     frames = [e.frames for e in inline if isinstance(e, Frames)]
     assert all((a.frames == f).all() for a, f in zip([e for e in ahead if isinstance(e, Frames)], frames))
     assert [e.mid_selected for e in ahead if isinstance(e, Block)][-1] == [2]  # compressed from pixels decoded ahead
     assert threads == ["packforcing-decode_0"] * 5
-    other = [e.frames for e in run(True, seed=1, count=1) if isinstance(e, Frames)]
-    assert any((o != f).any() for o, f in zip(other, frames))
+    other = [e.frames for e in pipe.stream("a red circle", 1, seed=1) if isinstance(e, Frames)]
+    assert (other[0] != frames[0]).any()
 
 
 @pytest.fixture(scope="module")
