@@ -1,15 +1,16 @@
 """Streaming speed on one GPU: Wan2.1-T2V-1.3B architecture at 832x480, 16 FPS, eager and fast path.
 
-    python bench/gpu.py --out bench/gpu.json                        # on a GPU: about 7 min on an H200
-    python bench/gpu.py --tiny --device cpu --seconds 6 --eager-seconds 6   # smoke test on a CPU
+    python -m bench.gpu --random --out bench/gpu.json                        # on a GPU: about 7 min on an H200
+    python -m bench.gpu --tiny --device cpu --seconds 6 --eager-seconds 6    # smoke test on a CPU
 
 Sections, in this order (each printed to stderr as soon as measured; --deadline-s skips
 what would not fit, and the JSON says what was skipped):
   eager          dynamic, uncompiled, decode inline (the path measured before): FPS, and
                  the frames of its first blocks for the output check
   compile        the fast path's compile and warm-up, timed apart from steady-state speed
-  fast           per policy (dynamic and window, then the breakdown, then the rest), compiled, decode on a side stream: FPS with decode, first
-                 frame, KV, peak memory, new compiled graphs (must be 0), PSNR vs eager
+  fast           per policy (dynamic and window, then the breakdown, then the rest),
+                 compiled, decode on a side stream: FPS with decode, first frame, KV,
+                 peak memory, new compiled graphs (must be 0), PSNR vs eager
   breakdown      dynamic, compiled, synchronised per stage: seconds per block for
                  transformer, selection, compression, decode, and the rotation tables;
                  host syncs per steady-state block (CUDA's sync debug mode, or on a CPU
@@ -32,8 +33,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere: python bench/gpu.py
 
 import packforcing.attention as attention_module
 from packforcing.backbone import Backbone, WanVAECodec

@@ -16,7 +16,7 @@ export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
 cat "$OUT/env.txt"
 # random weights of the real size (nothing can be downloaded there); the bench skips what
 # would end after --deadline-s and keeps every finished section in gpu.json
-timeout 560 python3 bench/gpu.py --random --deadline-s 430 --out "$OUT/gpu.json" ${BENCH_ARGS:-} 2> "$OUT/gpu.log"
+timeout 560 python3 -m bench.gpu --random --deadline-s 430 --out "$OUT/gpu.json" ${BENCH_ARGS:-} 2> "$OUT/gpu.log"
 rc=$?
 tail -n 25 "$OUT/gpu.log"
 exit $rc

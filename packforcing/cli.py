@@ -35,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--device", default=None)
     g.add_argument("--scale", type=int, default=1, help="upscale factor for the written mp4")
+    g.add_argument("--camera", default=None, help="camera path of a model with a camera: direction:seconds segments, "
+                   "e.g. right:8,left:8 (directions: left, still, right; default: the prompt's pan)")
     g.add_argument("--compile", action="store_true", help="fast path: torch.compile the transformer, decode one block ahead (for a GPU; off by default)")
     _method_args(g)
 
@@ -102,11 +104,12 @@ def _generate(args) -> int:
         pipe.enable_fast_path()
     config = _config(args, pipe.default_config)
     pipe.validate(args.prompt, args.seconds, config)
+    camera = pipe.camera_path(args.camera)
     frames = []
     trace = TraceWriter(args.trace) if args.trace else None
     bar = None
     try:
-        for event in pipe.stream(args.prompt, args.seconds, args.seed, config):
+        for event in pipe.stream(args.prompt, args.seconds, args.seed, config, camera=camera):
             if trace:
                 trace.write(event)
             if isinstance(event, RunStart):
@@ -136,7 +139,7 @@ def main(argv=None) -> int:
         if args.command == "generate":
             return _generate(args)
         if args.command == "ablate":
-            from .ablate import main as ablate
+            from .embedded.ablate import main as ablate
 
             return ablate(args)
     except (ValueError, FileNotFoundError) as e:

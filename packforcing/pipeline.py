@@ -17,6 +17,8 @@ import numpy as np
 import torch
 
 from .backbone import Backbone
+from .camera import CameraPath
+from .controls import LiveControls
 from .config import PackForcingConfig
 from .events import Block, Frames
 from .fastpath import FastPath
@@ -31,7 +33,7 @@ EMBEDDED_DIR = os.path.join(ASSETS, "embedded")
 
 def _embedded_reason() -> str | None:
     if not os.path.exists(os.path.join(EMBEDDED_DIR, "generator.safetensors")):
-        return f"embedded weights not found in {EMBEDDED_DIR} (train them with python -m packforcing.train)"
+        return f"embedded weights not found in {EMBEDDED_DIR} (train them with python -m packforcing.embedded.train)"
     return None
 
 
@@ -75,7 +77,7 @@ def default_model() -> str:
 def default_config_for(name: str) -> PackForcingConfig:
     """The config a model was trained for, without loading it."""
     if name == "embedded":
-        from .backbones.embedded import EMBEDDED_CONFIG
+        from .embedded.model import EMBEDDED_CONFIG
 
         return EMBEDDED_CONFIG
     return PackForcingConfig()
@@ -92,7 +94,7 @@ def build_backbone(name: str, device=None, dtype=None) -> Backbone:
 
         backbone = build_tiny_random()
     elif name == "embedded":
-        from .backbones.embedded import load_embedded
+        from .embedded.model import load_embedded
 
         backbone = load_embedded(EMBEDDED_DIR)
     else:  # the real model is placed and cast while loading
@@ -180,16 +182,34 @@ class PackForcingPipeline:
                 f"({latent_frames} latent frames for {seconds:g} s); allowed 0 to {latent_frames}"
             )
 
-    def stream(self, prompt: str, seconds: float, seed: int = 0, config: PackForcingConfig | None = None, should_stop=None) -> Iterator:
+    @property
+    def has_camera(self) -> bool:
+        return self.backbone.move_camera is not None
+
+    def camera_path(self, camera: str | CameraPath | None) -> CameraPath | None:
+        """`right:8,left:8` (or a CameraPath) -> CameraPath; ValueError for a camera-less model."""
+        if camera is None or isinstance(camera, str) and not camera.strip():
+            return None
+        path = camera if isinstance(camera, CameraPath) else CameraPath.parse(camera)
+        if not self.has_camera:
+            raise ValueError(f"model {self.name!r} has no camera to steer; the embedded model has one")
+        return path
+
+    def stream(self, prompt: str, seconds: float, seed: int = 0, config: PackForcingConfig | None = None, should_stop=None,
+               camera: str | CameraPath | None = None, controls: LiveControls | None = None) -> Iterator:
+        """camera: a path such as `right:8,left:8` (directions left, still, right; seconds);
+        controls: live steering (LiveControls.steer), applied from the next block."""
         config = config or self.default_config
         self.validate(prompt, seconds, config)
+        path = self.camera_path(camera)
         sampler = PackForcingSampler(self.backbone, config, seed=int(seed), decode_ahead=bool(self.fast and self.fast.decode_ahead))
         num_blocks = blocks_for(float(seconds), self.backbone, config)
-        yield from sampler.stream(prompt, num_blocks, self.name, should_stop, self.describe_prompt(prompt))
+        yield from sampler.stream(prompt, num_blocks, self.name, should_stop, self.describe_prompt(prompt), path, controls)
 
-    def __call__(self, prompt: str, seconds: float, seed: int = 0, config: PackForcingConfig | None = None) -> PipelineOutput:
+    def __call__(self, prompt: str, seconds: float, seed: int = 0, config: PackForcingConfig | None = None,
+                 camera: str | CameraPath | None = None) -> PipelineOutput:
         frames, events = [], []
-        for event in self.stream(prompt, seconds, seed, config):
+        for event in self.stream(prompt, seconds, seed, config, camera=camera):
             if isinstance(event, Frames):
                 frames.append(event.frames)
             else:
