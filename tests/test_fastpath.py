@@ -96,7 +96,7 @@ def test_decode_ahead_gives_the_inline_frames_in_the_inline_order():
     assert all((a.frames == f).all() for a, f in zip([e for e in ahead if isinstance(e, Frames)], frames))
     assert [e.mid_selected for e in ahead if isinstance(e, Block)][-1] == [2]  # compressed from pixels decoded ahead
     assert threads == ["packforcing-decode_0"] * 5
-    other = [e.frames for e in pipe.stream("a red circle", 1, seed=1) if isinstance(e, Frames)]
+    other = [e.frames for e in pipe.stream("a red circle", 2, seed=1) if isinstance(e, Frames)]
     assert (other[0] != frames[0]).any()
 
 
