@@ -14,7 +14,7 @@ import torch
 
 import packforcing.attention as attention_module
 from packforcing.decoding import to_uint8
-from packforcing.fastpath import host_syncs, sdpa_backend_used
+from packforcing.fastpath import conv_layout, host_syncs, sdpa_backend_used
 from packforcing.rope import rotate_in_time, temporal_rotation, to_device
 from packforcing.sampler import PackForcingSampler
 
@@ -97,8 +97,8 @@ def decode_layout(backbone, config, device) -> dict:
     h, w = backbone.latent_hw
     latent = torch.randn(1, backbone.codec.latent_channels, config.block_frames, h, w, device=device, dtype=backbone.dtype)
     with torch.no_grad():
-        for layout in (torch.contiguous_format, torch.channels_last_3d):
-            vae.to(memory_format=layout)
+        for channels_last in (False, True):
+            conv_layout(vae, channels_last)
             decoder = backbone.codec.stream_decoder()
             for _ in range(2):  # the first chunk, and cuDNN's autotuning
                 decoder.decode_next(latent)
@@ -107,8 +107,8 @@ def decode_layout(backbone, config, device) -> dict:
             for _ in range(2):
                 decoder.decode_next(latent)
             sync(device)
-            out["channels_last_s" if layout == torch.channels_last_3d else "contiguous_s"] = (time.perf_counter() - t0) / 2
-    vae.to(memory_format=torch.contiguous_format)
+            out["channels_last_s" if channels_last else "contiguous_s"] = (time.perf_counter() - t0) / 2
+    conv_layout(vae, False)
     return out
 
 

@@ -49,8 +49,17 @@ class FastPath:
             prefer_sdpa(self.sdpa)
         vae = getattr(backbone.codec, "vae", None)
         if self.channels_last_decode and vae is not None and backbone.device.type == "cuda":
-            vae.to(memory_format=torch.channels_last_3d)
+            conv_layout(vae, channels_last=True)
             torch.backends.cudnn.benchmark = True  # a block's decode shapes never change
+
+
+def conv_layout(module: torch.nn.Module, channels_last: bool) -> None:
+    """Convolution weights in channels-last (3-D for Conv3d, 2-D for Conv2d), cuDNN's
+    preferred layout for bf16, or back to contiguous. Activations follow the weights."""
+    for p in module.parameters():
+        if p.dim() in (4, 5):
+            layout = (torch.channels_last_3d if p.dim() == 5 else torch.channels_last) if channels_last else torch.contiguous_format
+            p.data = p.data.contiguous(memory_format=layout)
 
 
 def compile_transformer(transformer, backend: str = "inductor", mode: str = "default") -> None:

@@ -11,7 +11,7 @@ from torch._dynamo.utils import counters
 from packforcing.backbones.tiny import build_tiny_random
 from packforcing.config import PackForcingConfig
 from packforcing.events import Block, Frames
-from packforcing.fastpath import FastPath, compile_transformer, host_syncs, sdpa_backend_used
+from packforcing.fastpath import FastPath, compile_transformer, conv_layout, host_syncs, sdpa_backend_used
 from packforcing.pipeline import PackForcingPipeline
 from packforcing.sampler import PackForcingSampler
 
@@ -152,3 +152,18 @@ def test_inductor_compiles_one_layer_to_the_eager_keys():
     assert counters["stats"]["unique_graphs"] > 0
     torch.testing.assert_close(fast, eager, rtol=1e-5, atol=1e-5)
     assert (other - eager).abs().max() > 1e-2
+
+
+def test_channels_last_decode_gives_the_contiguous_pixels():
+    backbone = build_tiny_random(width=64, height=64)
+    latent = torch.randn(1, 16, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+
+    def decode(x):
+        with torch.no_grad():
+            return backbone.codec.stream_decoder().decode_next(x)
+
+    plain = decode(latent)
+    conv_layout(backbone.codec.vae, channels_last=True)
+    assert any(p.dim() == 5 and p.is_contiguous(memory_format=torch.channels_last_3d) for p in backbone.codec.vae.parameters())
+    torch.testing.assert_close(decode(latent), plain, rtol=1e-4, atol=1e-4)
+    assert (decode(latent * 2) - plain).abs().max() > 1e-2
