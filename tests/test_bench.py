@@ -22,11 +22,12 @@ def test_gpu_bench_smoke_on_cpu(capsys):
                 "--backend", "aot_eager", "--sections", "eager"])
     out = json.loads(capsys.readouterr().out)
     assert out["weights"] == "random (tiny)" and out["gpu"] == "cpu"
-    assert set(out["policies"]) == {"window", "dynamic"} and out["skipped"] == []
+    assert set(out["policies"]) == {"window", "dynamic"} and out["skipped"] == [] and "errors" not in out
     for row in out["policies"].values():
         assert row["frames"] == 13 and row["kv_gb"] > 0 and row["first_frame_s"] > 0
         assert row["fps_with_decode"] > 0 and row["new_compiled_graphs"] == 0  # compiled while warming up
     assert out["compile"]["compiled_graphs"] > 0 and out["compile"]["compile_and_warmup_s"] > 0
+    assert out["compile"]["frames"]["ok"] == out["compile"]["frames"]["total"]  # no frame fell back to eager
     assert out["policies"]["dynamic"]["psnr_vs_eager_db"][0] > 60  # the same frames, up to float rounding
     assert out["dynamic_vs_window_fps"] > 0 and out["fast_vs_eager_fps_same_blocks"]["blocks"] == 1
     assert out["sdpa"]["default"] == "flash_for_cpu"
