@@ -4,11 +4,24 @@ from __future__ import annotations
 
 import gradio as gr
 
-from packforcing.config import COMPRESSIONS, POLICIES
-from packforcing.pipeline import available_models, default_config_for, default_model
+from packforcing import registry
+from packforcing.config import COMPRESSIONS, MAX_MID_CAPACITY, MAX_SINK_FRAMES, MAX_TOP_K, POLICIES, PackForcingConfig
+from packforcing.memory import PAPER_FPS, PAPER_HEIGHT, PAPER_SECONDS, PAPER_WIDTH
 from visualizers import empty_figure
 
-from .handlers import AblationRun, Run, ablation_presets, build_config, calculator, load_trace, replay_figures, request_stop, stop_flag
+from .handlers import (
+    AblationRun,
+    Run,
+    ablation_presets,
+    build_config,
+    calculator,
+    live_controls,
+    load_trace,
+    replay_figures,
+    request_stop,
+    steerer,
+    stop_flag,
+)
 
 try:  # ZeroGPU on Hugging Face Spaces; a no-op everywhere else
     import spaces
@@ -18,30 +31,26 @@ except ImportError:
     def gpu(fn):
         return fn
 
-EXAMPLES = [
-    "a red circle and a blue square, camera pans right",
-    "a yellow triangle and a green circle, slow pan left, bouncing",
-    "a white square, a red triangle and a blue circle at dusk",
-    "two green circles in the forest, fast pan right",
-]
 PANEL_HELP = {
-    "occupancy": "Tokens each block attends, by partition. Archived mid blocks are held in memory but not attended. The dashed line is the bounded context: it never grows.",
+    "occupancy": "Top: tokens each block attends, by partition, under the dashed bounded context, which never grows. Below: archived mid blocks, held in memory (compressed) but not attended.",
     "selection": "Each row is a generated block, each column a compressed mid block. Colour = how much the current queries want that block; squares = the top-k actually attended. Old blocks keep getting picked: attention demand spans the whole history.",
     "rope": "Keys are cached already rotated at the time they were generated. Before attending, selected blocks are moved (rotated in time) so that sink, mid and recent sit side by side before the current block: the gaps left by unselected or evicted blocks close.",
+    "camera": "Models with a camera (the embedded one): bars show where each block was filmed on the wrapping panorama, coloured by the partition that holds it now; the band is where the camera looks. When it comes back to a place, the mid-bank block that filmed it should turn orange (attended).",
     "memory": "Bytes of K/V actually held by this run vs a full cache. Below: the same policies for the real Wan2.1-1.3B at 832x480 (about 4 GB vs 138 GB at 120 s).",
 }
 
 
 @gpu
-def _generate(model, prompt, seconds, seed, sink_frames, top_k, mid_capacity, policy, rope_repair, compression, request: gr.Request = None):
-    """Streams: video segment, preview, four figures, status, final video, trace."""
+def _generate(model, prompt, seconds, seed, sink_frames, top_k, mid_capacity, policy, rope_repair, compression, camera, request: gr.Request = None):
+    """Streams: video segment, preview, four figures, status, final video, trace, camera figure."""
     nothing = gr.skip()
+    session = request.session_hash if request else None
     try:
         config = build_config(model, sink_frames, top_k, mid_capacity, policy, rope_repair, compression)
-        run = Run(model, prompt, seconds, seed, config, stop=stop_flag(request.session_hash if request else None))
+        run = Run(model, prompt, seconds, seed, config, stop=stop_flag(session), camera=camera, controls=live_controls(session))
     except ValueError as e:
         gr.Warning(str(e))
-        yield (nothing, nothing, nothing, nothing, nothing, nothing, f"⚠️ **Error:** {e}", nothing, nothing)
+        yield (nothing, nothing, nothing, nothing, nothing, nothing, f"⚠️ **Error:** {e}", nothing, nothing, nothing)
         return
     for update in run.updates():
         figures = update.get("figures") or (nothing,) * 4
@@ -52,6 +61,7 @@ def _generate(model, prompt, seconds, seed, sink_frames, top_k, mid_capacity, po
             update["status"],
             update.get("video", nothing),
             update.get("trace", nothing),
+            update.get("camera", nothing),
         )
 
 
@@ -75,20 +85,28 @@ def _ablate(model, prompt, seconds, seed, preset_a, preset_b, request: gr.Reques
 
 
 def _model_note() -> str:
-    lines = [f"- **{name}**: " + ("available" if reason is None else f"unavailable ({reason})") for name, reason in available_models().items()]
+    lines = []
+    for name, entry in registry.entries().items():
+        reason = entry.unavailable()
+        lines.append(f"- **{name}**: {entry.description}; " + ("available" if reason is None else f"unavailable ({reason})"))
     return "\n".join(lines)
 
 
 def _defaults_for(model):
-    c = default_config_for(model)
+    c = registry.get(model).default_config
     return c.sink_frames, c.top_k, c.mid_capacity, c.policy, c.rope_repair, c.compression
 
 
+def _examples(model: str) -> list[str]:
+    """The default model's example prompts, else every model's."""
+    own = registry.get(model).examples
+    return list(own or [p for e in registry.entries().values() for p in e.examples])
+
+
 def build_demo() -> gr.Blocks:
-    models = available_models()
-    usable = [name for name, reason in models.items() if reason is None]
-    model0 = default_model()
-    c0 = default_config_for(model0)
+    usable = [name for name, reason in registry.available_models().items() if reason is None]
+    model0 = registry.default_model()
+    examples = _examples(model0)
     with gr.Blocks(title="PackForcing Studio") as demo:
         gr.Markdown(
             "# PackForcing Studio\nLong streaming video with a **bounded KV cache**: a full-resolution **sink**, a **compressed mid bank** "
@@ -96,130 +114,161 @@ def build_demo() -> gr.Blocks:
             "Type a prompt, press Generate, and watch the memory work block by block."
         )
         with gr.Tab("Generate"):
-            with gr.Row():
-                with gr.Column(scale=2):
-                    prompt = gr.Textbox(label="Prompt", value=EXAMPLES[0], lines=2, max_lines=4, elem_id="prompt")
-                    gr.Examples(EXAMPLES, inputs=prompt, label="Examples (click one)")
-                    with gr.Row():
-                        seconds = gr.Slider(1, 120, value=16, step=1, label="Duration (seconds)", elem_id="seconds")
-                        seed = gr.Number(value=0, precision=0, label="Seed", elem_id="seed")
-                    model = gr.Dropdown(usable, value=model0, label="Model", elem_id="model")
-                    with gr.Accordion("Advanced: the cache", open=False):
-                        sink = gr.Slider(0, 32, value=c0.sink_frames, step=4, label="Sink frames (latent frames, multiple of 4)")
-                        top_k = gr.Slider(0, 64, value=c0.top_k, step=1, label="Top-k mid blocks attended")
-                        capacity = gr.Slider(0, 256, value=c0.mid_capacity, step=1, label="Mid-bank capacity (compressed blocks)")
-                        policy = gr.Radio(list(POLICIES), value=c0.policy, label="Selection policy")
-                        rope = gr.Checkbox(value=c0.rope_repair, label="RoPE repair (pack attended blocks in time)")
-                        compression = gr.Radio(list(COMPRESSIONS), value=c0.compression, label="Compression")
-                        gr.Markdown(_model_note())
-                    with gr.Row():
-                        go_btn = gr.Button("Generate", variant="primary", elem_id="generate")
-                        stop_btn = gr.Button("Stop", variant="stop", elem_id="stop")
-                    status = gr.Markdown("Ready.", elem_id="status")
-                with gr.Column(scale=3):
-                    with gr.Row():
-                        video = gr.Video(label="Streaming video", streaming=True, autoplay=True, elem_id="stream")
-                        preview = gr.Image(label="Newest frame", elem_id="preview", height=256)
-                    with gr.Row():
-                        final = gr.File(label="Finished video (mp4)", elem_id="final")
-                        trace = gr.File(label="Trace (JSONL, replay it in the Trace tab)", elem_id="trace")
-            with gr.Row():
-                with gr.Column():
-                    occupancy = gr.Plot(empty_figure(), label="Occupancy", elem_id="panel-occupancy")
-                    gr.Markdown(PANEL_HELP["occupancy"])
-                with gr.Column():
-                    selection = gr.Plot(empty_figure(), label="Top-k selection", elem_id="panel-selection")
-                    gr.Markdown(PANEL_HELP["selection"])
-            with gr.Row():
-                with gr.Column():
-                    rope_plot = gr.Plot(empty_figure(), label="RoPE offsets", elem_id="panel-rope")
-                    gr.Markdown(PANEL_HELP["rope"])
-                with gr.Column():
-                    memory = gr.Plot(empty_figure(), label="KV memory", elem_id="panel-memory")
-                    gr.Markdown(PANEL_HELP["memory"])
-            model.change(_defaults_for, model, [sink, top_k, capacity, policy, rope, compression])
-            outputs = [video, preview, occupancy, selection, rope_plot, memory, status, final, trace]
-            go_btn.click(
-                _generate, [model, prompt, seconds, seed, sink, top_k, capacity, policy, rope, compression], outputs,
-                concurrency_limit=1, concurrency_id="gpu",
-            )
-            # Stop sets this session's flag; the run ends after the block in flight and frees
-            # its cache. (A closed tab cancels the event itself.)
-            stop_btn.click(request_stop, None, None, queue=False)
-
+            _generate_tab(usable, model0, examples)
         with gr.Tab("Ablation"):
-            gr.Markdown(
-                "Two memory configurations, the **same prompt and seed**, generated side by side. On the embedded model the "
-                "camera comes back to the same place every 8 s: watch which configuration remembers what it showed. "
-                "The table at the end scores both videos from their pixels."
-            )
-            presets = list(ablation_presets(model0))
-            with gr.Row():
-                a_prompt = gr.Textbox(label="Prompt", value=EXAMPLES[0], lines=1, scale=3, elem_id="ablation-prompt")
-                a_seconds = gr.Slider(1, 120, value=24, step=1, label="Duration (seconds)", scale=2, elem_id="ablation-seconds")
-                a_seed = gr.Number(value=0, precision=0, label="Seed", scale=1)
-                a_model = gr.Dropdown(usable, value=model0, label="Model", scale=1)
-            with gr.Row():
-                preset_a = gr.Dropdown(presets, value="window", label="Left", elem_id="preset-a")
-                preset_b = gr.Dropdown(presets, value="dynamic", label="Right", elem_id="preset-b")
-            with gr.Row():
-                a_go = gr.Button("Run both", variant="primary", elem_id="ablation-run")
-                a_stop = gr.Button("Stop", variant="stop")
-            a_status = gr.Markdown("Ready.", elem_id="ablation-status")
-            side_outputs = []
-            with gr.Row():
-                for side in ("a", "b"):
-                    with gr.Column():
-                        with gr.Row():
-                            side_video = gr.Video(label="Streaming video", streaming=True, autoplay=True, elem_id=f"ablation-stream-{side}")
-                            side_preview = gr.Image(label="Newest frame", height=200, elem_id=f"ablation-preview-{side}")
-                        plots = [gr.Plot(empty_figure(), label=label, elem_id=f"ablation-{key}-{side}")
-                                 for key, label in (("occupancy", "Occupancy"), ("selection", "Top-k selection"), ("rope", "RoPE offsets"), ("memory", "KV memory"))]
-                        side_outputs += [side_video, side_preview, *plots]
-            comparison = gr.Markdown(elem_id="ablation-table")
-            a_go.click(_ablate, [a_model, a_prompt, a_seconds, a_seed, preset_a, preset_b], side_outputs + [a_status, comparison],
-                       concurrency_limit=1, concurrency_id="gpu")
-            a_stop.click(request_stop, None, None, queue=False)
-
+            _ablation_tab(usable, model0, examples)
         with gr.Tab("Memory calculator"):
-            gr.Markdown("Tokens and bytes of the cache for any video, no model needed. Defaults are the paper's: 832x480, 16 FPS, 120 s.")
-            with gr.Row():
-                c_w = gr.Number(832, precision=0, label="Width")
-                c_h = gr.Number(480, precision=0, label="Height")
-                c_fps = gr.Number(16, precision=0, label="FPS")
-                c_s = gr.Number(120, label="Seconds")
-                c_sink = gr.Number(8, precision=0, label="Sink frames")
-                c_k = gr.Number(16, precision=0, label="Top-k")
-                c_cap = gr.Number(24, precision=0, label="Mid capacity")
-            c_btn = gr.Button("Compute")
-            with gr.Row():
-                c_table = gr.Markdown(elem_id="calc-table")
-                c_plot = gr.Plot(label="KV cache by policy")
-            c_inputs = [c_w, c_h, c_fps, c_s, c_sink, c_k, c_cap]
-            c_btn.click(calculator, c_inputs, [c_table, c_plot], queue=False)
-            demo.load(calculator, c_inputs, [c_table, c_plot], queue=False)
-
+            _calculator_tab(demo)
         with gr.Tab("Trace replay"):
-            gr.Markdown("Upload a trace (from the Generate tab or `python -m packforcing generate --trace`) and scrub through it block by block. No model runs.")
-            events_state = gr.State([])
-            with gr.Row():
-                upload = gr.File(label="trace .jsonl", file_types=[".jsonl", ".json", ".txt"], elem_id="trace-upload")
-                with gr.Column():
-                    r_msg = gr.Markdown(elem_id="replay-status")
-                    slider = gr.Slider(0, 1, value=0, step=1, label="Block", elem_id="replay-block")
-            with gr.Row():
-                r_occ, r_sel = gr.Plot(empty_figure("Upload a trace")), gr.Plot(empty_figure("Upload a trace"))
-            with gr.Row():
-                r_rope, r_mem = gr.Plot(empty_figure("Upload a trace")), gr.Plot(empty_figure("Upload a trace"))
-
-            def on_upload(file):
-                try:
-                    events, last = load_trace(file)
-                except (ValueError, OSError, UnicodeDecodeError) as e:
-                    return [], gr.update(maximum=1, value=0), f"⚠️ **Error:** {e}", *replay_figures([], 0)
-                return events, gr.update(maximum=max(last, 1), value=last), f"Loaded {last + 1} blocks.", *replay_figures(events, last)
-
-            upload.upload(on_upload, upload, [events_state, slider, r_msg, r_occ, r_sel, r_rope, r_mem], queue=False)
-            slider.change(replay_figures, [events_state, slider], [r_occ, r_sel, r_rope, r_mem], queue=False)
+            _replay_tab()
     demo.queue(default_concurrency_limit=1, max_size=32)
     return demo
+
+
+def _cache_controls(config) -> list:
+    """Sink, top-k, capacity, policy, RoPE repair, compression: the model's defaults."""
+    with gr.Accordion("Advanced: the cache", open=False):
+        controls = [
+            gr.Slider(0, MAX_SINK_FRAMES, value=config.sink_frames, step=config.block_frames, label="Sink frames (latent frames, multiple of 4)"),
+            gr.Slider(0, MAX_TOP_K, value=config.top_k, step=1, label="Top-k mid blocks attended"),
+            gr.Slider(0, MAX_MID_CAPACITY, value=config.mid_capacity, step=1, label="Mid-bank capacity (compressed blocks)"),
+            gr.Radio(list(POLICIES), value=config.policy, label="Selection policy"),
+            gr.Checkbox(value=config.rope_repair, label="RoPE repair (pack attended blocks in time)"),
+            gr.Radio(list(COMPRESSIONS), value=config.compression, label="Compression"),
+        ]
+        gr.Markdown(_model_note())
+    return controls
+
+
+def _panels() -> list:
+    """The five trace panels of a run, each with its explanation."""
+    plots = []
+    for row in ((("occupancy", "Occupancy"), ("selection", "Top-k selection")), (("rope", "RoPE offsets"), ("memory", "KV memory")),
+                (("camera", "Camera and memory"),)):
+        with gr.Row():
+            for key, label in row:
+                with gr.Column():
+                    plots.append(gr.Plot(empty_figure(), label=label, elem_id=f"panel-{key}"))
+                    gr.Markdown(PANEL_HELP[key])
+    return plots
+
+
+def _generate_tab(usable: list[str], model0: str, examples: list[str]) -> None:
+    entry0 = registry.get(model0)
+    with gr.Row():
+        with gr.Column(scale=2):
+            prompt = gr.Textbox(label="Prompt", value=examples[0], lines=2, max_lines=4, elem_id="prompt")
+            gr.Examples(examples, inputs=prompt, label="Examples (click one)")
+            with gr.Row():
+                seconds = gr.Slider(1, entry0.max_seconds, value=16, step=1, label="Duration (seconds)", elem_id="seconds")
+                seed = gr.Number(value=0, precision=0, label="Seed", elem_id="seed")
+            model = gr.Dropdown(usable, value=model0, label="Model", elem_id="model")
+            cache = _cache_controls(entry0.default_config)
+            camera = gr.Textbox(label="Camera path (models with a camera)", value="", max_lines=1, elem_id="camera-path",
+                                placeholder="e.g. right:8,left:8 (direction:seconds; empty: the prompt's pan)")
+            with gr.Row():
+                go_btn = gr.Button("Generate", variant="primary", elem_id="generate")
+                stop_btn = gr.Button("Stop", variant="stop", elem_id="stop")
+            with gr.Row():
+                # steer the next block while the video streams
+                steer_btns = {d: gr.Button(label, elem_id=f"camera-{d}", size="sm")
+                              for d, label in (("left", "← left"), ("still", "■ still"), ("right", "right →"))}
+            status = gr.Markdown("Ready.", elem_id="status")
+        with gr.Column(scale=3):
+            with gr.Row():
+                video = gr.Video(label="Streaming video", streaming=True, autoplay=True, elem_id="stream")
+                preview = gr.Image(label="Newest frame", elem_id="preview", height=256)
+            with gr.Row():
+                final = gr.File(label="Finished video (mp4)", elem_id="final")
+                trace = gr.File(label="Trace (JSONL, replay it in the Trace tab)", elem_id="trace")
+    occupancy, selection, rope_plot, memory, camera_plot = _panels()
+    model.change(_defaults_for, model, cache)
+    outputs = [video, preview, occupancy, selection, rope_plot, memory, status, final, trace, camera_plot]
+    go_btn.click(_generate, [model, prompt, seconds, seed, *cache, camera], outputs, concurrency_limit=1, concurrency_id="gpu")
+    for direction, btn in steer_btns.items():
+        btn.click(steerer(direction), None, None, queue=False)
+    # Stop sets this session's flag; the run ends after the block in flight and frees
+    # its cache. (A closed tab cancels the event itself.)
+    stop_btn.click(request_stop, None, None, queue=False)
+
+
+def _ablation_tab(usable: list[str], model0: str, examples: list[str]) -> None:
+    gr.Markdown(
+        "Two memory configurations, the **same prompt and seed**, generated side by side. On the embedded model the "
+        "camera comes back to the same place every 8 s: watch which configuration remembers what it showed. "
+        "The table at the end scores both videos from their pixels."
+    )
+    presets = list(ablation_presets(model0))
+    with gr.Row():
+        a_prompt = gr.Textbox(label="Prompt", value=examples[0], lines=1, scale=3, elem_id="ablation-prompt")
+        a_seconds = gr.Slider(1, registry.get(model0).max_seconds, value=24, step=1, label="Duration (seconds)", scale=2,
+                              elem_id="ablation-seconds")
+        a_seed = gr.Number(value=0, precision=0, label="Seed", scale=1)
+        a_model = gr.Dropdown(usable, value=model0, label="Model", scale=1)
+    with gr.Row():
+        preset_a = gr.Dropdown(presets, value="window", label="Left", elem_id="preset-a")
+        preset_b = gr.Dropdown(presets, value="dynamic", label="Right", elem_id="preset-b")
+    with gr.Row():
+        a_go = gr.Button("Run both", variant="primary", elem_id="ablation-run")
+        a_stop = gr.Button("Stop", variant="stop")
+    a_status = gr.Markdown("Ready.", elem_id="ablation-status")
+    side_outputs = []
+    with gr.Row():
+        for side in ("a", "b"):
+            with gr.Column():
+                with gr.Row():
+                    side_video = gr.Video(label="Streaming video", streaming=True, autoplay=True, elem_id=f"ablation-stream-{side}")
+                    side_preview = gr.Image(label="Newest frame", height=200, elem_id=f"ablation-preview-{side}")
+                plots = [gr.Plot(empty_figure(), label=label, elem_id=f"ablation-{key}-{side}")
+                         for key, label in (("occupancy", "Occupancy"), ("selection", "Top-k selection"), ("rope", "RoPE offsets"), ("memory", "KV memory"))]
+                side_outputs += [side_video, side_preview, *plots]
+    comparison = gr.Markdown(elem_id="ablation-table")
+    a_go.click(_ablate, [a_model, a_prompt, a_seconds, a_seed, preset_a, preset_b], side_outputs + [a_status, comparison],
+               concurrency_limit=1, concurrency_id="gpu")
+    a_stop.click(request_stop, None, None, queue=False)
+
+
+def _calculator_tab(demo: gr.Blocks) -> None:
+    paper = PackForcingConfig()
+    gr.Markdown("Tokens and bytes of the cache for any video, no model needed. Defaults are the paper's: "
+                f"{PAPER_WIDTH}x{PAPER_HEIGHT}, {PAPER_FPS} FPS, {PAPER_SECONDS:g} s.")
+    with gr.Row():
+        inputs = [
+            gr.Number(PAPER_WIDTH, precision=0, label="Width"),
+            gr.Number(PAPER_HEIGHT, precision=0, label="Height"),
+            gr.Number(PAPER_FPS, precision=0, label="FPS"),
+            gr.Number(PAPER_SECONDS, label="Seconds"),
+            gr.Number(paper.sink_frames, precision=0, label="Sink frames"),
+            gr.Number(paper.top_k, precision=0, label="Top-k"),
+            gr.Number(paper.mid_capacity, precision=0, label="Mid capacity"),
+        ]
+    c_btn = gr.Button("Compute")
+    with gr.Row():
+        c_table = gr.Markdown(elem_id="calc-table")
+        c_plot = gr.Plot(label="KV cache by policy", elem_id="calc-plot")
+    c_btn.click(calculator, inputs, [c_table, c_plot], queue=False)
+    demo.load(calculator, inputs, [c_table, c_plot], queue=False)
+
+
+def _replay_tab() -> None:
+    gr.Markdown("Upload a trace (from the Generate tab or `python -m packforcing generate --trace`) and scrub through it block by block. No model runs.")
+    events_state = gr.State([])
+    with gr.Row():
+        upload = gr.File(label="trace .jsonl", file_types=[".jsonl", ".json", ".txt"], elem_id="trace-upload")
+        with gr.Column():
+            r_msg = gr.Markdown(elem_id="replay-status")
+            slider = gr.Slider(0, 1, value=0, step=1, label="Block", elem_id="replay-block")
+    with gr.Row():
+        r_occ, r_sel = gr.Plot(empty_figure("Upload a trace")), gr.Plot(empty_figure("Upload a trace"))
+    with gr.Row():
+        r_rope, r_mem = gr.Plot(empty_figure("Upload a trace")), gr.Plot(empty_figure("Upload a trace"))
+
+    def on_upload(file):
+        try:
+            events, last = load_trace(file)
+        except (ValueError, OSError, UnicodeDecodeError) as e:
+            return [], gr.update(maximum=1, value=0), f"⚠️ **Error:** {e}", *replay_figures([], 0)
+        return events, gr.update(maximum=max(last, 1), value=last), f"Loaded {last + 1} blocks.", *replay_figures(events, last)
+
+    upload.upload(on_upload, upload, [events_state, slider, r_msg, r_occ, r_sel, r_rope, r_mem], queue=False)
+    slider.change(replay_figures, [events_state, slider], [r_occ, r_sel, r_rope, r_mem], queue=False)

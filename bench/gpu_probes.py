@@ -13,10 +13,10 @@ import numpy as np
 import torch
 
 import packforcing.attention as attention_module
-from packforcing.decoding import to_uint8
 from packforcing.fastpath import conv_layout, host_syncs, sdpa_backend_used
 from packforcing.rope import rotate_in_time, temporal_rotation, to_device
 from packforcing.sampler import PackForcingSampler
+from packforcing.video import to_uint8
 
 PROMPT = "A red fox trots through fresh snow in a birch forest at dawn, cinematic, tracking shot"
 

@@ -15,11 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-
-def to_uint8(pixels: torch.Tensor) -> np.ndarray:
-    """(1, 3, T, H, W) in [-1, 1] -> (T, H, W, 3) uint8."""
-    x = ((pixels[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.permute(1, 2, 3, 0).cpu().numpy()
+from .video import to_uint8
 
 
 class Decoded:

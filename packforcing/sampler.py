@@ -15,21 +15,22 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 
 from .attention import CacheSession, SelectionHook, install
 from .backbone import Backbone
 from .cache import BlockKV, KVCache
-from .compression import TOKEN_SPAN, fit_lr_to_grid, lr_latent
 from .camera import CameraPath
+from .compression import TOKEN_SPAN, fit_lr_to_grid, lr_latent
 from .config import PackForcingConfig
 from .controls import LiveControls
-from .decoding import Decoded, DecodeQueue, to_uint8  # noqa: F401 (to_uint8: its home before decoding.py)
+from .decoding import Decoded, DecodeQueue
 from .events import Block, Frames, RunEnd, RunStart
-from .rope import rope_cos_sin, grid_positions, apply_rotary, to_device
+from .rope import apply_rotary, grid_positions, rope_cos_sin, to_device
 from .selection import select_blocks
+from .video import to_uint8  # noqa: F401 (imported from here by callers)
 
 
 def blocks_for(seconds: float, backbone: Backbone, config: PackForcingConfig) -> int:
@@ -270,7 +271,8 @@ class PackForcingSampler:
         while len(waiting) > keep:
             decoded, trace = waiting.popleft()
             frames = decoded.frames()
-            frames_total, done = frames_total + frames.shape[0], trace["block"] + 1
+            frames_total += frames.shape[0]
+            done = trace["block"] + 1
             yield Frames(block=trace["block"], frames=frames, fps=fps)
             timings = trace.pop("timings")
             timings = {"transformer": timings["transformer"], "decode": decoded.seconds, "compress": timings["compress"]}
