@@ -34,7 +34,9 @@ class FastPath:
     mode: str = "default"  # reduce-overhead adds CUDA graphs to each compiled piece
     decode_ahead: bool = False
     sdpa: str = "auto"  # attention backend put first; auto keeps PyTorch's order
-    channels_last_decode: bool = True  # the VAE's 3-D convolutions in channels-last (CUDA only)
+    # the VAE's convolutions in channels-last (CUDA only); off until bench/gpu.py's
+    # decode_layout has measured it faster on a GPU (the VAE's reshapes may undo it)
+    channels_last_decode: bool = False
 
     def __post_init__(self):
         for name, value, allowed in (("backend", self.backend, BACKENDS), ("mode", self.mode, MODES), ("sdpa", self.sdpa, tuple(SDPA))):
