@@ -117,15 +117,15 @@ def host_syncs():
     """Record every Python-level read of a tensor's value by the host (.item, .tolist,
     .cpu, .numpy, bool/float/int of a tensor): on a GPU each one waits for the device.
     Yields a list of (method, 'file:line') call sites, filled while the block runs."""
-    import sys
+    import inspect
 
     names = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__")
     seen, originals = [], {n: getattr(torch.Tensor, n) for n in names}
 
     def wrap(name, original):
         def recorded(self, *args, **kwargs):
-            frame = sys._getframe(1)
-            seen.append((name, f"{frame.f_code.co_filename}:{frame.f_lineno}"))
+            caller = inspect.stack(context=0)[1]
+            seen.append((name, f"{caller.filename}:{caller.lineno}"))
             return original(self, *args, **kwargs)
 
         return recorded
