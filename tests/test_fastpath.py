@@ -6,6 +6,7 @@ import threading
 
 import pytest
 import torch
+from dense_reference import one_thread  # noqa: F401  (fixture)
 from torch._dynamo.utils import counters
 
 from packforcing.backbones.tiny import build_tiny_random
@@ -14,6 +15,8 @@ from packforcing.events import Block, Frames
 from packforcing.fastpath import FastPath, compile_transformer, conv_layout, host_syncs, sdpa_backend_used
 from packforcing.pipeline import PackForcingPipeline
 from packforcing.sampler import PackForcingSampler
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 # sink 2 blocks, recent 1, a bank of 1: block 3 is the first to compress, block 4 the
 # first to score a full bank. "hr" compression needs no pixels, so no codec runs.
