@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import html
+
 import gradio as gr
 
 from packforcing.config import COMPRESSIONS, POLICIES
 from packforcing.pipeline import available_models, default_config_for, default_model
 from visualizers import empty_figure
 
-from .handlers import AblationRun, Run, ablation_presets, build_config, calculator, load_trace, replay_figures, request_stop, stop_flag
+from . import sessions
+from .handlers import AblationRun, Run, ablation_presets, build_config, calculator, load_trace, plain, replay_figures
 
 try:  # ZeroGPU on Hugging Face Spaces; a no-op everywhere else
     import spaces
@@ -32,46 +35,110 @@ PANEL_HELP = {
 }
 
 
+def _session(request: gr.Request | None) -> str | None:
+    return getattr(request, "session_hash", None)
+
+
+def _refused(e: ValueError) -> str:
+    """A request the studio cannot run: a toast and the status line, the message as text
+    (a toast renders HTML, not Markdown)."""
+    gr.Warning(html.escape(str(e)))
+    return f"⚠️ **Error:** {plain(e)}"
+
+
 @gpu
 def _generate(model, prompt, seconds, seed, sink_frames, top_k, mid_capacity, policy, rope_repair, compression, request: gr.Request = None):
     """Streams: video segment, preview, four figures, status, final video, trace."""
     nothing = gr.skip()
+    session = _session(request)
+    flag = sessions.begin_run(session, "generate")
     try:
-        config = build_config(model, sink_frames, top_k, mid_capacity, policy, rope_repair, compression)
-        run = Run(model, prompt, seconds, seed, config, stop=stop_flag(request.session_hash if request else None))
-    except ValueError as e:
-        gr.Warning(str(e))
-        yield (nothing, nothing, nothing, nothing, nothing, nothing, f"⚠️ **Error:** {e}", nothing, nothing)
-        return
-    for update in run.updates():
-        figures = update.get("figures") or (nothing,) * 4
-        yield (
-            update.get("segment", nothing),
-            update.get("preview", nothing),
-            *figures,
-            update["status"],
-            update.get("video", nothing),
-            update.get("trace", nothing),
-        )
+        if flag.is_set():  # Stop was pressed while this run waited in the queue
+            yield (*(nothing,) * 6, "Stopped before it started.", nothing, nothing)
+            return
+        try:
+            config = build_config(model, sink_frames, top_k, mid_capacity, policy, rope_repair, compression)
+            run = Run(model, prompt, seconds, seed, config, sessions.new_run_dir(session), flag)
+        except ValueError as e:
+            yield (*(nothing,) * 6, _refused(e), nothing, nothing)
+            return
+        for update in run.updates():
+            figures = update.get("figures") or (nothing,) * 4
+            yield (
+                update.get("segment", nothing),
+                update.get("preview", nothing),
+                *figures,
+                update["status"],
+                update.get("video", nothing),
+                update.get("trace", nothing),
+            )
+    finally:
+        sessions.end_run(session, "generate", flag)
 
 
 @gpu
 def _ablate(model, prompt, seconds, seed, preset_a, preset_b, request: gr.Request = None):
     """Streams, for each side: video segment, preview, four figures; then status and the comparison."""
     nothing = gr.skip()
+    session = _session(request)
+    flag = sessions.begin_run(session, "ablation")
     try:
-        lab = AblationRun(model, prompt, seconds, seed, preset_a, preset_b, stop=stop_flag(request.session_hash if request else None))
+        if flag.is_set():
+            yield (*(nothing,) * 12, "Stopped before it started.", nothing)
+            return
+        try:
+            lab = AblationRun(model, prompt, seconds, seed, preset_a, preset_b, flag, sessions.new_run_dir(session))
+        except ValueError as e:
+            yield (*(nothing,) * 12, _refused(e), nothing)
+            return
+        for a, b, comparison in lab.updates():
+            sides = []
+            for update in (a, b):
+                update = update or {}
+                sides += [update.get("segment", nothing), update.get("preview", nothing), *(update.get("figures") or (nothing,) * 4)]
+            status = " · ".join(f"**{name}**: {u['status']}" for name, u in zip(lab.names, (a, b)) if u)
+            yield (*sides, status or nothing, comparison or nothing)
+    finally:
+        sessions.end_run(session, "ablation", flag)
+
+
+# Validators: Gradio runs them when a run is submitted, before it is queued (browser and
+# API clients alike). They arm the session's stop flag; the run checks its inputs itself.
+# (Gradio hands gr.Request only to a named parameter, hence the full signatures.)
+def _arm_generate(model, prompt, seconds, seed, sink_frames, top_k, mid_capacity, policy, rope_repair, compression, request: gr.Request = None):
+    sessions.arm_stop(_session(request), "generate")
+    return [gr.validate(True, "")] * 10
+
+
+def _arm_ablation(model, prompt, seconds, seed, preset_a, preset_b, request: gr.Request = None):
+    sessions.arm_stop(_session(request), "ablation")
+    return [gr.validate(True, "")] * 6
+
+
+def _stopper(view: str):
+    def stop(request: gr.Request):
+        sessions.request_stop(_session(request), view)
+    return stop
+
+
+def _end_session(request: gr.Request):
+    sessions.end_session(_session(request))
+
+
+def on_trace_upload(file):
+    """(events, slider, status line, four figures): a bad file empties all of them."""
+    try:
+        events, last = load_trace(file)
+    except (ValueError, OSError) as e:
+        return [], gr.update(maximum=1, value=0), f"⚠️ **Error:** {plain(e)}", *replay_figures([], 0)
+    return events, gr.update(maximum=max(last, 1), value=last), f"Loaded {last + 1} blocks.", *replay_figures(events, last)
+
+
+def on_replay_scrub(events, block):
+    try:
+        return replay_figures(events, block)
     except ValueError as e:
-        gr.Warning(str(e))
-        yield (*(nothing,) * 12, f"⚠️ **Error:** {e}", nothing)
-        return
-    for a, b, comparison in lab.updates():
-        sides = []
-        for update in (a, b):
-            update = update or {}
-            sides += [update.get("segment", nothing), update.get("preview", nothing), *(update.get("figures") or (nothing,) * 4)]
-        status = " · ".join(f"**{name}**: {u['status']}" for name, u in zip(lab.names, (a, b)) if u)
-        yield (*sides, status or nothing, comparison or nothing)
+        raise gr.Error(plain(e)) from None
 
 
 def _model_note() -> str:
@@ -84,12 +151,22 @@ def _defaults_for(model):
     return c.sink_frames, c.top_k, c.mid_capacity, c.policy, c.rope_repair, c.compression
 
 
+class Studio(gr.Blocks):
+    def validate_inputs(self, block_fn, inputs):
+        """Too few inputs (an API call) gets a plain message instead of Gradio's, which
+        lists the components' Python reprs."""
+        if len(inputs) < len(block_fn.inputs):
+            names = ", ".join(getattr(c, "label", None) or type(c).__name__ for c in block_fn.inputs)
+            raise gr.Error(f"this endpoint takes {len(block_fn.inputs)} inputs ({names}); {len(inputs)} were sent")
+        super().validate_inputs(block_fn, inputs)
+
+
 def build_demo() -> gr.Blocks:
     models = available_models()
     usable = [name for name, reason in models.items() if reason is None]
     model0 = default_model()
     c0 = default_config_for(model0)
-    with gr.Blocks(title="PackForcing Studio") as demo:
+    with Studio(title="PackForcing Studio", delete_cache=(600, sessions.RUN_FILES_TTL)) as demo:
         gr.Markdown(
             "# PackForcing Studio\nLong streaming video with a **bounded KV cache**: a full-resolution **sink**, a **compressed mid bank** "
             "searched by **top-k selection**, and the **recent** block — with RoPE packing so the model never sees the gaps. "
@@ -139,13 +216,14 @@ def build_demo() -> gr.Blocks:
                     gr.Markdown(PANEL_HELP["memory"])
             model.change(_defaults_for, model, [sink, top_k, capacity, policy, rope, compression])
             outputs = [video, preview, occupancy, selection, rope_plot, memory, status, final, trace]
+            # Submitting arms a stop flag (the validator) before the run is queued: a Stop
+            # while it waits keeps it from starting; a Stop while it runs ends it after the
+            # block in flight, with its video and trace so far. So does a closed tab (unload).
             go_btn.click(
                 _generate, [model, prompt, seconds, seed, sink, top_k, capacity, policy, rope, compression], outputs,
-                concurrency_limit=1, concurrency_id="gpu",
+                concurrency_limit=1, concurrency_id="gpu", api_name="generate", validator=_arm_generate,
             )
-            # Stop sets this session's flag; the run ends after the block in flight and frees
-            # its cache. (A closed tab cancels the event itself.)
-            stop_btn.click(request_stop, None, None, queue=False)
+            stop_btn.click(_stopper("generate"), None, None, queue=False, api_name="stop")
 
         with gr.Tab("Ablation"):
             gr.Markdown(
@@ -178,8 +256,8 @@ def build_demo() -> gr.Blocks:
                         side_outputs += [side_video, side_preview, *plots]
             comparison = gr.Markdown(elem_id="ablation-table")
             a_go.click(_ablate, [a_model, a_prompt, a_seconds, a_seed, preset_a, preset_b], side_outputs + [a_status, comparison],
-                       concurrency_limit=1, concurrency_id="gpu")
-            a_stop.click(request_stop, None, None, queue=False)
+                       concurrency_limit=1, concurrency_id="gpu", api_name="ablate", validator=_arm_ablation)
+            a_stop.click(_stopper("ablation"), None, None, queue=False, api_name="stop_ablation")
 
         with gr.Tab("Memory calculator"):
             gr.Markdown("Tokens and bytes of the cache for any video, no model needed. Defaults are the paper's: 832x480, 16 FPS, 120 s.")
@@ -212,14 +290,12 @@ def build_demo() -> gr.Blocks:
             with gr.Row():
                 r_rope, r_mem = gr.Plot(empty_figure("Upload a trace")), gr.Plot(empty_figure("Upload a trace"))
 
-            def on_upload(file):
-                try:
-                    events, last = load_trace(file)
-                except (ValueError, OSError, UnicodeDecodeError) as e:
-                    return [], gr.update(maximum=1, value=0), f"⚠️ **Error:** {e}", *replay_figures([], 0)
-                return events, gr.update(maximum=max(last, 1), value=last), f"Loaded {last + 1} blocks.", *replay_figures(events, last)
-
-            upload.upload(on_upload, upload, [events_state, slider, r_msg, r_occ, r_sel, r_rope, r_mem], queue=False)
-            slider.change(replay_figures, [events_state, slider], [r_occ, r_sel, r_rope, r_mem], queue=False)
+            # Both go through the queue (their own slot, beside the model's): a trace is
+            # checked before anything is drawn, so each costs in proportion to its blocks.
+            upload.upload(on_trace_upload, upload, [events_state, slider, r_msg, r_occ, r_sel, r_rope, r_mem],
+                          concurrency_limit=2, concurrency_id="replay", api_name="load_trace")
+            slider.change(on_replay_scrub, [events_state, slider], [r_occ, r_sel, r_rope, r_mem],
+                          concurrency_limit=2, concurrency_id="replay", trigger_mode="always_last", api_name="replay")
+        demo.unload(_end_session)
     demo.queue(default_concurrency_limit=1, max_size=32)
     return demo
