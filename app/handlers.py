@@ -160,7 +160,7 @@ def replay_figures(events, block):
 
 def ablation_presets(model: str) -> dict[str, PackForcingConfig]:
     """The ablation lab's named configurations, built on the model's own defaults."""
-    from packforcing.ablate import ablation_configs
+    from packforcing.embedded.ablate import ablation_configs
     from packforcing.pipeline import default_config_for
 
     return ablation_configs(default_config_for(model))
@@ -208,16 +208,16 @@ class AblationRun:
         blocks = [e for e in run.events if isinstance(e, Block)]
         out = {}
         if run.frames and run.pipe.name == "embedded":
-            from packforcing.world.metrics import evaluate
-            from packforcing.world.scene import spec_from_prompt
+            from packforcing.embedded.metrics import evaluate
+            from packforcing.embedded.world import spec_from_prompt
 
             scores = evaluate(np.concatenate(run.frames), spec_from_prompt(run.prompt, run.seed))
             for key, label in (("faithfulness", "prompt faithfulness"), ("revisit_consistency", "revisit consistency"),
                                ("revisit_contrast", "revisit contrast"), ("drift_drop", "drift (first − last loop)")):
                 value = scores.get(key)
                 out[label] = "n/a (too short)" if value is None else f"{value:.3f}"
-            from packforcing.ablate import revisit_source_attended
-            from packforcing.world.scene import LOOP_FRAMES
+            from packforcing.embedded.ablate import revisit_source_attended
+            from packforcing.embedded.world import LOOP_FRAMES
 
             attended = revisit_source_attended(blocks, LOOP_FRAMES // len(run.frames[0]))
             out["revisit source attended (block one loop back)"] = "n/a (no source in the mid bank)" if attended is None else f"{attended:.0%}"

@@ -1,7 +1,7 @@
 """The paper's efficiency table on one GPU: Wan2.1-T2V-1.3B architecture at 832x480, 16 FPS.
 
-    python bench/gpu.py --seconds 30 > bench/gpu.json             # real weights if cached, else random
-    python bench/gpu.py --tiny --device cpu --seconds 2           # smoke test of this script on a CPU
+    python -m bench.gpu --seconds 30 > bench/gpu.json             # real weights if cached, else random
+    python -m bench.gpu --tiny --device cpu --seconds 2           # smoke test of this script on a CPU
 
 Per policy (window, fifo, dynamic, full), on the same prompt and seed:
   fps_with_decode      video frames per wall-clock second, VAE decode included
@@ -23,11 +23,8 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere: python bench/gpu.py
 
 from packforcing.backbone import Backbone, WanVAECodec
 from packforcing.config import PackForcingConfig

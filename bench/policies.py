@@ -1,6 +1,6 @@
 """Per-block transformer time (denoising + cache write) of window / fifo / dynamic / full on the same tiny model and run.
 
-    python bench/policies.py --blocks 60 > bench/policies.json
+    python -m bench.policies --blocks 60 > bench/policies.json
 
 Prints JSON: per policy the per-block seconds, the mean over the last third, and its
 ratio to window (compare ratios within one run; these machines are noisy).
@@ -10,12 +10,8 @@ import argparse
 import json
 import platform
 import statistics
-import sys
-from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere: python bench/policies.py
 
 from packforcing.backbones.tiny import build_tiny_random
 from packforcing.config import PackForcingConfig

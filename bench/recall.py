@@ -1,6 +1,6 @@
 """Does the embedded model recall from the mid bank? A teacher-forced probe.
 
-    python bench/recall.py --weights assets/embedded --batches 3 > bench/recall.json
+    python -m bench.recall --weights assets/embedded --batches 3 > bench/recall.json
 
 Streams 14-block world clips (1.75 camera loops) through the engine with the true past
 in the cache, noises each block to one level and measures the flow loss per block,
@@ -34,91 +34,14 @@ import argparse
 import json
 import random
 import statistics
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere
-
-from packforcing.backbones.embedded import EMBEDDED_CONFIG, load_embedded
-from packforcing.sampler import PackForcingSampler
-from packforcing.selection import select_blocks
-from packforcing.train import world_batch
-from packforcing.world.scene import LOOP_FRAMES
-from packforcing.world.vocab import tokenize
-
-SELECTIONS = ("dynamic", "oracle", "anti", "window")
-
-
-def with_foreign_sources(pixels, latent, loop_blocks: int, block_frames: int, frames_per_block: int):
-    """The clips with their first `loop_blocks - 2` blocks (the sink and the sources of
-    blocks loop..loop+5) taken from another clip of the batch (clip i gets clip i-1's,
-    `roll(1)`); the blocks just before a revisit stay true."""
-    n = loop_blocks - 2
-    latent, pixels = latent.clone(), pixels.clone()
-    latent[:, :, : n * block_frames] = latent[:, :, : n * block_frames].roll(1, dims=0)
-    pixels[:, :, : n * frames_per_block] = pixels[:, :, : n * frames_per_block].roll(1, dims=0)
-    return pixels, latent
-
-
-@torch.no_grad()
-def probe(backbone, text, pixels, latent, selection: str, sigma: float, seed: int, cfg=EMBEDDED_CONFIG, truth=None, sample_from: int | None = None,
-          samples: dict | None = None):
-    """Per-block losses and, per block, whether the revisit source was attended (None: not in the bank).
-
-    The cache is written from `latent` / `pixels`; losses are against `truth` (default:
-    `latent`). From block `sample_from` on, each block is sampled from noise with the
-    sampler (the history stays the given one) and its squared error against the truth is
-    reported instead of a flow loss (`samples`, when given, collects them by block)."""
-    truth = latent if truth is None else truth
-    sampler = PackForcingSampler(backbone, cfg, seed=seed)
-    cache = sampler.cache
-    gen = torch.Generator().manual_seed(seed)
-    bf = cfg.block_frames
-    frames_per_block = bf * backbone.codec.temporal_factor
-    loop = LOOP_FRAMES // frames_per_block
-    losses, hits = [], []
-    for c in range(latent.shape[2] // bf):
-        x0, target = latent[:, :, c * bf : (c + 1) * bf], truth[:, :, c * bf : (c + 1) * bf]
-        cache.begin_block(c, float(c * bf))
-        bank, source = list(cache.mid), c - loop
-        done = {m: 0.0 for m in bank}  # marks the selection as set, so layer 0 does not rescore
-        if selection == "oracle" and source in bank:
-            cache.set_selection(sorted([m for m in bank if m != source][-(cfg.top_k - 1):] + [source]), done)
-        elif selection == "anti" and source in bank:
-            cache.set_selection([m for m in bank if m != source][-cfg.top_k:], done)
-        elif selection == "window" and bank:
-            cache.set_selection([], done)
-        elif not cache.selection_pending:
-            cache.set_selection(select_blocks(bank, cfg, generator=sampler.selection_rng))
-        if sample_from is not None and c >= sample_from:
-            sample = sampler.denoise_block(c, text)
-            losses.append(_err(sample, truth, c, bf))
-            if samples is not None:
-                samples[c] = sample
-        else:
-            noise = torch.randn(x0.shape, generator=gen)
-            x_t = (1 - sigma) * target + sigma * noise
-            v = sampler._forward(x_t, torch.full((x0.shape[0],), sigma * cfg.num_train_timesteps), text, "denoise", frame_offset=c * bf)
-            losses.append(((v - (noise - target)) ** 2).mean().item())
-        hits.append(source in cache.selected if source in bank else None)
-        sampler.admit(sampler.write_block(c, x0, text), x0, pixels[:, :, c * frames_per_block : (c + 1) * frames_per_block], text)
-    sampler.reset()
-    return losses, hits
-
-
-def _err(sample, clips, block: int, block_frames: int) -> float:
-    """Mean squared error of a sampled block against block `block` of `clips`."""
-    return ((sample - clips[:, :, block * block_frames : (block + 1) * block_frames]) ** 2).mean().item()
-
-
-def ranges(per_block):
-    return {
-        "new_1_7": round(statistics.mean(per_block[1:8]), 4),
-        "sink_revisit_8_9": round(statistics.mean(per_block[8:10]), 4),
-        "mid_revisit_10_13": round(statistics.mean(per_block[10:14]), 4),
-    }
+from packforcing.embedded.data import world_batch
+from packforcing.embedded.model import EMBEDDED_CONFIG, load_embedded
+from packforcing.embedded.recall import SELECTIONS, probe, ranges, sample_error, with_foreign_sources
+from packforcing.embedded.vocab import tokenize
+from packforcing.embedded.world import LOOP_FRAMES
 
 
 def main():
@@ -159,8 +82,8 @@ def main():
         margin, own = [], []
         for c in sorted(sampled["true"]):
             t, f = sampled["true"][c], sampled["swapped"][c]
-            margin.append(0.5 * ((_err(t, other, c, bf) - _err(t, held, c, bf)) + (_err(f, held, c, bf) - _err(f, other, c, bf))))
-            own.append(0.5 * (_err(t, held, c, bf) + _err(f, other, c, bf)))
+            margin.append(0.5 * ((sample_error(t, other, c, bf) - sample_error(t, held, c, bf)) + (sample_error(f, held, c, bf) - sample_error(f, other, c, bf))))
+            own.append(0.5 * (sample_error(t, held, c, bf) + sample_error(f, other, c, bf)))
         margins.append(margin)
         own_errors.append(own)
     out = {"weights": args.weights, "proportional_attention": args.proportional_attention, "clips": 8 * args.batches,

@@ -16,6 +16,16 @@ from .selection import factorised_scores, include_required, select_blocks
 MODES = ("denoise", "write", "compressed", "plain")
 
 
+class SelectionHook:
+    """What training adds to one block's dynamic selection: mid blocks it must include
+    (the trainer knows where its world revisits), and the scoring query it receives,
+    with its graph, for a selection loss. Sampling uses none."""
+
+    def __init__(self, required: list[int] | tuple[int, ...] = ()):
+        self.required = list(required)
+        self.query_sum: torch.Tensor | None = None  # (B, H, D), set when the block is scored
+
+
 class CacheSession:
     """What the processors of one model share: the cache and the mode of the pass.
 
@@ -31,11 +41,11 @@ class CacheSession:
         self.pending: BlockKV | None = None
         self.generator = generator
         self.query_stride = cache.config.query_stride
-        # Training hooks: mid blocks the selection must include (the trainer knows
-        # where the world revisits), and the last scoring query sum with its graph
-        # (for the trainer's selection loss). Sampling leaves them alone.
-        self.required_blocks: list[int] = []
-        self.query_sum: torch.Tensor | None = None
+        self.hook: SelectionHook | None = None
+
+    def set_hook(self, hook: SelectionHook | None) -> None:
+        """The hook the current block's dynamic selection reports to (None: sampling)."""
+        self.hook = hook
 
     def set_mode(self, mode: str, pending: BlockKV | None = None) -> None:
         if mode not in MODES:
@@ -81,10 +91,11 @@ class CacheSession:
         key_sums = {m: b.key_sum for m, b in cache.mid.items()}
         scores = factorised_scores(query_sum, key_sums, q_raw.shape[-1], cache.config.score_head_fraction)
         selected = select_blocks(list(cache.mid), cache.config, scores)
-        required = [m for m in self.required_blocks if m in cache.mid]
-        if required:
-            selected = include_required(selected, required, scores, cache.config.top_k)
-        self.query_sum = query_sum
+        if self.hook is not None:
+            required = [m for m in self.hook.required if m in cache.mid]
+            if required:
+                selected = include_required(selected, required, scores, cache.config.top_k)
+            self.hook.query_sum = query_sum
         cache.set_selection(selected, scores)
 
     def _keep(self, layer, k, v, k_raw, q_raw) -> None:

@@ -47,6 +47,10 @@ class Backbone:
     # called before every transformer pass with the absolute latent frame of the block it
     # processes, which RoPE packing hides from attention (the embedded model's camera clock)
     on_frame: Callable[[float], None] | None = None
+    # models with a camera: called once per block, before its first pass, with the block
+    # index, the direction asked for (left / still / right; None: the model's default for
+    # the prompt) and the prompt; returns what the trace records as the block's camera
+    move_camera: Callable[[int, str | None, str], dict | None] | None = None
 
     @property
     def device(self) -> torch.device:

@@ -48,6 +48,7 @@ class KVCache:
         self.current: int | None = None
         self.selected: list[int] = []
         self.scores: dict[int, float] = {}
+        self.selection_set = False  # this block's mid blocks are chosen (by policy, scores or override)
         self.shifts: dict[int, float] = {}
         self.evicted: list[int] = []
         self._rotation: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -58,6 +59,7 @@ class KVCache:
         self.current = index
         self.current_start = float(start_frame)
         self.selected, self.scores, self.shifts, self.evicted = [], {}, {}, []
+        self.selection_set = False
         self._rotation, self._bias = None, None
 
     def set_selection(self, selected: list[int], scores: dict[int, float] | None = None) -> None:
@@ -66,13 +68,14 @@ class KVCache:
             raise CacheInvariantError(f"selected blocks {unknown} are not in the mid bank {list(self.mid)}")
         self.selected = sorted(selected)
         self.scores = dict(scores or {})
+        self.selection_set = True
         self.shifts = self._packing_shifts()
         self._rotation, self._bias = None, None
         self.check()
 
     @property
     def selection_pending(self) -> bool:
-        return self.config.policy == "dynamic" and len(self.mid) > 0 and not self.scores
+        return self.config.policy == "dynamic" and len(self.mid) > 0 and not self.selection_set
 
     def add_block(self, block: BlockKV) -> None:
         """The just-written current block joins the sink (while it has room) or the recent window."""

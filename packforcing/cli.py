@@ -39,6 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--device", default=None)
     g.add_argument("--scale", type=int, default=1, help="upscale factor for the written mp4")
+    g.add_argument("--camera", default=None, help="camera path of a model with a camera: direction:seconds segments, "
+                   "e.g. right:8,left:8 (directions: left, still, right; default: the prompt's pan)")
     _method_args(g)
 
     a = sub.add_parser("ablate", help="every memory policy on the same prompts and seeds, scored from pixels")
@@ -108,11 +110,12 @@ def _generate(args) -> int:
     pipe = PackForcingPipeline.from_name(args.model or default_model(), device=args.device)
     config = _config(args, pipe.default_config)
     pipe.validate(args.prompt, args.seconds, config, args.seed)
+    camera = pipe.camera_path(args.camera)
     frames = []
     trace = TraceWriter(args.trace) if args.trace else None
     bar = None
     try:
-        for event in pipe.stream(args.prompt, args.seconds, args.seed, config):
+        for event in pipe.stream(args.prompt, args.seconds, args.seed, config, camera=camera):
             if trace:
                 trace.write(event)
             if isinstance(event, RunStart):
@@ -155,7 +158,7 @@ def main(argv=None) -> int:
         if args.command == "generate":
             return _generate(args)
         if args.command == "ablate":
-            from .ablate import main as ablate
+            from .embedded.ablate import main as ablate
 
             return ablate(args)
     except (ValueError, FileNotFoundError) as e:

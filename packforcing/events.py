@@ -17,7 +17,10 @@ Public field names of the "block" event (a stable interface, documented in READM
   full_cache_bytes  bytes a full cache of the same model would hold at this point
   context_tokens    tokens attended by the current block (its own tokens included)
   seconds           wall time spent generating this block (denoising + cache write + decode)
-Extra fields (also stable): evicted, positions, tokens, video_seconds, frames_total, timings.
+Extra fields (also stable): evicted, positions, tokens, video_seconds, frames_total, timings,
+camera (models with a camera, else null: direction, x = the view's left edge at the block's
+start and end = at its end, in the model's units, period = where x wraps, view = the view's
+width in those units).
 """
 
 from __future__ import annotations
@@ -70,6 +73,7 @@ class Block:
     video_seconds: float = 0.0  # seconds of video generated so far
     frames_total: int = 0  # pixel frames emitted so far
     timings: dict[str, float] = field(default_factory=dict)  # seconds: transformer, decode, compress
+    camera: dict | None = None  # models with a camera: where this block looked (see README)
     type: str = "block"
 
 

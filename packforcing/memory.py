@@ -42,9 +42,10 @@ def tokens_per_latent_frame(width: int, height: int, dims: ModelDims = WAN_1_3B)
 
 def compressed_tokens_per_block(width: int, height: int, config: PackForcingConfig, dims: ModelDims = WAN_1_3B) -> int:
     """Both branches land on (block_frames/2, h/8, w/8) tokens: HR by three stride-2
-    spatial convs on the latent, LR by 4x pixel pooling, the VAE's 8x and the 2x patch."""
+    spatial convs on the latent, LR by 4x pixel pooling, the VAE's 8x and the 2x patch.
+    A 1-frame block yields none (the HR branch's stride-2 time conv), as the sampler finds."""
     latent_h, latent_w = height // dims.vae_spatial, width // dims.vae_spatial
-    return max(config.block_frames // 2, 1) * (latent_h // 8) * (latent_w // 8)
+    return (config.block_frames // 2) * (latent_h // 8) * (latent_w // 8)
 
 
 def latent_frames_for(seconds: float, fps: int, dims: ModelDims = WAN_1_3B) -> int:

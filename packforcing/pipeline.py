@@ -18,6 +18,8 @@ import numpy as np
 import torch
 
 from .backbone import Backbone
+from .camera import CameraPath
+from .controls import LiveControls
 from .config import PackForcingConfig, check_number, shown
 from .events import Block, Frames
 from .sampler import PackForcingSampler, blocks_for
@@ -32,7 +34,7 @@ EMBEDDED_DIR = os.path.join(ASSETS, "embedded")
 
 def _embedded_reason() -> str | None:
     if not os.path.exists(os.path.join(EMBEDDED_DIR, "generator.safetensors")):
-        return "embedded weights not found in assets/embedded/ (train them with python -m packforcing.train)"
+        return "embedded weights not found in assets/embedded/ (train them with python -m packforcing.embedded.train)"
     return None
 
 
@@ -76,7 +78,7 @@ def default_model() -> str:
 def default_config_for(name: str) -> PackForcingConfig:
     """The config a model was trained for, without loading it."""
     if name == "embedded":
-        from .backbones.embedded import EMBEDDED_CONFIG
+        from .embedded.model import EMBEDDED_CONFIG
 
         return EMBEDDED_CONFIG
     return PackForcingConfig()
@@ -93,7 +95,7 @@ def build_backbone(name: str, device=None, dtype=None) -> Backbone:
 
         backbone = build_tiny_random()
     elif name == "embedded":
-        from .backbones.embedded import load_embedded
+        from .embedded.model import load_embedded
 
         backbone = load_embedded(EMBEDDED_DIR)
     else:  # the real model is placed and cast while loading
@@ -177,15 +179,34 @@ class PackForcingPipeline:
                 f"({latent_frames} latent frames for {seconds:g} s); allowed 0 to {latent_frames}"
             )
 
-    def stream(self, prompt: str, seconds: float, seed: int = 0, config: PackForcingConfig | None = None, should_stop=None) -> Iterator:
-        """Events of one run. Each step between two events (a block's forwards, its
-        decode, the cache write) runs under `self.lock`, released only when the step has
-        finished: a consumer abandoned or cancelled mid-block (a closed tab, a cancelled
-        job) still owns the model until that block's forward ends, and the next run waits
-        for it instead of interleaving its layers with the abandoned one's."""
+    @property
+    def has_camera(self) -> bool:
+        return self.backbone.move_camera is not None
+
+    def camera_path(self, camera: str | CameraPath | None) -> CameraPath | None:
+        """`right:8,left:8` (or a CameraPath) -> CameraPath; ValueError for a camera-less model."""
+        if camera is None or isinstance(camera, str) and not camera.strip():
+            return None
+        path = camera if isinstance(camera, CameraPath) else CameraPath.parse(camera)
+        if not self.has_camera:
+            raise ValueError(f"model {self.name!r} has no camera to steer; the embedded model has one")
+        return path
+
+    def stream(self, prompt: str, seconds: float, seed: int = 0, config: PackForcingConfig | None = None, should_stop=None,
+               camera: str | CameraPath | None = None, controls: LiveControls | None = None) -> Iterator:
+        """Events of one run. camera: a path such as `right:8,left:8` (directions left,
+        still, right; seconds); controls: live steering (LiveControls.steer), applied from
+        the next block.
+
+        Each step between two events (a block's forwards, its decode, the cache write) runs
+        under `self.lock`, released only when the step has finished: a consumer abandoned or
+        cancelled mid-block (a closed tab, a cancelled job) still owns the model until that
+        block's forward ends, and the next run waits for it instead of interleaving its
+        layers with the abandoned one's."""
         config = config or self.default_config
         self.validate(prompt, seconds, config, seed)
-        steps = self._steps(prompt, seconds, int(seed), config, should_stop)
+        path = self.camera_path(camera)
+        steps = self._steps(prompt, seconds, int(seed), config, should_stop, path, controls)
         try:
             while True:
                 with self.lock:
@@ -196,15 +217,16 @@ class PackForcingPipeline:
         finally:
             steps.close()  # the sampler empties its cache (no forward runs)
 
-    def _steps(self, prompt, seconds, seed, config, should_stop) -> Iterator:
+    def _steps(self, prompt, seconds, seed, config, should_stop, path, controls) -> Iterator:
         # built inside the first locked step: installing the processors touches the model
         sampler = PackForcingSampler(self.backbone, config, seed=seed)
         num_blocks = blocks_for(float(seconds), self.backbone, config)
-        yield from sampler.stream(prompt, num_blocks, self.name, should_stop, self.describe_prompt(prompt))
+        yield from sampler.stream(prompt, num_blocks, self.name, should_stop, self.describe_prompt(prompt), path, controls)
 
-    def __call__(self, prompt: str, seconds: float, seed: int = 0, config: PackForcingConfig | None = None) -> PipelineOutput:
+    def __call__(self, prompt: str, seconds: float, seed: int = 0, config: PackForcingConfig | None = None,
+                 camera: str | CameraPath | None = None) -> PipelineOutput:
         frames, events = [], []
-        for event in self.stream(prompt, seconds, seed, config):
+        for event in self.stream(prompt, seconds, seed, config, camera=camera):
             if isinstance(event, Frames):
                 frames.append(event.frames)
             else:

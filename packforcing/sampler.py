@@ -19,11 +19,13 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from .attention import CacheSession, install
+from .attention import CacheSession, SelectionHook, install
 from .backbone import Backbone
 from .cache import BlockKV, KVCache
 from .compression import TOKEN_SPAN, fit_lr_to_grid, lr_latent
+from .camera import CameraPath
 from .config import PackForcingConfig
+from .controls import LiveControls
 from .events import Block, Frames, RunEnd, RunStart
 from .rope import rope_cos_sin, grid_positions, apply_rotary
 from .selection import select_blocks
@@ -72,6 +74,7 @@ class PackForcingSampler:
         self.session = CacheSession(self.cache)
         self.slot, self.rope = install(model)
         self._kept: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # block -> (x0 latent, pixels) until compressed
+        self.camera: str | None = None  # the camera direction LiveControls holds (None: not steered live)
 
     def geometry(self) -> dict:
         b = self.backbone
@@ -102,18 +105,39 @@ class PackForcingSampler:
         finally:
             self.session.set_mode("plain")
 
-    def begin_block(self, index: int) -> None:
-        """The cache turns to block `index`. Policies that do not score choose their mid
-        blocks now; dynamic is scored inside the block's first forward. Sampling,
-        training and the own-rollout clips all start a block this way."""
+    # --- one block, step by step (sampling, training and probes all go through these) ---
+    def begin_block(self, index: int, selection: list[int] | None = None, hook: SelectionHook | None = None) -> None:
+        """The cache turns to block `index` and its mid blocks are chosen: by the policy
+        now, or (dynamic) scored inside the block's first forward. `selection` attends
+        exactly these mid blocks instead (a probe's override); `hook` is training's view
+        into dynamic selection (required blocks, the scoring query)."""
         cache, cfg = self.cache, self.config
         cache.begin_block(index, float(index * cfg.block_frames))
-        if not cache.selection_pending:
+        self.session.set_hook(hook)
+        if selection is not None:
+            cache.set_selection(selection, {m: 0.0 for m in cache.mid})
+        elif not cache.selection_pending:
             cache.set_selection(select_blocks(list(cache.mid), cfg, generator=self.selection_rng))
 
+    def forward(self, latent: torch.Tensor, timestep, text: torch.Tensor) -> torch.Tensor:
+        """One denoising forward of the current block over its packed context: the
+        predicted flow velocity. `timestep` is a float or one value per batch element."""
+        return self._forward(latent, timestep, text, "denoise", frame_offset=self.cache.current_start)
+
+    def move_camera(self, index: int, prompt: str, path: CameraPath | None = None) -> dict | None:
+        """Where block `index` looks (models with a camera): the direction steered live,
+        else the path's, else the model's default for the prompt. None for camera-less models."""
+        if self.backbone.move_camera is None:
+            return None
+        seconds = index * self.config.block_frames * self.backbone.codec.temporal_factor / self.backbone.fps
+        direction = self.camera or (path.direction_at(seconds) if path is not None else None)
+        return self.backbone.move_camera(index, direction, prompt)
+
     def denoise_block(self, index: int, text: torch.Tensor) -> torch.Tensor:
+        """The current block sampled from noise with the model's schedule and guidance: x0."""
+        if index != self.cache.current:
+            raise ValueError(f"block {index} is not the current block ({self.cache.current}); call begin_block({index}) first")
         cfg, b = self.config, self.backbone
-        start = float(index * cfg.block_frames)
         shape = (text.shape[0], *self.latent_shape[1:])  # one clip per prompt (a probe may batch them)
         x = torch.randn(shape, generator=self.noise).to(b.device, b.dtype)
         sigmas = cfg.sigmas
@@ -124,10 +148,10 @@ class PackForcingSampler:
             text = torch.cat([text, torch.zeros_like(text)])
         for i, sigma in enumerate(sigmas):
             if guided:
-                v, v_uncond = self._forward(torch.cat([x, x]), sigma * cfg.num_train_timesteps, text, "denoise", frame_offset=start).chunk(2)
+                v, v_uncond = self.forward(torch.cat([x, x]), sigma * cfg.num_train_timesteps, text).chunk(2)
                 v = v_uncond + cfg.guidance_scale * (v - v_uncond)
             else:
-                v = self._forward(x, sigma * cfg.num_train_timesteps, text, "denoise", frame_offset=start)
+                v = self.forward(x, sigma * cfg.num_train_timesteps, text)
             x0 = (x.double() - sigma * v.double()).to(b.dtype)
             if i + 1 == len(sigmas):
                 break
@@ -187,7 +211,9 @@ class PackForcingSampler:
     # torch's decorator enters no_grad for each step and leaves it at every yield, so
     # interleaved streams (the ablation view) never restore each other's grad mode
     @torch.no_grad()
-    def stream(self, prompt: str, num_blocks: int, model_name: str, should_stop: Callable[[], bool] | None = None, understood=None) -> Iterator:
+    def stream(self, prompt: str, num_blocks: int, model_name: str, should_stop: Callable[[], bool] | None = None, understood=None,
+               camera: CameraPath | None = None, controls: LiveControls | None = None) -> Iterator:
+        """camera: the path of a model with a camera; controls: polled once per block (steering)."""
         cfg, b, cache = self.config, self.backbone, self.cache
         t_run = time.perf_counter()
         yield RunStart(prompt=prompt, seed=self.seed, model=model_name, config=cfg.to_dict(), geometry=self.geometry(), num_blocks=num_blocks, understood_words=list(understood or []))
@@ -200,7 +226,11 @@ class PackForcingSampler:
                 if should_stop is not None and should_stop():
                     stopped = True
                     break
+                if controls is not None:
+                    _, held = controls.poll()
+                    self.camera = held or self.camera
                 t0 = time.perf_counter()
+                view = self.move_camera(index, prompt, camera)
                 # 1. selection (dynamic is scored inside the first forward)
                 self.begin_block(index)
                 # 2-3. denoise, then write the clean block into the cache
@@ -228,6 +258,7 @@ class PackForcingSampler:
                     evicted=list(cache.evicted),
                     video_seconds=frames_total / b.fps,
                     frames_total=frames_total,
+                    camera=view,
                 )
         finally:
             self.reset()
@@ -254,6 +285,8 @@ class PackForcingSampler:
         """Empty the cache and drop the kept blocks (the end of a run or a training clip)."""
         self.cache.clear()
         self._kept.clear()
+        self.session.set_hook(None)
+        self.camera = None
 
     def _snapshot(self) -> dict:
         """The cache as the current block saw it (taken before the block joins it)."""

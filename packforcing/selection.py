@@ -26,17 +26,6 @@ def factorised_scores(query_sum: torch.Tensor, key_sums: dict[int, torch.Tensor]
     return dict(zip(key_sums, matrix.mean(0).tolist()))
 
 
-def brute_force_scores(queries: torch.Tensor, keys: dict[int, torch.Tensor], head_fraction: float) -> dict[int, float]:
-    """Reference: the literal double sum (queries (B, Sq, H, D), keys[m] (B, Sk, H, D))."""
-    heads, head_dim = queries.shape[2], queries.shape[3]
-    scored = max(1, int(round(heads * head_fraction)))
-    out = {}
-    for m, k in keys.items():
-        logits = torch.einsum("bihd,bjhd->bhij", queries[:, :, :scored].double(), k[:, :, :scored].double())
-        out[m] = float(logits.sum(dim=(-1, -2)).mean() / math.sqrt(head_dim))
-    return out
-
-
 def select_blocks(
     bank: list[int],
     config: PackForcingConfig,

@@ -161,7 +161,8 @@ def test_step_rule_on_gaussian_data_with_the_exact_denoiser(backbone, rule, lo, 
         x0 = (1 - s) * x / ((1 - s) ** 2 + s**2)
         return (x - x0) / s
 
-    sampler._forward = exact_velocity
+    sampler.forward = exact_velocity
+    sampler.begin_block(0)
     std = sampler.denoise_block(0, text=torch.zeros(1, 1, 8)).std().item()
     assert lo < std < hi, f"{rule}: std {std:.3f}"
 
@@ -177,8 +178,9 @@ def test_guidance_combines_conditional_and_unconditional_velocity(backbone, scal
         seen.append([row.abs().sum().item() for row in text_in])
         return torch.cat([torch.full_like(x[:1], 2.0 if row.abs().sum() > 0 else 1.0) for row in text_in])
 
-    sampler._forward = stub
+    sampler.forward = stub
     noise = torch.randn(sampler.latent_shape, generator=torch.Generator().manual_seed(0))
+    sampler.begin_block(0)
     x0 = sampler.denoise_block(0, text)  # one step at sigma 1: x0 = noise - v
     torch.testing.assert_close(x0, noise - velocity)
     assert seen == ([[24.0]] if scale == 1.0 else [[24.0, 0.0]])  # one pass; off adds no row
@@ -194,8 +196,8 @@ def test_batched_guidance_equals_two_passes(backbone):
             x = torch.randn(self.latent_shape, generator=self.noise)
             for i, sigma in enumerate(cfg.sigmas):
                 t = sigma * cfg.num_train_timesteps
-                v = self._forward(x, t, text, "denoise", frame_offset=float(index * cfg.block_frames))
-                v_uncond = self._forward(x, t, torch.zeros_like(text), "denoise", frame_offset=float(index * cfg.block_frames))
+                v = self.forward(x, t, text)
+                v_uncond = self.forward(x, t, torch.zeros_like(text))
                 v = v_uncond + cfg.guidance_scale * (v - v_uncond)
                 x0 = (x.double() - sigma * v.double()).float()
                 if i + 1 < len(cfg.sigmas):
@@ -214,3 +216,16 @@ def test_batched_guidance_equals_two_passes(backbone):
         assert abs(fa.frames.astype(int) - fb.frames.astype(int)).max() <= 1
     unguided = [e for e in PackForcingSampler(backbone, cfg.replace(guidance_scale=1.0), seed=0).stream("a test prompt", 7, "tiny-random") if isinstance(e, Frames)]
     assert abs(unguided[-1].frames.astype(int) - frames_a[-1].frames.astype(int)).max() > 10  # guidance matters
+
+
+def test_a_block_is_denoised_only_after_it_begins(backbone):
+    """The public block loop: begin_block turns the cache to a block; denoising another
+    block (or none) names the call that is missing."""
+    sampler = PackForcingSampler(backbone, PackForcingConfig(timesteps=(1000.0,)), seed=0)
+    text = backbone.encode_prompt("a test prompt")
+    with pytest.raises(ValueError, match=r"block 0 is not the current block \(None\); call begin_block\(0\) first"):
+        sampler.denoise_block(0, text)
+    sampler.begin_block(0)
+    with pytest.raises(ValueError, match=r"block 1 is not the current block \(0\)"):
+        sampler.denoise_block(1, text)
+    assert sampler.denoise_block(0, text).shape == sampler.latent_shape

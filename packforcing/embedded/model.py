@@ -86,7 +86,7 @@ class _PromptEncoder:
         self.text_encoder = text_encoder
 
     def __call__(self, prompt: str) -> torch.Tensor:
-        from ..world.vocab import tokenize
+        from .vocab import tokenize
 
         ids = tokenize(prompt).reshape(1, -1).to(next(self.text_encoder.parameters()).device)
         return self.text_encoder(ids)
@@ -97,8 +97,8 @@ def build_embedded(seed: int = 0, camera_clock: bool = True) -> Backbone:
     builds the clock-less architecture of weights trained before it (v1-v8)."""
     from diffusers import WanTransformer3DModel
 
-    from ..world.codec import WorldCodec
-    from ..world.vocab import TinyTextEncoder, describe_prompt, validate_prompt
+    from .codec import WorldCodec
+    from .vocab import TinyTextEncoder, describe_prompt, validate_prompt
 
     torch.manual_seed(seed)
     transformer = WanTransformer3DModel(**EMBEDDED_TRANSFORMER)
@@ -164,9 +164,14 @@ def load_embedded(directory: str) -> Backbone:
 
     path = os.path.join(directory, "generator.safetensors")
     if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} not found; train it with: python -m packforcing.train --out {directory}")
+        raise FileNotFoundError(f"{path} not found; train it with: python -m packforcing.embedded.train --out {directory}")
     with open(os.path.join(directory, "config.json")) as f:
-        clock_blocks = json.load(f).get("camera_clock_blocks")
+        meta = json.load(f)
+    if meta.get("architecture") == "camera":  # v11: the camera-conditioned model
+        from ..embedded.camera_model import load
+
+        return load(directory)
+    clock_blocks = meta.get("camera_clock_blocks")
     if clock_blocks not in (None, CLOCK_BLOCKS):
         raise ValueError(f"{directory}/config.json: camera_clock_blocks={clock_blocks}; the world's loop is {CLOCK_BLOCKS} blocks")
     backbone = build_embedded(camera_clock=clock_blocks is not None)

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-import packforcing.ablate as lab
+import packforcing.embedded.ablate as lab
 from packforcing.cli import main
 from packforcing.pipeline import PackForcingPipeline
 

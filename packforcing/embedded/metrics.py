@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from . import vocab
-from .scene import PALETTE, PAN_SPEED, loop_frames, sprite
+from .world import PALETTE, PAN_SPEED, loop_frames, sprite
 
 SALIENT = 110  # a pixel is part of an object if its brightest channel is at least this
 CHROMA_DIST = 0.35  # max distance to a palette colour's chromaticity (rgb / max channel)

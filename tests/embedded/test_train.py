@@ -7,11 +7,12 @@ import random
 import pytest
 import torch
 
-from packforcing.backbones.embedded import EMBEDDED_CONFIG, build_embedded, load_embedded, trainable_modules
+from packforcing.embedded.model import EMBEDDED_CONFIG, build_embedded, load_embedded, trainable_modules
 from packforcing.events import Frames
 from packforcing.sampler import PackForcingSampler, to_uint8
-from packforcing.train import clip_loss, main, own_revisit_clip, sample_sigmas, world_batch
-from packforcing.world.vocab import tokenize
+from packforcing.embedded.data import world_batch
+from packforcing.embedded.train import clip_loss, main, own_revisit_clip, sample_sigmas
+from packforcing.embedded.vocab import tokenize
 
 
 def test_sigmas_cover_the_whole_schedule():
@@ -77,14 +78,13 @@ def test_revisit_batch_trains_only_revisits_at_high_noise():
 
     def run(**kw):
         sampler = PackForcingSampler(backbone, EMBEDDED_CONFIG, seed=0)
-        seen, forward = [], sampler._forward
+        seen, forward = [], sampler.forward
 
-        def record(latent, timestep, text, mode, *args, **kwargs):
-            if mode == "denoise":
-                seen.append((kwargs["frame_offset"] // 4, torch.is_grad_enabled(), float(torch.as_tensor(timestep).min())))
-            return forward(latent, timestep, text, mode, *args, **kwargs)
+        def record(latent, timestep, text):
+            seen.append((sampler.cache.current, torch.is_grad_enabled(), float(torch.as_tensor(timestep).min())))
+            return forward(latent, timestep, text)
 
-        sampler._forward = record
+        sampler.forward = record
         return clip_loss(sampler, text, pixels, latent, torch.Generator().manual_seed(0), 0.0, **kw), seen
 
     losses, seen = run(loss_from=2, sigma_floor=0.9)
@@ -134,7 +134,7 @@ def test_run_writes_weights_and_curve_and_resume_continues(tmp_path):
 
 
 def test_resume_without_weights_says_how_to_train(tmp_path):
-    with pytest.raises(FileNotFoundError, match="python -m packforcing.train"):
+    with pytest.raises(FileNotFoundError, match="python -m packforcing.embedded.train"):
         main(["--out", str(tmp_path / "none"), "--resume", "--minutes", "0.001"])
 
 
@@ -172,7 +172,7 @@ def test_camera_clock_is_added_on_resume_trained_and_saved(tmp_path):
     """Weights trained without the clock load without one; --add-camera-clock gives them
     one, which the step trains (at --clock-lr-scale) and the checkpoint saves and loads.
     A clock of another period is refused, naming the value."""
-    from packforcing.backbones.embedded import save_embedded
+    from packforcing.embedded.model import save_embedded
 
     save_embedded(build_embedded(0, camera_clock=False), str(tmp_path))
     assert load_embedded(str(tmp_path)).clock is None

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from packforcing.backbones.embedded import add_camera_clock, build_embedded
+from packforcing.embedded.model import add_camera_clock, build_embedded
 from packforcing.pipeline import EMBEDDED_DIR, PackForcingPipeline
 
 

@@ -1,6 +1,6 @@
 """Train the embedded world model.
 
-    python -m packforcing.train --out assets/embedded --minutes 40
+    python -m packforcing.embedded.train --out assets/embedded --minutes 40
 
 Teacher forcing through the engine itself: each training clip (12 s of the procedural
 world, 1.5 camera loops) is streamed block by block through the same cache,
@@ -28,25 +28,17 @@ import time
 import numpy as np
 import torch
 
-from .backbones.embedded import EMBEDDED_CONFIG, add_camera_clock, build_embedded, load_embedded, save_embedded, trainable_modules
-from .sampler import PackForcingSampler, euler_step
-from .selection import score_matrix
-from .world.scene import LOOP_FRAMES, prompt_for, render_clip, sample_spec
-from .world.vocab import tokenize
+from .model import EMBEDDED_CONFIG, add_camera_clock, build_embedded, load_embedded, save_embedded, trainable_modules
+from ..attention import SelectionHook
+from ..sampler import PackForcingSampler, euler_step
+from ..selection import score_matrix
+from .data import world_batch
+from .world import LOOP_FRAMES, prompt_for, sample_spec
+from .vocab import tokenize
 
 # 1.5 camera loops: blocks 8-9 revisit the sink, blocks 10-11 places that only the
 # compressed mid bank still holds (v7 tried 14, for four such blocks)
 CLIP_BLOCKS = 12
-
-
-def world_batch(rng: random.Random, batch: int, blocks: int, codec):
-    """Random world clips: (prompts, pixels (B,3,T,64,64) in [-1,1], latents (B,16,T/4,16,16))."""
-    specs = [sample_spec(rng) for _ in range(batch)]
-    frames = np.stack([render_clip(spec, 0, blocks * 16) for spec in specs])  # (B, T, 64, 64, 3) uint8
-    pixels = torch.from_numpy(frames).permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0
-    with torch.no_grad():
-        latent = codec.encode(pixels)
-    return [prompt_for(spec) for spec in specs], pixels, latent
 
 
 def sample_sigmas(batch: int, gen: torch.Generator) -> torch.Tensor:
@@ -60,14 +52,14 @@ def sample_sigmas(batch: int, gen: torch.Generator) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _partial_rollout(sampler: PackForcingSampler, x0: torch.Tensor, text: torch.Tensor, frame_offset: int, gen: torch.Generator, steps: int = 3):
+def _partial_rollout(sampler: PackForcingSampler, x0: torch.Tensor, text: torch.Tensor, gen: torch.Generator, steps: int = 3):
     """SDEdit from a random level in [0.4, 0.8] (per clip) down to x0, in `steps` Euler steps."""
     batch = x0.shape[0]
     start = (0.4 + 0.4 * torch.rand(batch, generator=gen)).view(batch, 1, 1, 1, 1)
     x = (1 - start) * x0 + start * torch.randn(x0.shape, generator=gen)
     for k in range(steps):
         s = start * (1 - k / steps)
-        v = sampler._forward(x, s.flatten() * sampler.config.num_train_timesteps, text, "denoise", frame_offset=frame_offset)
+        v = sampler.forward(x, s.flatten() * sampler.config.num_train_timesteps, text)
         pred = x - s * v
         if k + 1 < steps:
             x = euler_step(x, pred, s, start * (1 - (k + 1) / steps))
@@ -154,16 +146,14 @@ def clip_loss(sampler: PackForcingSampler, text: torch.Tensor, pixels, latent, g
     frames_per_block = bf * backbone.codec.temporal_factor
     batch = latent.shape[0]
     loop_blocks = LOOP_FRAMES // frames_per_block
-    session = sampler.session
     losses, selection_losses = [], []
     try:
         for c in range(latent.shape[2] // bf):
             x0 = latent[:, :, c * bf : (c + 1) * bf]
-            sampler.begin_block(c)
             sources = [m for m in (c - loop_blocks - 1, c - loop_blocks, c - loop_blocks + 1) if m in cache.mid]
             forced = recall_selection and c - loop_blocks in cache.mid and torch.rand((), generator=gen).item() < recall_selection
-            session.required_blocks = [c - loop_blocks] if forced else []
-            session.query_sum = None
+            hook = SelectionHook(required=[c - loop_blocks] if forced else [])
+            sampler.begin_block(c, hook=hook)
             sigma = sample_sigmas(batch, gen)
             if c >= loss_from:
                 sigma = sigma_floor + (1 - sigma_floor) * sigma
@@ -172,12 +162,12 @@ def clip_loss(sampler: PackForcingSampler, text: torch.Tensor, pixels, latent, g
             x_t = (1 - s) * x0 + s * noise
             keep = (torch.rand(batch, 1, 1, generator=gen) >= text_dropout).to(text.dtype)
             with torch.set_grad_enabled(c >= loss_from and torch.is_grad_enabled()):
-                v = sampler._forward(x_t, sigma * cfg.num_train_timesteps, text * keep, "denoise", frame_offset=c * bf)
+                v = sampler.forward(x_t, sigma * cfg.num_train_timesteps, text * keep)
             if c >= loss_from:
                 losses.append(((v - (noise - x0)) ** 2).mean(dim=(1, 2, 3, 4)))
-            if losses_out is not None and sources and session.query_sum is not None and len(cache.mid) > len(sources):
+            if losses_out is not None and sources and hook.query_sum is not None and len(cache.mid) > len(sources):
                 bank = list(cache.mid)
-                scores = score_matrix(session.query_sum, [cache.mid[m].key_sum for m in bank], session.query_sum.shape[-1], cfg.score_head_fraction)
+                scores = score_matrix(hook.query_sum, [cache.mid[m].key_sum for m in bank], hook.query_sum.shape[-1], cfg.score_head_fraction)
                 logits = scores / (scores.std(dim=1, keepdim=True).detach() + 1e-6)
                 positive = torch.tensor([m in sources for m in bank])
                 selection_losses.append(-(logits.log_softmax(1)[:, positive].logsumexp(1)))
@@ -186,11 +176,10 @@ def clip_loss(sampler: PackForcingSampler, text: torch.Tensor, pixels, latent, g
             level = history_noise * torch.rand(batch, 1, 1, 1, 1, generator=gen)
             clean = x0 + level * torch.randn(x0.shape, generator=gen)
             if self_history and torch.rand((), generator=gen).item() < self_history:
-                clean = _partial_rollout(sampler, x0, text, c * bf, gen)
+                clean = _partial_rollout(sampler, x0, text, gen)
             sampler.admit(sampler.write_block(c, clean, text), clean, pixels[:, :, c * frames_per_block : (c + 1) * frames_per_block], text)
     finally:
         sampler.reset()
-        session.required_blocks, session.query_sum = [], None
     if losses_out is not None:
         losses_out["selection"] = torch.stack(selection_losses).mean() if selection_losses else None
     return torch.stack(losses)
@@ -203,7 +192,7 @@ def _previous_run(directory: str) -> dict:
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m packforcing.train", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m packforcing.embedded.train", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="assets/embedded")
     ap.add_argument("--minutes", type=float, default=40.0, help="wall-clock training budget")
     ap.add_argument("--lr", type=float, default=1e-3)

@@ -2,7 +2,7 @@
 
     python -m packforcing ablate --seconds 32 --json
 
-Metrics come from the generated frames only (packforcing.world.metrics): faithfulness to
+Metrics come from the generated frames only (packforcing.embedded.metrics): faithfulness to
 the prompt, revisit consistency when the camera comes back, and drift over time. One
 comes from the trace: how often a block attended its revisit source.
 """
@@ -15,8 +15,8 @@ import sys
 
 import numpy as np
 
-from .config import PackForcingConfig
-from .events import Block, Frames
+from ..config import PackForcingConfig
+from ..events import Block, Frames
 
 DEFAULT_PROMPTS = (
     "a red circle and a blue square, camera pans right",
@@ -49,8 +49,8 @@ def revisit_source_attended(blocks: list[Block], loop_blocks: int) -> float | No
 
 
 def run_one(pipe, prompt: str, seconds: float, seed: int, config: PackForcingConfig) -> dict:
-    from .world.metrics import evaluate
-    from .world.scene import LOOP_FRAMES, spec_from_prompt
+    from .metrics import evaluate
+    from .world import LOOP_FRAMES, spec_from_prompt
 
     frames, blocks = [], []
     for event in pipe.stream(prompt, seconds, seed, config):
@@ -96,7 +96,7 @@ def ablate(pipe, seconds: float, seeds=(0, 1), prompts=DEFAULT_PROMPTS, progress
 
 
 def main(args) -> int:
-    from .pipeline import PackForcingPipeline
+    from ..pipeline import PackForcingPipeline
 
     if args.seeds < 1:
         raise ValueError(f"seeds={args.seeds} is out of range; allowed 1 or more (seeds 0..N-1 are run)")

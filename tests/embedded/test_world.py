@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from packforcing.world import metrics, vocab
-from packforcing.world.codec import WorldCodec, psnr
-from packforcing.world.scene import (
+from packforcing.embedded import metrics, vocab
+from packforcing.embedded.codec import WorldCodec, psnr
+from packforcing.embedded.world import (
     FPS,
     LOOP_FRAMES,
     LOOP_SECONDS,
@@ -83,7 +83,7 @@ def test_camera_returns_and_scene_agrees(seed):
 
 
 def test_panorama_and_background_are_dim():
-    from packforcing.world.scene import _layout
+    from packforcing.embedded.world import _layout
 
     pano = panorama(SPEC3)
     assert pano.shape == (64, scene_width(SPEC3), 3)

@@ -1,0 +1,106 @@
+"""Where compressed tokens sit in RoPE, hand-worked.
+
+A compressed token summarises 2 latent frames x 4 x 4 full-resolution tokens, so it sits
+at the centre of that region: block 3 (frames 12-15) at 128x128 (a 4 x 8 x 8 token
+grid) compresses to a 2 x 2 x 2 grid at t in {12.5, 14.5}, h and w in {1.5, 5.5}."""
+
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dense_reference import cis, fold_backbone, rotate
+from packforcing.cache import BlockKV
+from packforcing.compression import HRCompressor
+from packforcing.config import PackForcingConfig
+from packforcing.sampler import PackForcingSampler
+
+CENTRES = [(12.5, 1.5, 1.5), (12.5, 1.5, 5.5), (12.5, 5.5, 1.5), (12.5, 5.5, 5.5),
+           (14.5, 1.5, 1.5), (14.5, 1.5, 5.5), (14.5, 5.5, 1.5), (14.5, 5.5, 5.5)]
+POSITIONS = tuple(torch.tensor(axis, dtype=torch.float64) for axis in zip(*CENTRES))
+
+
+@pytest.fixture(scope="module")
+def backbone():
+    backbone = fold_backbone(128, 128)
+    hr = HRCompressor(16, backbone.transformer.config.num_attention_heads * 12, (8, 8, 16, 16))
+    torch.nn.init.normal_(hr.net[-1].weight, std=0.1)  # a trained-looking branch, not a zero one
+    backbone.hr_compressor = hr.eval()
+    return backbone
+
+
+def compress(backbone, monkeypatch=None, **config):
+    """Compress block 3 (frames 12-15); record layer 0's self-attention input and RoPE."""
+    sampler = PackForcingSampler(backbone, PackForcingConfig(sink_frames=4, top_k=2, mid_capacity=3, **config), seed=0)
+    g = torch.Generator().manual_seed(5)
+    latent = torch.randn(1, 16, 4, 16, 16, generator=g)
+    pixels = torch.rand(1, 3, 16, 128, 128, generator=g) * 2 - 1
+    text = backbone.encode_prompt("a compressed block")
+    seen = {}
+    hook = backbone.transformer.blocks[0].attn1.register_forward_pre_hook(lambda m, args: seen.update(hidden=args[0], rotary=args[3]))
+    try:
+        with torch.no_grad():
+            out = sampler.compress(BlockKV(3, 12.0, 256), latent, pixels, text)
+    finally:
+        hook.remove()
+    return out, seen, latent, pixels
+
+
+def lr_tokens(backbone, pixels):
+    """The LR branch, written out: pool 2 x 4 x 4, re-encode, the backbone's patch embedding."""
+    latent = backbone.codec.encode(F.avg_pool3d(pixels, (2, 4, 4)))  # (1, 16, 2, 4, 4)
+    return backbone.transformer.patch_embedding(latent).flatten(2).transpose(1, 2)
+
+
+def test_the_hand_worked_centres_are_the_grid_row_major():
+    assert CENTRES == [(12.5 + 2 * f, 1.5 + 4 * i, 1.5 + 4 * j) for f, i, j in itertools.product(range(2), range(2), range(2))]
+
+
+def test_context_pass_rotates_at_the_region_centres(backbone):
+    out, seen, _, _ = compress(backbone)
+    angles = cis(*POSITIONS, 12)
+    cos, sin = seen["rotary"]
+    assert torch.allclose(cos[0, :, 0], angles.real.repeat_interleave(2, dim=1).float(), atol=1e-6)
+    assert torch.allclose(sin[0, :, 0], angles.imag.repeat_interleave(2, dim=1).float(), atol=1e-6)
+    attn = backbone.transformer.blocks[0].attn1
+    with torch.no_grad():
+        raw = attn.norm_k(attn.to_k(seen["hidden"])).unflatten(2, (attn.heads, -1))
+    assert (out.index, out.start_frame, out.tokens, out.compressed) == (3, 12.0, 8, True)
+    assert torch.allclose(out.keys[0], rotate(raw, *POSITIONS), atol=1e-5)
+    assert torch.equal(out.key_sum, raw.sum(1))  # scored on pre-RoPE keys
+    # negative control: the corner of the region (12, 0, 0), not its centre
+    assert not torch.allclose(out.keys[0], rotate(raw, POSITIONS[0] - 0.5, POSITIONS[1] - 1.5, POSITIONS[2] - 1.5), atol=1e-3)
+
+
+@pytest.mark.parametrize("compression", ["lr", "hr", "hr+lr"])
+def test_projection_keys_are_the_layers_own_projections_at_the_centres(backbone, compression):
+    out, _, latent, pixels = compress(backbone, compression=compression, kv_source="projection")
+    model = backbone.transformer
+    with torch.no_grad():
+        hr = backbone.hr_compressor(latent).flatten(2).transpose(1, 2)
+        tokens = {"lr": lr_tokens(backbone, pixels), "hr": hr, "hr+lr": lr_tokens(backbone, pixels) + hr}[compression]
+        for layer, block in enumerate(model.blocks):
+            attn = block.attn1
+            raw = attn.norm_k(attn.to_k(tokens)).unflatten(2, (attn.heads, -1))
+            assert torch.allclose(out.keys[layer], rotate(raw, *POSITIONS), atol=1e-5), layer
+            assert torch.allclose(out.values[layer], attn.to_v(tokens).unflatten(2, (attn.heads, -1)), atol=1e-6)
+        first = model.blocks[0].attn1
+        assert torch.allclose(out.key_sum, first.norm_k(first.to_k(tokens)).unflatten(2, (first.heads, -1)).sum(1), atol=1e-5)
+
+
+@pytest.mark.parametrize("compression", ["lr", "hr", "hr+lr"])
+def test_context_pass_feeds_the_compressed_tokens_in(backbone, compression):
+    seen = {}
+    model = backbone.transformer
+    hook = model.blocks[0].register_forward_pre_hook(lambda m, args: seen.update(tokens=args[0]))
+    try:
+        _, _, latent, pixels = compress(backbone, compression=compression)
+    finally:
+        hook.remove()
+    with torch.no_grad():
+        hr = backbone.hr_compressor(latent).flatten(2).transpose(1, 2)
+        lr = lr_tokens(backbone, pixels)
+    want = {"lr": lr, "hr": hr, "hr+lr": lr + hr}[compression]
+    assert torch.allclose(seen["tokens"], want, atol=1e-5)
+    assert not torch.allclose(hr, lr, atol=1e-3)  # the branches differ, so each case is its own check

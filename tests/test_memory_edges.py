@@ -1,0 +1,97 @@
+"""Memory arithmetic away from the paper's round numbers, against hand counts.
+
+At 128x128: 128 / 8 (VAE) = 16, / 2 (patch) = 8, so 64 tokens per latent frame, 256 per
+4-frame block, and a compressed block is 2 x (16 // 8) x (16 // 8) = 8 tokens."""
+
+from types import SimpleNamespace
+
+import pytest
+
+from packforcing.compression import compressed_grid
+from packforcing.config import PackForcingConfig
+from packforcing.events import Block
+from packforcing.memory import compressed_tokens_per_block, kv_curve, latent_frames_for, memory_table
+from packforcing.sampler import PackForcingSampler, blocks_for
+
+BPT = 184_320  # bytes per token of Wan 1.3B: K and V, 30 layers, 1536 wide, bf16
+
+
+@pytest.mark.parametrize("seconds, latent_frames, blocks", [
+    (1.0, 4, 1), (1.1, 4, 1), (1.2, 5, 2), (2.2, 9, 3), (0.3, 1, 1), (10.0, 40, 10),
+])
+def test_latent_frames_round_and_blocks_round_up(seconds, latent_frames, blocks):
+    # 16 FPS, 4 pixel frames per latent frame: 1.2 s = 19.2 frames = 4.8 -> 5 latent frames -> 2 blocks
+    assert latent_frames_for(seconds, 16) == latent_frames
+    table = memory_table(seconds, 128, 128)
+    assert (table["latent_frames"], table["num_blocks"]) == (latent_frames, blocks)
+    assert table["full_cache_tokens"] == 64 * latent_frames
+    backbone = SimpleNamespace(fps=16, codec=SimpleNamespace(temporal_factor=4))
+    assert blocks_for(seconds, backbone, PackForcingConfig()) == blocks
+
+
+def test_a_sliver_of_a_second_is_still_one_block():
+    backbone = SimpleNamespace(fps=16, codec=SimpleNamespace(temporal_factor=4))
+    assert blocks_for(0.01, backbone, PackForcingConfig()) == 1  # 0.04 latent frames
+
+
+def test_held_tokens_per_block_hand_counted():
+    # sink 2 blocks, recent 1, top_k 2; dynamic's bank holds 3, fifo's top_k = 2
+    config = PackForcingConfig(sink_frames=8, top_k=2, mid_capacity=3)
+    rows = kv_curve(8.0, 128, 128, 16, config)
+    sink_recent = [256, 512, 768, 768, 768, 768, 768, 768]  # the recent window exists from block 3 on
+    by_hand = {
+        "window": sink_recent,
+        "fifo": [256, 512, 768, 776, 784, 784, 784, 784],
+        "dynamic": [256, 512, 768, 776, 784, 792, 792, 792],
+        "random": [256, 512, 768, 776, 784, 792, 792, 792],
+        "full": [256, 512, 768, 1024, 1280, 1536, 1792, 2048],
+    }
+    for policy, tokens in by_hand.items():
+        assert [r[policy] for r in rows] == [t * BPT for t in tokens], policy
+    assert [r["video_seconds"] for r in rows] == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]
+    assert [r["block"] for r in rows] == list(range(8))
+    table = memory_table(8.0, 128, 128, 16, config)
+    assert table["packforcing_tokens"] == 792 and table["kv_bytes_by_policy"]["fifo"] == 784 * BPT
+
+
+def test_no_sink_the_first_block_is_recent():
+    config = PackForcingConfig(sink_frames=0, top_k=1, mid_capacity=1)
+    rows = kv_curve(4.0, 128, 128, 16, config)
+    assert [r["dynamic"] // BPT for r in rows] == [256, 264, 264, 264]
+    assert [r["window"] // BPT for r in rows] == [256, 256, 256, 256]
+
+
+def test_bounded_context_formula_hand_counted_off_the_paper_geometry():
+    # 640x352: latent 80 x 44 -> 40 x 22 = 880 tokens per latent frame; compressed
+    # 2 x (44 // 8) x (80 // 8) = 100. Context: 8 sink frames + 16 x 100 + recent + current.
+    table = memory_table(30, 640, 352)
+    assert (table["tokens_per_latent_frame"], table["tokens_per_block"], table["compressed_tokens_per_block"]) == (880, 3520, 100)
+    assert table["context_tokens"] == 8 * 880 + 16 * 100 + 3520 + 3520 == 15680
+    assert table["sink_tokens"] == 7040 and table["recent_tokens"] == 3520
+    assert table["compression_ratio"] == 35.2
+    odd = memory_table(30, 100, 100)  # latent 12 x 12 -> 6 x 6 tokens; compressed 2 x 1 x 1
+    assert (odd["tokens_per_latent_frame"], odd["compressed_tokens_per_block"]) == (36, 2)
+
+
+@pytest.mark.parametrize("block_frames", [1, 2, 3, 4, 5, 6])
+def test_compressed_count_agrees_with_the_compressor_grid(block_frames):
+    config = PackForcingConfig(block_frames=block_frames, sink_frames=0)
+    for width, height in [(832, 480), (128, 128), (100, 60)]:
+        f, h, w = compressed_grid(block_frames, height // 8, width // 8)
+        assert compressed_tokens_per_block(width, height, config) == f * h * w, (block_frames, width, height)
+
+
+def test_a_run_attends_exactly_the_bounded_context_once_the_bank_holds_top_k():
+    from dense_reference import fold_backbone
+
+    # 64x64: 64 tokens per block, 2 per compressed block; sink 1 block, recent 1, top_k 2
+    sampler = PackForcingSampler(fold_backbone(64, 64), PackForcingConfig(policy="fifo", sink_frames=4, top_k=2), seed=0)
+    events = [e for e in sampler.stream("x", 6, "fold") if isinstance(e, Block)]
+    assert [e.context_tokens for e in events] == [64, 128, 192, 194, 196, 196]
+    assert sampler.cache.bounded_context_tokens() == 3 * 64 + 2 * 2 == 196
+
+
+def test_memory_table_rejects_what_cannot_be_counted():
+    for kwargs, word in [({"seconds": 0}, "seconds=0"), ({"seconds": 1, "width": 8}, "8x480 is too small"), ({"seconds": 1, "fps": -1}, "fps=-1")]:
+        with pytest.raises(ValueError, match=word):
+            memory_table(**kwargs)
