@@ -8,21 +8,25 @@ import tempfile
 import threading
 import time
 
+import gradio as gr
 import numpy as np
 from PIL import Image
 
-from packforcing.config import PackForcingConfig, check_number, shown
+from packforcing import registry
+from packforcing.ablation import ablation_configs
+from packforcing.config import MAX_MID_CAPACITY, MAX_SINK_FRAMES, MAX_TOP_K, PackForcingConfig, check_number, shown
+from packforcing.controls import LiveControls
 from packforcing.events import Block, Frames, RunEnd, RunStart, TraceWriter
 from packforcing.memory import kv_curve, memory_table
-from packforcing.pipeline import MAX_MID_CAPACITY, MAX_TOP_K
 from packforcing.tracefile import read_trace
 from packforcing.video import write_mp4
 from visualizers import calculator_figure, empty_figure, figures_at
+from visualizers.camera import camera_figure
 
 DISPLAY_SIZE = 256  # frames are upscaled (nearest) to about this many pixels for the browser
-MAX_SINK_FRAMES = 64
 _pipelines: dict = {}
 _lock = threading.Lock()
+_controls: dict[str | None, LiveControls] = {}
 
 
 def plain(text) -> str:
@@ -33,13 +37,37 @@ def plain(text) -> str:
     return re.sub(r"([\\`*_{}\[\]()#+\-.!|~$:])", r"\\\1", text)
 
 
-def get_pipeline(name: str):
-    """Load a model on first use only (never at import time), then keep it."""
-    from packforcing.pipeline import PackForcingPipeline, available_models
+def live_controls(session: str | None) -> LiveControls:
+    """Fresh live controls for this browser session's new run (the camera buttons write them)."""
+    controls = _controls[session] = LiveControls()
+    return controls
 
-    usable = [m for m, reason in available_models().items() if reason is None]
+
+def steerer(direction: str):
+    """The click handler of a camera button: this session's running generation moves
+    `direction` from its next block."""
+
+    def steer(request: gr.Request = None) -> None:
+        controls = _controls.get(getattr(request, "session_hash", None))
+        if controls is not None:
+            controls.steer(direction)
+
+    return steer
+
+
+def check_model(name) -> str:
+    """`name` if it is a model that can run here, else a plain ValueError."""
+    usable = [m for m, reason in registry.available_models().items() if reason is None]
     if not isinstance(name, str) or name not in usable:
         raise ValueError(f"model {shown(name)} is not available here; choose one of {', '.join(usable)}")
+    return name
+
+
+def get_pipeline(name: str):
+    """Load a model on first use only (never at import time), then keep it."""
+    from packforcing.pipeline import PackForcingPipeline
+
+    check_model(name)
     with _lock:
         if name not in _pipelines:
             _pipelines[name] = PackForcingPipeline.from_name(name)
@@ -54,11 +82,9 @@ def cache_numbers(sink_frames, top_k, mid_capacity) -> dict:
 
 
 def build_config(model: str, sink_frames, top_k, mid_capacity, policy, rope_repair, compression) -> PackForcingConfig:
-    from packforcing.pipeline import default_config_for
-
     if not isinstance(rope_repair, bool):
         raise ValueError(f"rope_repair must be true or false; got {shown(rope_repair)}")
-    return default_config_for(model).replace(
+    return registry.get(check_model(model)).default_config.replace(
         **cache_numbers(sink_frames, top_k, mid_capacity), policy=policy, rope_repair=rope_repair, compression=compression,
     )
 
@@ -71,9 +97,11 @@ def upscale(frames: np.ndarray) -> np.ndarray:
 class Run:
     """One generation: streams (segment path, preview, figures, status) after every block."""
 
-    def __init__(self, model: str, prompt: str, seconds: float, seed: int, config: PackForcingConfig, workdir: str | None = None, stop: threading.Event | None = None):
+    def __init__(self, model: str, prompt: str, seconds: float, seed: int, config: PackForcingConfig, workdir: str | None = None, stop: threading.Event | None = None,
+                 camera: str | None = None, controls: LiveControls | None = None):
         self.pipe = get_pipeline(model)
         self.pipe.validate(prompt, seconds, config, seed)
+        self.camera, self.controls = self.pipe.camera_path(camera), controls
         self.prompt, self.seconds, self.seed, self.config = prompt, float(seconds), int(seed), config
         self.dir = workdir or tempfile.mkdtemp(prefix="packforcing-run-")
         self.trace_path = os.path.join(self.dir, "trace.jsonl")
@@ -87,7 +115,8 @@ class Run:
         """Yields dicts with keys segment, preview, figures, status, done."""
         started = time.perf_counter()
         with TraceWriter(self.trace_path) as trace:
-            for event in self.pipe.stream(self.prompt, self.seconds, self.seed, self.config, should_stop=self.stop_requested.is_set):
+            for event in self.pipe.stream(self.prompt, self.seconds, self.seed, self.config, should_stop=self.stop_requested.is_set,
+                                          camera=self.camera, controls=self.controls):
                 trace.write(event)
                 if isinstance(event, Frames):
                     big = upscale(event.frames)
@@ -109,7 +138,10 @@ class Run:
                     status = (f"Block {event.block + 1} · {event.video_seconds:.0f} s of video in {time.perf_counter() - started:.1f} s · "
                               f"attending {event.context_tokens:,} tokens · KV {event.kv_bytes / 1024:,.0f} KB "
                               f"(a full cache: {event.full_cache_bytes / 1024:,.0f} KB)")
-                    yield {"segment": segment, "preview": preview, "figures": figures_at(self.events, None, self.projection), "status": status}
+                    if event.camera is not None:
+                        status += f" · camera {event.camera['direction']} at {event.camera['x']:.0f}"
+                    yield {"segment": segment, "preview": preview, "figures": figures_at(self.events, None, self.projection), "status": status,
+                           "camera": camera_figure(self.events)}
                 elif isinstance(event, RunEnd):
                     if self.frames:
                         write_mp4(np.concatenate(self.frames), self.video_path, self.pipe.fps, max(1, DISPLAY_SIZE // self.frames[0].shape[1]))
@@ -160,10 +192,7 @@ def replay_figures(events, block):
 
 def ablation_presets(model: str) -> dict[str, PackForcingConfig]:
     """The ablation lab's named configurations, built on the model's own defaults."""
-    from packforcing.embedded.ablate import ablation_configs
-    from packforcing.pipeline import default_config_for
-
-    return ablation_configs(default_config_for(model))
+    return ablation_configs(registry.get(check_model(model)).default_config)
 
 
 class AblationRun:
@@ -197,7 +226,7 @@ class AblationRun:
             yield step[0], step[1], self.comparison() if done else None
 
     def comparison(self) -> str:
-        """Markdown table of the metrics of both videos (world metrics for the embedded model)."""
+        """Markdown table of the metrics of both videos (its evaluator's, when the model has one)."""
         rows = [self._scores(run) for run in self.runs]
         keys = [k for k in rows[0] if k in rows[1]]
         header = f"| | {self.names[0]} | {self.names[1]} |\n|---|---|---|\n"
@@ -207,20 +236,9 @@ class AblationRun:
     def _scores(run: Run) -> dict[str, str]:
         blocks = [e for e in run.events if isinstance(e, Block)]
         out = {}
-        if run.frames and run.pipe.name == "embedded":
-            from packforcing.embedded.metrics import evaluate
-            from packforcing.embedded.world import spec_from_prompt
-
-            scores = evaluate(np.concatenate(run.frames), spec_from_prompt(run.prompt, run.seed))
-            for key, label in (("faithfulness", "prompt faithfulness"), ("revisit_consistency", "revisit consistency"),
-                               ("revisit_contrast", "revisit contrast"), ("drift_drop", "drift (first − last loop)")):
-                value = scores.get(key)
-                out[label] = "n/a (too short)" if value is None else f"{value:.3f}"
-            from packforcing.embedded.ablate import revisit_source_attended
-            from packforcing.embedded.world import LOOP_FRAMES
-
-            attended = revisit_source_attended(blocks, LOOP_FRAMES // len(run.frames[0]))
-            out["revisit source attended (block one loop back)"] = "n/a (no source in the mid bank)" if attended is None else f"{attended:.0%}"
+        evaluator = registry.get(run.pipe.name).evaluator
+        if run.frames and blocks and evaluator is not None:
+            out.update(evaluator.report(evaluator.score(np.concatenate(run.frames), blocks, run.prompt, run.seed)))
         if blocks:
             out["KV bytes at the end"] = f"{blocks[-1].kv_bytes / 1024:,.0f} KB"
             out["attended tokens (last block)"] = f"{blocks[-1].context_tokens:,}"

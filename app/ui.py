@@ -6,12 +6,13 @@ import html
 
 import gradio as gr
 
-from packforcing.config import COMPRESSIONS, POLICIES
-from packforcing.pipeline import available_models, default_config_for, default_model
+from packforcing import registry
+from packforcing.config import COMPRESSIONS, MAX_MID_CAPACITY, MAX_SINK_FRAMES, MAX_TOP_K, POLICIES, PackForcingConfig
+from packforcing.memory import PAPER_FPS, PAPER_HEIGHT, PAPER_SECONDS, PAPER_WIDTH
 from visualizers import empty_figure
 
 from . import sessions
-from .handlers import AblationRun, Run, ablation_presets, build_config, calculator, load_trace, plain, replay_figures
+from .handlers import AblationRun, Run, ablation_presets, build_config, calculator, live_controls, load_trace, plain, replay_figures, steerer
 
 try:  # ZeroGPU on Hugging Face Spaces; a no-op everywhere else
     import spaces
@@ -21,16 +22,11 @@ except ImportError:
     def gpu(fn):
         return fn
 
-EXAMPLES = [
-    "a red circle and a blue square, camera pans right",
-    "a yellow triangle and a green circle, slow pan left, bouncing",
-    "a white square, a red triangle and a blue circle at dusk",
-    "two green circles in the forest, fast pan right",
-]
 PANEL_HELP = {
     "occupancy": "Tokens each block attends, by partition. Archived mid blocks are held in memory but not attended. The dashed line is the bounded context: it never grows.",
     "selection": "Each row is a generated block, each column a compressed mid block. Colour = how much the current queries want that block; squares = the top-k actually attended. Old blocks keep getting picked: attention demand spans the whole history.",
     "rope": "Keys are cached already rotated at the time they were generated. Before attending, selected blocks are moved (rotated in time) so that sink, mid and recent sit side by side before the current block: the gaps left by unselected or evicted blocks close.",
+    "camera": "Models with a camera (the embedded one): bars show where each block was filmed on the wrapping panorama, coloured by the partition that holds it now; the band is where the camera looks. When it comes back to a place, the mid-bank block that filmed it should turn orange (attended).",
     "memory": "Bytes of K/V actually held by this run vs a full cache. Below: the same policies for the real Wan2.1-1.3B at 832x480 (about 4 GB vs 138 GB at 120 s).",
 }
 
@@ -47,20 +43,20 @@ def _refused(e: ValueError) -> str:
 
 
 @gpu
-def _generate(model, prompt, seconds, seed, sink_frames, top_k, mid_capacity, policy, rope_repair, compression, request: gr.Request = None):
-    """Streams: video segment, preview, four figures, status, final video, trace."""
+def _generate(model, prompt, seconds, seed, sink_frames, top_k, mid_capacity, policy, rope_repair, compression, camera, request: gr.Request = None):
+    """Streams: video segment, preview, four figures, status, final video, trace, camera figure."""
     nothing = gr.skip()
     session = _session(request)
     flag = sessions.begin_run(session, "generate")
     try:
         if flag.is_set():  # Stop was pressed while this run waited in the queue
-            yield (*(nothing,) * 6, "Stopped before it started.", nothing, nothing)
+            yield (*(nothing,) * 6, "Stopped before it started.", nothing, nothing, nothing)
             return
         try:
             config = build_config(model, sink_frames, top_k, mid_capacity, policy, rope_repair, compression)
-            run = Run(model, prompt, seconds, seed, config, sessions.new_run_dir(session), flag)
+            run = Run(model, prompt, seconds, seed, config, sessions.new_run_dir(session), flag, camera=camera, controls=live_controls(session))
         except ValueError as e:
-            yield (*(nothing,) * 6, _refused(e), nothing, nothing)
+            yield (*(nothing,) * 6, _refused(e), nothing, nothing, nothing)
             return
         for update in run.updates():
             figures = update.get("figures") or (nothing,) * 4
@@ -71,6 +67,7 @@ def _generate(model, prompt, seconds, seed, sink_frames, top_k, mid_capacity, po
                 update["status"],
                 update.get("video", nothing),
                 update.get("trace", nothing),
+                update.get("camera", nothing),
             )
     finally:
         sessions.end_run(session, "generate", flag)
@@ -105,9 +102,10 @@ def _ablate(model, prompt, seconds, seed, preset_a, preset_b, request: gr.Reques
 # Validators: Gradio runs them when a run is submitted, before it is queued (browser and
 # API clients alike). They arm the session's stop flag; the run checks its inputs itself.
 # (Gradio hands gr.Request only to a named parameter, hence the full signatures.)
-def _arm_generate(model, prompt, seconds, seed, sink_frames, top_k, mid_capacity, policy, rope_repair, compression, request: gr.Request = None):
+def _arm_generate(model, prompt, seconds, seed, sink_frames, top_k, mid_capacity, policy, rope_repair, compression, camera,
+                  request: gr.Request = None):
     sessions.arm_stop(_session(request), "generate")
-    return [gr.validate(True, "")] * 10
+    return [gr.validate(True, "")] * 11
 
 
 def _arm_ablation(model, prompt, seconds, seed, preset_a, preset_b, request: gr.Request = None):
@@ -142,13 +140,22 @@ def on_replay_scrub(events, block):
 
 
 def _model_note() -> str:
-    lines = [f"- **{name}**: " + ("available" if reason is None else f"unavailable ({reason})") for name, reason in available_models().items()]
+    lines = []
+    for name, entry in registry.entries().items():
+        reason = entry.unavailable()
+        lines.append(f"- **{name}**: {entry.description}; " + ("available" if reason is None else f"unavailable ({reason})"))
     return "\n".join(lines)
 
 
 def _defaults_for(model):
-    c = default_config_for(model)
+    c = registry.get(model).default_config
     return c.sink_frames, c.top_k, c.mid_capacity, c.policy, c.rope_repair, c.compression
+
+
+def _examples(model: str) -> list[str]:
+    """The default model's example prompts, else every model's."""
+    own = registry.get(model).examples
+    return list(own or [p for e in registry.entries().values() for p in e.examples])
 
 
 class Studio(gr.Blocks):
@@ -162,10 +169,12 @@ class Studio(gr.Blocks):
 
 
 def build_demo() -> gr.Blocks:
-    models = available_models()
-    usable = [name for name, reason in models.items() if reason is None]
-    model0 = default_model()
-    c0 = default_config_for(model0)
+    usable = [name for name, reason in registry.available_models().items() if reason is None]
+    model0 = registry.default_model()
+    entry0 = registry.get(model0)
+    c0 = entry0.default_config
+    examples = _examples(model0)
+    paper = PackForcingConfig()
     with Studio(title="PackForcing Studio", delete_cache=(600, sessions.RUN_FILES_TTL)) as demo:
         gr.Markdown(
             "# PackForcing Studio\nLong streaming video with a **bounded KV cache**: a full-resolution **sink**, a **compressed mid bank** "
@@ -175,23 +184,29 @@ def build_demo() -> gr.Blocks:
         with gr.Tab("Generate"):
             with gr.Row():
                 with gr.Column(scale=2):
-                    prompt = gr.Textbox(label="Prompt", value=EXAMPLES[0], lines=2, max_lines=4, elem_id="prompt")
-                    gr.Examples(EXAMPLES, inputs=prompt, label="Examples (click one)")
+                    prompt = gr.Textbox(label="Prompt", value=examples[0], lines=2, max_lines=4, elem_id="prompt")
+                    gr.Examples(examples, inputs=prompt, label="Examples (click one)")
                     with gr.Row():
-                        seconds = gr.Slider(1, 120, value=16, step=1, label="Duration (seconds)", elem_id="seconds")
+                        seconds = gr.Slider(1, entry0.max_seconds, value=16, step=1, label="Duration (seconds)", elem_id="seconds")
                         seed = gr.Number(value=0, precision=0, label="Seed", elem_id="seed")
                     model = gr.Dropdown(usable, value=model0, label="Model", elem_id="model")
                     with gr.Accordion("Advanced: the cache", open=False):
-                        sink = gr.Slider(0, 32, value=c0.sink_frames, step=4, label="Sink frames (latent frames, multiple of 4)")
-                        top_k = gr.Slider(0, 64, value=c0.top_k, step=1, label="Top-k mid blocks attended")
-                        capacity = gr.Slider(0, 256, value=c0.mid_capacity, step=1, label="Mid-bank capacity (compressed blocks)")
+                        sink = gr.Slider(0, MAX_SINK_FRAMES, value=c0.sink_frames, step=c0.block_frames, label="Sink frames (latent frames, multiple of 4)")
+                        top_k = gr.Slider(0, MAX_TOP_K, value=c0.top_k, step=1, label="Top-k mid blocks attended")
+                        capacity = gr.Slider(0, MAX_MID_CAPACITY, value=c0.mid_capacity, step=1, label="Mid-bank capacity (compressed blocks)")
                         policy = gr.Radio(list(POLICIES), value=c0.policy, label="Selection policy")
                         rope = gr.Checkbox(value=c0.rope_repair, label="RoPE repair (pack attended blocks in time)")
                         compression = gr.Radio(list(COMPRESSIONS), value=c0.compression, label="Compression")
                         gr.Markdown(_model_note())
+                    camera = gr.Textbox(label="Camera path (models with a camera)", value="", max_lines=1, elem_id="camera-path",
+                                        placeholder="e.g. right:8,left:8 (direction:seconds; empty: the prompt's pan)")
                     with gr.Row():
                         go_btn = gr.Button("Generate", variant="primary", elem_id="generate")
                         stop_btn = gr.Button("Stop", variant="stop", elem_id="stop")
+                    with gr.Row():
+                        # steer the next block while the video streams
+                        steer_btns = {d: gr.Button(label, elem_id=f"camera-{d}", size="sm")
+                                      for d, label in (("left", "← left"), ("still", "■ still"), ("right", "right →"))}
                     status = gr.Markdown("Ready.", elem_id="status")
                 with gr.Column(scale=3):
                     with gr.Row():
@@ -214,15 +229,21 @@ def build_demo() -> gr.Blocks:
                 with gr.Column():
                     memory = gr.Plot(empty_figure(), label="KV memory", elem_id="panel-memory")
                     gr.Markdown(PANEL_HELP["memory"])
+            with gr.Row():
+                with gr.Column():
+                    camera_plot = gr.Plot(empty_figure(), label="Camera and memory", elem_id="panel-camera")
+                    gr.Markdown(PANEL_HELP["camera"])
             model.change(_defaults_for, model, [sink, top_k, capacity, policy, rope, compression])
-            outputs = [video, preview, occupancy, selection, rope_plot, memory, status, final, trace]
+            outputs = [video, preview, occupancy, selection, rope_plot, memory, status, final, trace, camera_plot]
             # Submitting arms a stop flag (the validator) before the run is queued: a Stop
             # while it waits keeps it from starting; a Stop while it runs ends it after the
             # block in flight, with its video and trace so far. So does a closed tab (unload).
             go_btn.click(
-                _generate, [model, prompt, seconds, seed, sink, top_k, capacity, policy, rope, compression], outputs,
+                _generate, [model, prompt, seconds, seed, sink, top_k, capacity, policy, rope, compression, camera], outputs,
                 concurrency_limit=1, concurrency_id="gpu", api_name="generate", validator=_arm_generate,
             )
+            for direction, btn in steer_btns.items():
+                btn.click(steerer(direction), None, None, queue=False)
             stop_btn.click(_stopper("generate"), None, None, queue=False, api_name="stop")
 
         with gr.Tab("Ablation"):
@@ -233,8 +254,8 @@ def build_demo() -> gr.Blocks:
             )
             presets = list(ablation_presets(model0))
             with gr.Row():
-                a_prompt = gr.Textbox(label="Prompt", value=EXAMPLES[0], lines=1, scale=3, elem_id="ablation-prompt")
-                a_seconds = gr.Slider(1, 120, value=24, step=1, label="Duration (seconds)", scale=2, elem_id="ablation-seconds")
+                a_prompt = gr.Textbox(label="Prompt", value=examples[0], lines=1, scale=3, elem_id="ablation-prompt")
+                a_seconds = gr.Slider(1, entry0.max_seconds, value=24, step=1, label="Duration (seconds)", scale=2, elem_id="ablation-seconds")
                 a_seed = gr.Number(value=0, precision=0, label="Seed", scale=1)
                 a_model = gr.Dropdown(usable, value=model0, label="Model", scale=1)
             with gr.Row():
@@ -260,15 +281,16 @@ def build_demo() -> gr.Blocks:
             a_stop.click(_stopper("ablation"), None, None, queue=False, api_name="stop_ablation")
 
         with gr.Tab("Memory calculator"):
-            gr.Markdown("Tokens and bytes of the cache for any video, no model needed. Defaults are the paper's: 832x480, 16 FPS, 120 s.")
+            gr.Markdown("Tokens and bytes of the cache for any video, no model needed. Defaults are the paper's: "
+                        f"{PAPER_WIDTH}x{PAPER_HEIGHT}, {PAPER_FPS} FPS, {PAPER_SECONDS:g} s.")
             with gr.Row():
-                c_w = gr.Number(832, precision=0, label="Width")
-                c_h = gr.Number(480, precision=0, label="Height")
-                c_fps = gr.Number(16, precision=0, label="FPS")
-                c_s = gr.Number(120, label="Seconds")
-                c_sink = gr.Number(8, precision=0, label="Sink frames")
-                c_k = gr.Number(16, precision=0, label="Top-k")
-                c_cap = gr.Number(24, precision=0, label="Mid capacity")
+                c_w = gr.Number(PAPER_WIDTH, precision=0, label="Width")
+                c_h = gr.Number(PAPER_HEIGHT, precision=0, label="Height")
+                c_fps = gr.Number(PAPER_FPS, precision=0, label="FPS")
+                c_s = gr.Number(PAPER_SECONDS, label="Seconds")
+                c_sink = gr.Number(paper.sink_frames, precision=0, label="Sink frames")
+                c_k = gr.Number(paper.top_k, precision=0, label="Top-k")
+                c_cap = gr.Number(paper.mid_capacity, precision=0, label="Mid capacity")
             c_btn = gr.Button("Compute")
             with gr.Row():
                 c_table = gr.Markdown(elem_id="calc-table")

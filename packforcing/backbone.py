@@ -68,6 +68,14 @@ class Backbone:
     def latent_hw(self) -> tuple[int, int]:
         return self.height // self.codec.spatial_factor, self.width // self.codec.spatial_factor
 
+    def to(self, device=None, dtype=None) -> "Backbone":
+        """Place (and cast) the modules the sampler runs; returns self."""
+        if device is not None or dtype is not None:
+            self.transformer.to(device=device, dtype=dtype)
+            if self.hr_compressor is not None:
+                self.hr_compressor.to(device=device, dtype=dtype)
+        return self
+
     def dims(self) -> ModelDims:
         cfg = self.transformer.config
         return ModelDims(

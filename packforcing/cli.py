@@ -35,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--seconds", type=float, default=10.0)
     g.add_argument("--out", default="video.mp4")
     g.add_argument("--trace", default=None, help="write trace events as JSONL")
-    g.add_argument("--model", default=None, help="embedded | tiny-random | wan-1.3b (default: best available)")
+    g.add_argument("--model", default=None, help="a model of packforcing.registry, e.g. embedded, tiny-random, wan-1.3b (default: the best one ready here)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--device", default=None)
     g.add_argument("--scale", type=int, default=1, help="upscale factor for the written mp4")
@@ -46,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     a = sub.add_parser("ablate", help="every memory policy on the same prompts and seeds, scored from pixels")
     a.add_argument("--seconds", type=float, default=32.0)
     a.add_argument("--seeds", type=int, default=2)
-    a.add_argument("--model", default=None)
+    a.add_argument("--model", default=None, help="default: the first model with an evaluator that can run here")
     a.add_argument("--json", action="store_true")
     return p
 
@@ -97,7 +97,8 @@ def _generate(args) -> int:
     from tqdm import tqdm
 
     from .events import Block, Frames, RunStart, TraceWriter
-    from .pipeline import PackForcingPipeline, default_model
+    from .pipeline import PackForcingPipeline
+    from .registry import default_model
     from .video import write_mp4
 
     import numpy as np
@@ -158,7 +159,7 @@ def main(argv=None) -> int:
         if args.command == "generate":
             return _generate(args)
         if args.command == "ablate":
-            from .embedded.ablate import main as ablate
+            from .ablation import main as ablate
 
             return ablate(args)
     except (ValueError, FileNotFoundError) as e:

@@ -53,12 +53,6 @@ def lr_latent(pixels: torch.Tensor, codec) -> torch.Tensor:
         return codec.encode(pooled.to(pixels.dtype))
 
 
-def grid_of(latent_shape: tuple[int, ...], patch: tuple[int, int, int]) -> tuple[int, int, int]:
-    """Token grid a latent of this shape gives after the (kernel = stride) patch embedding."""
-    _, _, f, h, w = latent_shape
-    return f // patch[0], h // patch[1], w // patch[2]
-
-
 def compressed_grid(block_frames: int, latent_h: int, latent_w: int) -> tuple[int, int, int]:
     """(F, H, W) token grid of one compressed block: the HR branch's output shape."""
     f, h, w = block_frames, latent_h, latent_w

@@ -11,6 +11,12 @@ POLICIES = ("dynamic", "fifo", "random", "window", "full")
 COMPRESSIONS = ("lr", "hr", "hr+lr")
 KV_SOURCES = ("context-pass", "projection")
 STEP_RULES = ("renoise", "euler")
+# What one request may ask for: the pipeline refuses more, the studio's controls end here.
+MAX_PROMPT_CHARS = 500
+MAX_TOP_K = 64
+MAX_MID_CAPACITY = 256
+MAX_SINK_FRAMES = 32
+MAX_SEED = 2**32 - 1
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,8 @@ class ModelDims:
 
 
 WAN_1_3B = ModelDims()
+# the paper's video: Wan2.1-1.3B at 832x480, 16 FPS, 120 s
+PAPER_WIDTH, PAPER_HEIGHT, PAPER_FPS, PAPER_SECONDS = 832, 480, 16, 120.0
 
 
 def tokens_per_latent_frame(width: int, height: int, dims: ModelDims = WAN_1_3B) -> int:
@@ -54,9 +56,9 @@ def latent_frames_for(seconds: float, fps: int, dims: ModelDims = WAN_1_3B) -> i
 
 def memory_table(
     seconds: float,
-    width: int = 832,
-    height: int = 480,
-    fps: int = 16,
+    width: int = PAPER_WIDTH,
+    height: int = PAPER_HEIGHT,
+    fps: int = PAPER_FPS,
     config: PackForcingConfig = PackForcingConfig(),
     dims: ModelDims = WAN_1_3B,
 ) -> dict:
@@ -111,9 +113,9 @@ def _held_tokens(policy: str, blocks_done: int, per_block: int, compressed: int,
 
 def kv_curve(
     seconds: float,
-    width: int = 832,
-    height: int = 480,
-    fps: int = 16,
+    width: int = PAPER_WIDTH,
+    height: int = PAPER_HEIGHT,
+    fps: int = PAPER_FPS,
     config: PackForcingConfig = PackForcingConfig(),
     dims: ModelDims = WAN_1_3B,
 ) -> list[dict]:

@@ -9,104 +9,29 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Iterator
 
 import numpy as np
 import torch
 
+from . import registry
 from .backbone import Backbone
 from .camera import CameraPath
+from .config import MAX_MID_CAPACITY, MAX_PROMPT_CHARS, MAX_SEED, MAX_TOP_K, PackForcingConfig, check_number, shown
 from .controls import LiveControls
-from .config import PackForcingConfig, check_number, shown
 from .events import Block, Frames
 from .sampler import PackForcingSampler, blocks_for
 
-MAX_PROMPT_CHARS = 500
-MAX_TOP_K = 64
-MAX_MID_CAPACITY = 256
-MAX_SEED = 2**32 - 1
-ASSETS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets")
-EMBEDDED_DIR = os.path.join(ASSETS, "embedded")
-
-
-def _embedded_reason() -> str | None:
-    if not os.path.exists(os.path.join(EMBEDDED_DIR, "generator.safetensors")):
-        return "embedded weights not found in assets/embedded/ (train them with python -m packforcing.embedded.train)"
-    return None
-
-
-def _wan_reason() -> str | None:
-    if not torch.cuda.is_available():
-        return "needs a CUDA GPU (the 1.3B model is too slow on a CPU)"
-    try:
-        import transformers  # noqa: F401
-    except ImportError:
-        return "needs the transformers package for the UMT5 text encoder (pip install -r requirements.txt)"
-    return None  # weights missing from the cache are downloaded on first use
-
-
-MODELS: dict[str, Callable[[], str | None]] = {
-    "embedded": _embedded_reason,
-    "tiny-random": lambda: None,
-    "wan-1.3b": _wan_reason,
-}
-
-
-def available_models() -> dict[str, str | None]:
-    """Model name -> None if it can run here, else why not."""
-    return {name: reason() for name, reason in MODELS.items()}
-
-
-def default_model() -> str:
-    """The real model where it can run and its weights are already here (no surprise
-    20 GB download), else the embedded one."""
-    usable = [name for name, reason in available_models().items() if reason is None]
-    if "wan-1.3b" in usable:
-        from .backbones.wan import weights_available
-
-        if weights_available():
-            return "wan-1.3b"
-    for name in ("embedded", "tiny-random"):
-        if name in usable:
-            return name
-    return "tiny-random"
-
-
-def default_config_for(name: str) -> PackForcingConfig:
-    """The config a model was trained for, without loading it."""
-    if name == "embedded":
-        from .embedded.model import EMBEDDED_CONFIG
-
-        return EMBEDDED_CONFIG
-    return PackForcingConfig()
-
 
 def build_backbone(name: str, device=None, dtype=None) -> Backbone:
-    if name not in MODELS:
-        raise ValueError(f"model={name!r} is not known; choose one of {', '.join(MODELS)}")
-    reason = MODELS[name]()
+    """The model registered as `name`, loaded (and placed on `device` / cast to `dtype`)."""
+    entry = registry.get(name)
+    reason = entry.unavailable()
     if reason is not None:
         raise ValueError(f"model {name!r} cannot run here: {reason}")
-    if name == "tiny-random":
-        from .backbones.tiny import build_tiny_random
-
-        backbone = build_tiny_random()
-    elif name == "embedded":
-        from .embedded.model import load_embedded
-
-        backbone = load_embedded(EMBEDDED_DIR)
-    else:  # the real model is placed and cast while loading
-        from .backbones.wan import load_wan
-
-        return load_wan(device=device or "cuda", dtype=dtype or torch.bfloat16)
-    if device is not None or dtype is not None:
-        backbone.transformer.to(device=device, dtype=dtype)
-        if backbone.hr_compressor is not None:
-            backbone.hr_compressor.to(device=device, dtype=dtype)
-    return backbone
+    return entry.load(device=device, dtype=dtype)
 
 
 @dataclass
@@ -234,4 +159,4 @@ class PackForcingPipeline:
         return PipelineOutput(frames=np.concatenate(frames), fps=self.fps, events=events)
 
 
-__all__ = ["PackForcingPipeline", "PipelineOutput", "available_models", "default_model", "Block"]
+__all__ = ["PackForcingPipeline", "PipelineOutput", "build_backbone", "Block"]

@@ -37,7 +37,7 @@ def test_calculator_range_checks_every_number(args, message):
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"sink_frames": float("nan")}, "sink_frames=nan is out of range; allowed 0 to 64"),
+    ({"sink_frames": float("nan")}, "sink_frames=nan is out of range; allowed 0 to 32"),
     ({"top_k": float("inf")}, "top_k=inf is out of range; allowed 0 to 64"),
     ({"mid_capacity": 2.5}, "mid_capacity=2.5 is not a whole number"),
     ({"rope_repair": "yes"}, "rope_repair must be true or false; got 'yes'"),

@@ -142,3 +142,24 @@ def test_ablation_streams_two_configs_side_by_side(page):
     table = page.inner_text("#ablation-table")
     assert "window" in table and "dynamic" in table and "KV bytes at the end" in table
     assert "revisit source attended" in table  # 10 s: no source in the mid bank yet, shown as n/a
+
+
+def _camera_status(page) -> str | None:
+    m = __import__("re").search(r"camera (left|still|right) at", _status(page))
+    return m and m.group(1)
+
+
+def test_camera_buttons_steer_the_next_block_while_streaming(page):
+    page.get_by_role("tab", name="Generate").click()
+    _set_prompt(page, "a red circle and a blue square, camera pans right")
+    _set_seconds(page, 40)
+    page.click("#generate")
+    _wait_for_block(page, 2)
+    assert _camera_status(page) == "right", "the served model reports no camera"
+    page.click("#camera-left")
+    page.wait_for_function("() => /camera left at/.test(document.querySelector('#status').innerText)", timeout=60_000)
+    page.click("#camera-still")
+    page.wait_for_function("() => /camera still at/.test(document.querySelector('#status').innerText)", timeout=60_000)
+    assert _panel_points(page, "panel-camera") >= 3, "the camera panel has no bars"
+    page.click("#stop")
+    page.wait_for_function("() => /Stopped/.test(document.querySelector('#status').innerText)", timeout=30_000)

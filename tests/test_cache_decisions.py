@@ -3,6 +3,8 @@
 The cache is driven block by block as the sampler drives it (begin, select, add, the
 block leaving the recent window archived), with stand-in blocks and no model."""
 
+import math
+
 import pytest
 import torch
 
@@ -135,6 +137,16 @@ def test_context_concatenates_in_packed_order_and_rotates_by_the_shift():
     assert not torch.allclose(keys, torch.cat([b.keys[0] for b in cache.attended()], dim=1), atol=1e-3)  # they moved
 
 
+def test_proportional_bias_is_the_log_of_the_exact_ratio():
+    # 64 full-resolution tokens summarised by 6: log(64 / 6) = log(10.67), not log(10)
+    config = PackForcingConfig(sink_frames=4, top_k=2, mid_capacity=3, proportional_attention=True)
+    cache = KVCache(config, 1, FULL, 6)
+    cache.mid[1] = BlockKV(1, 4.0, 6, compressed=True)
+    cache.begin_block(3, 12.0)
+    cache.set_selection([1])
+    assert torch.allclose(cache.context_bias(), torch.full((6,), math.log(64 / 6)))
+
+
 def test_token_accounting_hand_counted():
     cache = packed_cache([6, 4])
     # sink 2 x 64 + selected 2 x 4 + recent 64 + current 64
@@ -178,5 +190,6 @@ def test_invariants_name_the_bad_state():
 
 def test_clear_empties_every_partition():
     cache, _ = drive(PackForcingConfig(sink_frames=4, top_k=2, mid_capacity=3), 6)
+    cache.begin_block(6, 24.0)
     cache.clear()
     assert (cache.sink, cache.mid, cache.recent, cache.current) == ({}, {}, {}, None)

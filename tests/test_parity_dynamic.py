@@ -39,8 +39,8 @@ class DenseProcessor:
 
 
 class DenseStream:
-    def __init__(self, model, codec, text, pack=True, proportional=False, projection=False, worst=False):
-        self.model, self.codec, self.text = model, codec, text
+    def __init__(self, model, codec, text, pack=True, proportional=False, projection=False, worst=False, guidance=1.0):
+        self.model, self.codec, self.text, self.guidance = model, codec, text, guidance
         self.pack, self.proportional, self.projection, self.worst = pack, proportional, projection, worst
         model.set_attn_processor({n: DenseProcessor(self, int(n.split(".")[1])) if ".attn1." in n else p
                                   for n, p in model.attn_processors.items()})
@@ -50,10 +50,20 @@ class DenseStream:
         self.attended, self.scores, self.selected, self.placed = [], {}, [], {}
 
     # --- one forward --------------------------------------------------------------
-    def forward(self, latent, timestep, positions, context, keep=None, score=False):
+    def forward(self, latent, timestep, positions, context, keep=None, score=False, text=None):
         self.positions, self.context, self.keep, self.score = positions, context, keep, score
         t = torch.tensor([float(timestep)])
-        return self.model(latent, timestep=t, encoder_hidden_states=self.text, return_dict=False)[0]
+        text = self.text if text is None else text
+        return self.model(latent, timestep=t, encoder_hidden_states=text, return_dict=False)[0]
+
+    def velocity(self, x, timestep, positions, score):
+        """The prompt's velocity; with guidance, v_u + g (v_c - v_u), the unconditional
+        pass seeing a zeroed prompt and the same context (selected by the prompt's pass)."""
+        v = self.forward(x, timestep, positions, context=True, score=score)
+        if self.guidance == 1.0:
+            return v
+        v_uncond = self.forward(x, timestep, positions, context=True, text=torch.zeros_like(self.text))
+        return v_uncond + self.guidance * (v - v_uncond)
 
     def attend(self, layer, q, k, v):
         if self.keep is not None:
@@ -94,7 +104,7 @@ class DenseStream:
         x = torch.randn(1, 16, 4, 8, 8, generator=self.noise)
         with torch.no_grad():
             for i, sigma in enumerate(SIGMAS):
-                v = self.forward(x, sigma * 1000, here, context=True, score=(i == 0 and bool(self.bank)))
+                v = self.velocity(x, sigma * 1000, here, score=(i == 0 and bool(self.bank)))
                 x0 = (x.double() - sigma * v.double()).float()
                 if i + 1 < len(SIGMAS):
                     x = ((1 - SIGMAS[i + 1]) * x0.double() + SIGMAS[i + 1] * torch.randn(x.shape, generator=self.noise).double()).float()
@@ -148,6 +158,7 @@ CASES = {
     "context-pass": dict(config={}, options={}),
     "projection+proportional": dict(config=dict(kv_source="projection", proportional_attention=True),
                                     options=dict(projection=True, proportional=True)),
+    "guided": dict(config=dict(guidance_scale=3.0), options=dict(guidance=3.0)),
 }
 
 

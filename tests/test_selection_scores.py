@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import packforcing.attention as attention
+from packforcing.attention import SelectionHook
 from dense_reference import brute_force_scores, fold_backbone, top_k_newest_wins
 from packforcing.config import PackForcingConfig
 from packforcing.events import Block
@@ -42,7 +43,7 @@ def stream():
     finally:
         handle.remove()
         attention.select_blocks = original
-    return attn, log, selections, events
+    return attn, log, selections, events, sampler
 
 
 def projections(attn, hidden, rotary=None):
@@ -63,18 +64,18 @@ def passes(log, mode, block):
     return [(hidden, rotary) for m, b, hidden, rotary in log if m == mode and b == block]
 
 
-def reference_scores(attn, log, event, stride=STRIDE, recent=True, denoise_pass=0, post_rope=False, scored=HEADS // 2):
+def reference_scores(attn, log, event, stride=STRIDE, recent=True, denoise_pass=0, rope_q=False, rope_k=False, scored=HEADS // 2):
     with torch.no_grad():
         hidden, rotary = passes(log, "denoise", event.block)[denoise_pass]
-        queries = [projections(attn, hidden, rotary if post_rope else None)[0][:, ::stride]]
+        queries = [projections(attn, hidden, rotary if rope_q else None)[0][:, ::stride]]
         if recent:
             for r in event.recent:
                 hidden, rotary = passes(log, "write", r)[0]
-                queries.append(projections(attn, hidden, rotary if post_rope else None)[0][:, ::stride])
+                queries.append(projections(attn, hidden, rotary if rope_q else None)[0][:, ::stride])
         keys = {}
         for m in event.mid_bank:
             hidden, rotary = passes(log, "compressed", m)[0]
-            keys[m] = projections(attn, hidden, rotary if post_rope else None)[1]
+            keys[m] = projections(attn, hidden, rotary if rope_k else None)[1]
     return brute_force_scores(torch.cat(queries, dim=1), keys, scored)
 
 
@@ -83,7 +84,7 @@ def close(a, b, rel=1e-4):
 
 
 def test_scores_are_the_dense_double_sum_of_pre_rope_first_layer_projections(stream):
-    attn, log, _, events = stream
+    attn, log, _, events, _ = stream
     scored = [e for e in events if e.mid_bank]
     assert [e.block for e in scored] == [3, 4, 5, 6, 7] and [e.mid_bank for e in scored][-1] == [3, 4, 5]
     for e in scored:
@@ -93,19 +94,48 @@ def test_scores_are_the_dense_double_sum_of_pre_rope_first_layer_projections(str
 
 
 @pytest.mark.parametrize("mistake", [
-    dict(post_rope=True), dict(stride=1), dict(recent=False), dict(denoise_pass=1), dict(scored=HEADS),
+    dict(rope_q=True), dict(rope_k=True), dict(rope_q=True, rope_k=True), dict(stride=1), dict(recent=False),
+    dict(denoise_pass=1), dict(scored=HEADS),
 ])
 def test_each_wrong_reading_of_the_score_gives_other_numbers(stream, mistake):
     # negative controls: the test above would notice each of these mistakes
-    attn, log, _, events = stream
+    attn, log, _, events, _ = stream
     e = events[-1]
     wrong = reference_scores(attn, log, e, **mistake)
     assert not close(e.selection_scores, wrong, rel=1e-2)
 
 
 def test_scored_once_per_block_not_at_every_denoising_pass(stream):
-    _, _, selections, events = stream
+    _, _, selections, events, _ = stream
     assert selections == [e.block for e in events if e.mid_bank]  # one selection per block that has a bank
+
+
+def test_training_hook_gets_the_scored_query_and_its_required_blocks():
+    # block 1 must be attended while the bank holds it (blocks 3-5; unhooked, the scores
+    # pick [1], [2], [2], [2] at blocks 3-6); block 99 never exists and is ignored
+    backbone = fold_backbone(64, 64, heads=HEADS)
+    sampler = PackForcingSampler(backbone, PackForcingConfig(sink_frames=4, top_k=1, mid_capacity=3, query_stride=STRIDE), seed=0)
+    attn, log = backbone.transformer.blocks[0].attn1, []
+    handle = attn.register_forward_pre_hook(lambda m, args: log.append((sampler.session.mode, sampler.cache.current, args[0].detach().clone(), None)))
+    text, selected = backbone.encode_prompt("a red ball rolls"), []
+    try:
+        with torch.no_grad():
+            for c in range(7):  # the public block loop, as training drives it
+                hook = SelectionHook(required=[1, 99])
+                sampler.begin_block(c, hook=hook)
+                x0 = sampler.denoise_block(c, text)
+                selected.append(list(sampler.cache.selected))
+                recent = list(sampler.cache.recent)
+                sampler.admit(sampler.write_block(c, x0, text), x0, backbone.codec.decode(x0), text)
+                if c >= 3:  # the query sum it was scored with: this block's first pass and the recent block's write
+                    current = projections(attn, passes(log, "denoise", c)[0][0])[0][:, ::STRIDE].sum(1)
+                    written = sum(projections(attn, h)[0][:, ::STRIDE].sum(1) for m, b, h, _ in log if m == "write" and b in recent)
+                    assert torch.allclose(hook.query_sum, current + written, atol=1e-5), c
+                else:
+                    assert hook.query_sum is None  # nothing to score yet
+    finally:
+        handle.remove()
+    assert selected == [[], [], [], [1], [1], [1], [2]]
 
 
 def test_scored_heads_and_scale_hand_worked():

@@ -26,7 +26,7 @@ def _sha(array: np.ndarray) -> str:
 
 
 def test_shipped_weights_are_the_pinned_ones():
-    from packforcing.pipeline import EMBEDDED_DIR
+    from packforcing.embedded.model import EMBEDDED_DIR
 
     with open(f"{EMBEDDED_DIR}/generator.safetensors", "rb") as f:
         assert hashlib.sha256(f.read()).hexdigest() == WEIGHTS_SHA256

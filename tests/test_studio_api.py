@@ -14,7 +14,7 @@ from gradio_client import Client  # noqa: E402
 STATUS = 6  # index of the status line among /generate's outputs
 # The embedded model: a block is all transformer forwards (a few tenths of a second on one
 # thread), so a cancel right after an update lands while the next block's forwards run.
-RUN = dict(model="embedded", seed=0, sink_frames=4, top_k=2, mid_capacity=4, policy="dynamic", rope_repair=True, compression="hr+lr")
+RUN = dict(model="embedded", seed=0, sink_frames=4, top_k=2, mid_capacity=4, policy="dynamic", rope_repair=True, compression="hr+lr", camera="")
 
 
 def _client(studio) -> Client:
@@ -92,7 +92,7 @@ def test_too_few_inputs_get_a_plain_error(studio):
         "data": ["tiny-random", "a red circle"], "fn_index": _fn_index(client, "/generate"), "session_hash": "few-inputs"})
     assert response.status_code == 400
     detail = response.json()["detail"].strip("'")  # Gradio quotes a gr.Error here
-    assert detail.startswith("this endpoint takes 10 inputs (Model, Prompt, Duration (seconds), Seed,") and detail.endswith("; 2 were sent")
+    assert detail.startswith("this endpoint takes 11 inputs (Model, Prompt, Duration (seconds), Seed,") and detail.endswith("; 2 were sent")
     assert "object at 0x" not in detail and "/" not in detail
 
 

@@ -14,6 +14,7 @@ from torch import nn
 
 from ..backbone import Backbone, WanVAECodec
 from ..compression import HRCompressor
+from ..registry import ModelEntry
 
 TINY_TRANSFORMER = dict(
     patch_size=(1, 2, 2),
@@ -70,3 +71,11 @@ def build_tiny_random(seed: int = 0, width: int = 128, height: int = 128, transf
         fps=16,
         hr_compressor=hr,
     )
+
+
+MODEL = ModelEntry(
+    name="tiny-random",
+    description="a tiny Wan transformer and VAE with random weights: exercises every part of the engine in seconds (its frames are noise)",
+    load=lambda device=None, dtype=None: build_tiny_random().to(device, dtype),
+    default_rank=2,
+)

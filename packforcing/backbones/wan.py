@@ -13,6 +13,7 @@ import os
 import torch
 
 from ..backbone import Backbone, WanVAECodec
+from ..registry import ModelEntry
 
 BASE_REPO = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
 SELF_FORCING_REPO = "gdhe17/Self-Forcing"
@@ -86,3 +87,27 @@ def load_wan(transformer_path: str | None = None, base_repo: str | None = None, 
         hr_compressor=None,  # no trained HR weights exist: the training-free LR branch is used
         max_seconds=120.0,
     )
+
+
+def _unavailable() -> str | None:
+    if not torch.cuda.is_available():
+        return "needs a CUDA GPU (the 1.3B model is too slow on a CPU)"
+    try:
+        import transformers  # noqa: F401
+    except ImportError:
+        return "needs the transformers package for the UMT5 text encoder (pip install -r requirements.txt)"
+    return None  # weights missing from the cache are downloaded on first use
+
+
+MODEL = ModelEntry(
+    name="wan-1.3b",
+    description="Wan2.1-T2V-1.3B with Self-Forcing's causal few-step generator, 832x480 at 16 FPS: the real model (CUDA GPU, about 20 GB of weights)",
+    load=lambda device=None, dtype=None: load_wan(device=device or "cuda", dtype=dtype or torch.bfloat16),
+    examples=(
+        "a red fox trotting through fresh snow in a pine forest, golden hour",
+        "a drone shot along a rocky coastline with waves breaking, cinematic",
+    ),
+    unavailable=_unavailable,
+    ready=weights_available,
+    default_rank=0,
+)

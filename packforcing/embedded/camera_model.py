@@ -45,7 +45,7 @@ class PlaceEmbedding(torch.nn.Module):
         self.register_buffer("freqs", torch.arange(1, harmonics + 1, dtype=torch.float32), persistent=False)
         self.grids, self.frames_per_block, self.block_frames = grids, frames_per_block, block_frames
         self.xs = torch.zeros(1, 0)
-        self.block = 0
+        self.block, self.direction = 0, "still"
 
     def set_clip(self, xs) -> None:
         xs = torch.as_tensor(xs, dtype=torch.float32)
@@ -59,9 +59,10 @@ class PlaceEmbedding(torch.nn.Module):
         if direction is None:
             direction = world.spec_from_prompt(prompt).pan
         n = self.frames_per_block
-        start = 0.0 if index == 0 else float(self.xs[0, index * n - 1]) + world.STEP * world.DIRECTION_SIGN[direction]
+        # as world.positions: each frame steps by the direction of the block it belongs to
+        start = 0.0 if index == 0 else float(self.xs[0, index * n - 1]) + world.STEP * world.DIRECTION_SIGN[self.direction]
         xs = torch.from_numpy(world.positions([direction], start, n)).float()[None]
-        self.xs = torch.cat([self.xs[:, : index * n], xs], 1)
+        self.xs, self.direction = torch.cat([self.xs[:, : index * n], xs], 1), direction
         return {"direction": direction, "x": round(start % world.PERIOD, 2), "period": world.PERIOD,
                 "end": round(float(xs[0, -1]) % world.PERIOD, 2), "view": world.VIEW}
 

@@ -15,6 +15,11 @@ import torch
 from ..backbone import Backbone
 from ..compression import HRCompressor
 from ..config import PackForcingConfig
+from ..registry import ModelEntry
+from .evaluate import EVALUATOR
+
+# the shipped weights
+EMBEDDED_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "assets", "embedded")
 
 EMBEDDED_TRANSFORMER = dict(
     patch_size=(1, 2, 2),
@@ -47,6 +52,7 @@ EMBEDDED_CONFIG = PackForcingConfig(
     guidance_scale=2.0,
 )
 WIDTH = HEIGHT = 64
+MAX_SECONDS = 120.0
 # the world's camera is back where it was every 8 s: 8 one-second blocks
 CLOCK_BLOCKS = 8
 
@@ -116,7 +122,7 @@ def build_embedded(seed: int = 0, camera_clock: bool = True) -> Backbone:
         hr_compressor=hr,
         describe_prompt=describe_prompt,
         validate_prompt=validate_prompt,
-        max_seconds=120.0,
+        max_seconds=MAX_SECONDS,
         default_config=EMBEDDED_CONFIG,
     )
     backbone.text_encoder = text_encoder
@@ -183,3 +189,27 @@ def load_embedded(directory: str) -> Backbone:
             raise ValueError(f"{path}: {prefix} weights do not match (missing {missing[:5]}, unexpected {unexpected[:5]})")
         module.eval().requires_grad_(False)
     return backbone
+
+
+def _unavailable() -> str | None:
+    if not os.path.exists(os.path.join(EMBEDDED_DIR, "generator.safetensors")):
+        return "embedded weights not found in assets/embedded/ (train them with python -m packforcing.embedded.train)"
+    return None
+
+
+MODEL = ModelEntry(
+    name="embedded",
+    description="a 4-layer world model trained and shipped with this repository (64x64, shapes on a panning panorama, CPU)",
+    load=lambda device=None, dtype=None: load_embedded(EMBEDDED_DIR).to(device, dtype),
+    default_config=EMBEDDED_CONFIG,
+    max_seconds=MAX_SECONDS,
+    examples=(
+        "a red circle and a blue square, camera pans right",
+        "a yellow triangle and a green circle, slow pan left, bouncing",
+        "a white square, a red triangle and a blue circle at dusk",
+        "two green circles in the forest, fast pan right",
+    ),
+    unavailable=_unavailable,
+    default_rank=1,
+    evaluator=EVALUATOR,
+)

@@ -6,8 +6,9 @@ import math
 
 import pytest
 
-import packforcing.embedded.ablate as lab
+import packforcing.ablation as lab
 from packforcing.cli import main
+from packforcing.embedded.evaluate import EVALUATOR, revisit_source_attended
 from packforcing.pipeline import PackForcingPipeline
 
 MiB = 2**20
@@ -23,7 +24,7 @@ def table(pipe):
     # 9 s = 9 blocks: one camera loop (8 s) plus a revisit, and a mid bank of 6 blocks.
     # One unguided step per block keeps it fast; the memory does not depend on the steps.
     base = pipe.default_config.replace(timesteps=(1000.0,), guidance_scale=1.0)
-    return lab.ablate(pipe, 9, seeds=(0,), prompts=("a red circle and a blue square, camera pans right",), base=base)
+    return lab.ablate(pipe, 9, seeds=(0,), prompts=("a red circle and a blue square, camera pans right",), base=base, evaluator=EVALUATOR)
 
 
 def test_every_configuration_is_run(table):
@@ -62,7 +63,7 @@ def test_table_reports_means_and_standard_errors(pipe, monkeypatch):
         {"faithfulness": 0.4, "kv_bytes_last": 10},  # too short for a revisit: key absent
     ] * len(lab.ablation_configs(pipe.default_config)))
     monkeypatch.setattr(lab, "run_one", lambda *a: next(rows))
-    table = lab.ablate(pipe, 2, seeds=(0, 1), prompts=("a red circle",))
+    table = lab.ablate(pipe, 2, seeds=(0, 1), prompts=("a red circle",), evaluator=EVALUATOR)
     row = table["dynamic"]
     assert row["faithfulness"] == pytest.approx(0.3)
     assert row["faithfulness_sem"] == pytest.approx(math.sqrt(0.02) / math.sqrt(2))
@@ -93,6 +94,6 @@ def test_revisit_source_attended_counts_only_blocks_whose_source_is_in_the_bank(
         block(11, [2, 3, 4, 5, 6, 7, 8, 9], [6, 7, 8, 9]),  # source 3 missed
         block(12, [2, 3, 5, 6, 7, 8, 9, 10], [3, 8, 9, 10]),  # source 4 evicted: not counted
     ]
-    assert lab.revisit_source_attended(blocks, 8) == 0.5
-    assert lab.revisit_source_attended(blocks[:1], 8) is None
-    assert lab.revisit_source_attended(blocks[1:2], 8) == 1.0 and lab.revisit_source_attended(blocks[2:3], 8) == 0.0
+    assert revisit_source_attended(blocks, 8) == 0.5
+    assert revisit_source_attended(blocks[:1], 8) is None
+    assert revisit_source_attended(blocks[1:2], 8) == 1.0 and revisit_source_attended(blocks[2:3], 8) == 0.0

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from packforcing.embedded.model import add_camera_clock, build_embedded
-from packforcing.pipeline import EMBEDDED_DIR, PackForcingPipeline
+from packforcing.embedded.model import EMBEDDED_DIR
+from packforcing.pipeline import PackForcingPipeline
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from packforcing.embedded import recall
 from packforcing.embedded.data import world_batch
 from packforcing.embedded.model import load_embedded
 from packforcing.embedded.vocab import tokenize
-from packforcing.pipeline import EMBEDDED_DIR
+from packforcing.embedded.model import EMBEDDED_DIR
 
 
 def test_recall_probe_oracle_attends_the_source_and_anti_never_does():

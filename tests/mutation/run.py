@@ -9,7 +9,8 @@ Mutants: operator swaps (+ -, * /, // /, < <=, > >=, == !=, in / not in, and or)
 constants off by one, True/False, min/max, sum/mean, cos/sin, sorted() and reversed()
 dropped, reverse=True toggled, slices turned round or their stride dropped, [0] / [-1],
 dropped negation and `not`, inverted if-conditions, and one-line statements deleted.
-Comments, docstrings and error messages are never mutated.
+Comments, docstrings, error messages and the integers that only lay tensors out (the dims
+of transpose, flatten, repeat, cat...; wrong ones fail at once) are never mutated.
 
 The repository is copied to a temporary folder once; each mutant is written there, tested
 in a forked child (torch and diffusers are imported once, the package fresh per child,
@@ -34,7 +35,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TARGETS = ("cache", "selection", "rope", "attention", "sampler", "memory", "compression")
 DECISIONS = ["test_cache_decisions.py", "test_selection_scores.py", "test_rope_direction.py", "test_compressed_positions.py",
-             "test_memory_edges.py", "test_parity_dynamic.py"]
+             "test_memory_edges.py", "test_parity_dynamic.py", "test_stream_contract.py"]
 OLDER = ["test_rope_selection.py", "test_compression_memory.py", "test_parity.py", "test_sampler_trace.py"]
 # the slow, VAE-heavy tests are left out of the per-mutant run (they pin frames, not decisions)
 DESELECT = ["test_compression_memory.py::test_lr_branch_real_geometry_uses_frozen_vae",
@@ -44,7 +45,7 @@ DESELECT = ["test_compression_memory.py::test_lr_branch_real_geometry_uses_froze
             "test_sampler_trace.py::test_streaming_decode_equals_full_decode"]
 FIRST = {  # the tests most likely to notice a bug in each file run first (pytest -x)
     "cache": ["test_cache_decisions.py"], "selection": ["test_selection_scores.py"], "rope": ["test_rope_direction.py"],
-    "attention": ["test_parity_dynamic.py"], "sampler": ["test_parity_dynamic.py"], "memory": ["test_memory_edges.py"],
+    "attention": ["test_parity_dynamic.py"], "sampler": ["test_parity_dynamic.py", "test_stream_contract.py"], "memory": ["test_memory_edges.py"],
     "compression": ["test_compressed_positions.py"],
 }
 
@@ -54,6 +55,10 @@ CMPOPS = {ast.Lt: ("<", ["<=", ">"]), ast.LtE: ("<=", ["<", ">="]), ast.Gt: (">"
           ast.Eq: ("==", ["!="]), ast.NotEq: ("!=", ["=="]), ast.In: ("in", ["not in"]), ast.NotIn: ("not in", ["in"]),
           ast.Is: ("is", ["is not"]), ast.IsNot: ("is not", ["is"])}
 FUNC_SWAPS = {"min": "max", "max": "min"}
+# integers that only lay tensors out (dims to transpose, flatten, repeat...): changing them
+# fails at once with a shape error, so such mutants would only inflate the kill rate
+LAYOUT = {"transpose", "flatten", "unflatten", "repeat", "permute", "view", "reshape", "expand", "unbind", "split",
+          "chunk", "squeeze", "unsqueeze", "cat", "stack", "repeat_interleave"}
 METHOD_SWAPS = {"sum": "mean", "mean": "sum", "cos": "sin", "sin": "cos", "max": "min", "min": "max",
                 "floor": "ceil", "ceil": "floor", "keys": "values"}
 
@@ -220,6 +225,13 @@ class Mutator(ast.NodeVisitor):
             for kw in node.keywords:
                 if kw.arg == "reverse" and isinstance(kw.value, ast.Constant):
                     self.add(kw.value, str(not kw.value.value), f"reverse={kw.value.value} -> {not kw.value.value}")
+        name = getattr(node.func, "attr", getattr(node.func, "id", ""))
+        if name in LAYOUT:  # the tensors are still mutated, their layout integers are not
+            self.visit(node.func)
+            for arg in node.args + [kw.value for kw in node.keywords]:
+                if not (isinstance(arg, (ast.Constant, ast.Tuple)) or (isinstance(arg, ast.UnaryOp) and isinstance(arg.operand, ast.Constant))):
+                    self.visit(arg)
+            return
         self.generic_visit(node)
 
     def visit_Subscript(self, node):
@@ -326,7 +338,12 @@ def run_in_child(workdir: str, args: list[str], timeout: int, result_path: str) 
                 json.dump(failures.failed, f)
         finally:
             os._exit(int(code))
-    _, status = os.waitpid(pid, 0)
+    try:
+        _, status = os.waitpid(pid, 0)
+    except BaseException:  # interrupted: take the child down with us
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise
     elapsed = time.time() - start
     if os.WIFSIGNALED(status):
         return ("timeout" if os.WTERMSIG(status) == signal.SIGALRM else "crashed"), elapsed
@@ -372,6 +389,7 @@ def main():
         print(f"{len(mutants)} of {total} mutants")
         return
 
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the temporary copy is removed
     os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
     sys.dont_write_bytecode = True
     import torch  # noqa: F401  imported once, before forking; the package is imported fresh per child

@@ -1,0 +1,87 @@
+"""Does the v11 model read the mid bank? Teacher-forced flow loss on the blocks of an
+out-and-back clip that revisit places only the mid bank holds; prints JSON.
+
+    OMP_NUM_THREADS=1 python bench/camera_recall.py --weights runs/v11 [--weights runs/v11-ckpts/300 ...]
+
+Same clips, noise and noise level (sigma 0.9, where sampling decides a layout) under:
+  dynamic  the model's own selection
+  oracle   the selection must include the block that filmed the place
+  window   no mid bank at all
+  swapped  the mid bank holds another clip's layout at the same camera positions
+A model that recalls has dynamic ~ oracle < window ~ swapped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+
+import torch
+
+from packforcing.embedded import camera_model
+from packforcing.embedded.camera_data import Clips, is_mid_revisit, make_clips, revisit_sources
+from packforcing.embedded.panorama import positions
+from packforcing.sampler import PackForcingSampler
+from packforcing.attention import SelectionHook
+from packforcing.embedded.vocab import tokenize
+
+PATH = ["right"] * 6 + ["left"] * 6
+
+
+def clips_for(seed: int, batch: int, codec) -> Clips:
+    rng = random.Random(seed)
+    clips = make_clips(rng, batch, len(PATH), codec)
+    while [r for r in clips.sources] != revisit_sources(positions(PATH)):  # redraw until the path is out-and-back
+        clips = make_clips(rng, batch, len(PATH), codec)
+    return clips
+
+
+@torch.no_grad()
+def revisit_loss(backbone, clips: Clips, condition: str, sigma: float = 0.9, seed: int = 0) -> float:
+    cfg = backbone.default_config.replace(policy="window") if condition == "window" else backbone.default_config
+    sampler = PackForcingSampler(backbone, cfg, seed=seed)
+    gen = torch.Generator().manual_seed(seed)
+    text = backbone.text_encoder(tokenize(clips.prompts[0]))
+    backbone.place.set_clip(clips.xs)
+    bf, losses = cfg.block_frames, []
+    latent, pixels = clips.latent, clips.pixels
+    if condition == "swapped":  # the history comes from the next clip (another layout)
+        latent, pixels = latent.roll(1, 0), pixels.roll(1, 0)
+    try:
+        for c, row in enumerate(clips.sources):
+            mid = is_mid_revisit(row)
+            x0 = (clips.latent if mid else latent)[:, :, c * bf : (c + 1) * bf]
+            sampler.begin_block(c, hook=SelectionHook(row["mid"] if condition == "oracle" and mid else []))
+            noise = torch.randn(x0.shape, generator=gen)
+            v = sampler.forward((1 - sigma) * x0 + sigma * noise, sigma * cfg.num_train_timesteps, text)
+            if mid:
+                losses.append(((v - (noise - x0)) ** 2).mean().item())
+            hist = latent[:, :, c * bf : (c + 1) * bf]
+            sampler.admit(sampler.write_block(c, hist, text), hist, pixels[:, :, c * 16 : (c + 1) * 16], text)
+    finally:
+        sampler.reset()
+    return sum(losses) / len(losses)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--weights", action="append", required=True)
+    ap.add_argument("--batch", type=int, default=8)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    out = []
+    for weights in args.weights:
+        backbone = camera_model.load(weights)
+        clips = clips_for(1234, args.batch, backbone.codec)
+        with open(f"{weights}/config.json") as f:
+            steps = json.load(f).get("steps")
+        row = {"weights": weights, "steps": steps}
+        row |= {c: round(revisit_loss(backbone, clips, c), 4) for c in ("dynamic", "oracle", "window", "swapped")}
+        out.append(row)
+        print(json.dumps(row), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

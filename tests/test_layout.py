@@ -1,0 +1,95 @@
+"""The layout shows the architecture: the method's core imports nothing of the embedded
+model (a client of the engine, found through the registry by import path), and no code
+in app/ or the pipeline branches on a model's name."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CORE = sorted((ROOT / "packforcing").glob("*.py")) + sorted((ROOT / "packforcing" / "backbones").glob("*.py"))
+MODEL_NAMES = {"embedded", "tiny-random", "wan-1.3b"}
+
+
+def imported_modules(source: str, module: str) -> set[str]:
+    """Absolute names of every module `source` (the module `module`) imports."""
+    package = module.rsplit(".", 1)[0].split(".")
+    names = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            prefix = ".".join(base + ([node.module] if node.module else []))
+            names.add(prefix)
+            names |= {f"{prefix}.{a.name}" for a in node.names}
+    return names
+
+
+def model_name_comparisons(source: str) -> list[int]:
+    """Lines comparing something with a model's name (==, !=, in, not in)."""
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Compare):
+            operands = [node.left, *node.comparators]
+            for operand in operands:
+                constants = operand.elts if isinstance(operand, (ast.Tuple, ast.List, ast.Set)) else [operand]
+                if any(isinstance(c, ast.Constant) and c.value in MODEL_NAMES for c in constants):
+                    lines.append(node.lineno)
+    return lines
+
+
+def _module_name(path: Path) -> str:
+    return ".".join(path.relative_to(ROOT).with_suffix("").parts)
+
+
+@pytest.mark.parametrize("path", CORE, ids=lambda p: str(p.relative_to(ROOT)))
+def test_core_module_imports_nothing_of_the_embedded_model(path):
+    imports = imported_modules(path.read_text(), _module_name(path))
+    assert not [m for m in imports if m.startswith("packforcing.embedded")]
+
+
+def test_import_check_sees_relative_and_absolute_imports():
+    """Negative control: the checker flags each way of importing the embedded package."""
+    for source in ("from .embedded import model", "from .embedded.model import X", "import packforcing.embedded.world",
+                   "from packforcing import embedded"):
+        imports = imported_modules(source, "packforcing.pipeline")
+        assert any(m.startswith("packforcing.embedded") for m in imports), source
+    assert "packforcing.embedded.model" in imported_modules("from ..embedded.model import X", "packforcing.backbones.wan")
+
+
+def test_importing_the_core_loads_no_embedded_module():
+    core = ", ".join(_module_name(p) for p in CORE if p.name != "__main__.py")
+    code = f"import sys, {core}; print(sorted(m for m in sys.modules if m.startswith('packforcing.embedded')))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "app").glob("*.py")) + [ROOT / "packforcing" / "pipeline.py"],
+                         ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_model_name_comparisons(path):
+    assert model_name_comparisons(path.read_text()) == []
+
+
+def test_name_check_sees_comparisons():
+    """Negative control."""
+    assert model_name_comparisons('if name == "embedded":\n    pass') == [1]
+    assert model_name_comparisons('x = name in ("tiny-random", "other")') == [1]
+    assert model_name_comparisons('label = "embedded"') == []
+
+
+def test_registry_lists_every_model_with_its_defaults():
+    from packforcing import registry
+    from packforcing.config import PackForcingConfig
+    from packforcing.embedded.model import EMBEDDED_CONFIG
+
+    entries = registry.entries()
+    assert set(entries) == MODEL_NAMES
+    assert entries["embedded"].default_config == EMBEDDED_CONFIG and entries["embedded"].evaluator is not None
+    assert entries["tiny-random"].default_config == PackForcingConfig() and entries["tiny-random"].evaluator is None
+    assert all(e.description for e in entries.values())
+    with pytest.raises(ValueError, match="model='nope' is not known; choose one of embedded"):
+        registry.get("nope")
