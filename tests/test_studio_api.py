@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("gradio_client")
 from gradio_client import Client  # noqa: E402
 
-STATUS = 6  # index of the status line among /generate's outputs
+STATUS, TRACE = 6, 8  # indices of the status line and the trace file among /generate's outputs
 # The embedded model: a block is all transformer forwards (a few tenths of a second on one
 # thread), so a cancel right after an update lands while the next block's forwards run.
 RUN = dict(model="embedded", seed=0, sink_frames=4, top_k=2, mid_capacity=4, policy="dynamic", rope_repair=True, compression="hr+lr", camera="")
@@ -40,7 +40,7 @@ def _trace_blocks(path) -> list[dict]:
 @pytest.fixture(scope="module")
 def alone(studio) -> list[dict]:
     """The blocks of B's run made with nobody else on the server."""
-    return _trace_blocks(_submit(_client(studio), "a blue square", seconds=4).result(timeout=120)[-1])
+    return _trace_blocks(_submit(_client(studio), "a blue square", seconds=4).result(timeout=120)[TRACE])
 
 
 @pytest.mark.parametrize("trial", range(2))  # each trial hits the race about one time in three without the fix
@@ -58,7 +58,7 @@ def test_a_cancel_mid_block_never_breaks_the_next_run(studio, alone, trial):
     job_a.cancel()
     result = job_b.result(timeout=120)
     assert result[STATUS].startswith("Done: 4 blocks"), result[STATUS]
-    ours = _trace_blocks(result[-1])
+    ours = _trace_blocks(result[TRACE])
     assert [b["selection_scores"] for b in ours] == [b["selection_scores"] for b in alone]
     assert any(b["selection_scores"] for b in ours)  # the comparison compared scores
 
