@@ -8,8 +8,8 @@ PACKFORCING_THREADS sets torch's CPU threads (default 1, see below).
 import os
 
 from app.handlers import get_pipeline
-from packforcing.tracefile import MAX_TRACE_BYTES
 from app.ui import build_demo
+from packforcing.tracefile import MAX_TRACE_BYTES
 
 for name in filter(None, os.environ.get("PACKFORCING_PRELOAD", "").split(",")):
     get_pipeline(name.strip())

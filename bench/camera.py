@@ -1,6 +1,6 @@
 """The v11 embedded model's camera and memory metrics, from pixels and the trace; prints JSON.
 
-    OMP_NUM_THREADS=1 python bench/camera.py --weights assets/embedded --seeds 6 > bench/camera.json
+    OMP_NUM_THREADS=1 python -m bench.camera --weights assets/embedded --seeds 6 > bench/camera.json
 
 Prompts and seeds are chosen apart from training (training draws layouts from random
 2**31 seeds and random object sets). Per (prompt, seed), with the model's camera path:
@@ -28,14 +28,17 @@ import numpy as np
 import torch
 
 from packforcing.camera import CameraPath
-from packforcing.embedded import camera_model
+from packforcing.embedded import camera_model, metrics
 from packforcing.embedded import panorama as world
 from packforcing.embedded.camera_data import is_mid_revisit, revisit_sources
 from packforcing.events import Block, Frames
 from packforcing.pipeline import PackForcingPipeline
-from packforcing.embedded import metrics
 
-PROMPTS = ("a red circle and a blue square", "a green triangle and a yellow circle", "a white square and a red triangle")
+PROMPTS = (
+    "a red circle and a blue square",
+    "a green triangle and a yellow circle",
+    "a white square and a red triangle",
+)
 MIN_PIXELS = 40
 FPB = 16
 
@@ -86,8 +89,11 @@ def pan_accuracy(frames: np.ndarray, xs: np.ndarray, lag: int = 2) -> float:
 
 def source_hit(blocks, xs: np.ndarray) -> list[float]:
     rows = revisit_sources(xs)
-    return [float(bool(set(b.mid_selected) & set(rows[b.block]["mid"]))) for b in blocks
-            if b.block < len(rows) and is_mid_revisit(rows[b.block])]
+    return [
+        float(bool(set(b.mid_selected) & set(rows[b.block]["mid"])))
+        for b in blocks
+        if b.block < len(rows) and is_mid_revisit(rows[b.block])
+    ]
 
 
 def camera_xs(path: str, blocks: int) -> np.ndarray:
@@ -99,12 +105,20 @@ def one(pipe, prompt: str, seed: int, ablations: bool) -> dict:
     loop = f"{spec.pan}:30"
     frames, blocks = generate(pipe, prompt, 30, seed, loop)
     xs30 = camera_xs(loop, 30)
-    row = {"colour_worst_share": colour_worst_share(frames, spec), "pan_accuracy": pan_accuracy(frames, xs30),
-           "faithfulness": metrics.faithfulness(frames, spec)["faithfulness"],
-           "loop_dynamic": revisit_mae(frames, xs30, 10 * FPB, 16 * FPB), "hits": source_hit(blocks, xs30)}
+    row = {
+        "colour_worst_share": colour_worst_share(frames, spec),
+        "pan_accuracy": pan_accuracy(frames, xs30),
+        "faithfulness": metrics.faithfulness(frames, spec)["faithfulness"],
+        "loop_dynamic": revisit_mae(frames, xs30, 10 * FPB, 16 * FPB),
+        "hits": source_hit(blocks, xs30),
+    }
     policies = {"fifo": dict(policy="fifo"), "window": dict(policy="window")}
     if ablations:
-        policies |= {"random": dict(policy="random"), "no_sink": dict(sink_frames=0), "no_rope_repair": dict(rope_repair=False)}
+        policies |= {
+            "random": dict(policy="random"),
+            "no_sink": dict(sink_frames=0),
+            "no_rope_repair": dict(rope_repair=False),
+        }
     xs16 = camera_xs(loop, 16)
     for name, cfg in policies.items():
         f, _ = generate(pipe, prompt, 16, seed, loop, **cfg)
@@ -128,9 +142,12 @@ def baseline_v10(pipe, prompt: str, seed: int) -> dict:
     sign = 1 if spec.pan == "right" else -1
     frames, _ = generate(pipe, prompt, 30, seed, None)
     xs = sign * 2.0 * np.arange(len(frames))
-    row = {"colour_worst_share": colour_worst_share(frames, spec), "pan_accuracy": pan_accuracy(frames, xs),
-           "faithfulness": metrics.faithfulness(frames, spec)["faithfulness"],
-           "loop_dynamic": revisit_mae(frames, xs, 10 * FPB, 16 * FPB, 256)}
+    row = {
+        "colour_worst_share": colour_worst_share(frames, spec),
+        "pan_accuracy": pan_accuracy(frames, xs),
+        "faithfulness": metrics.faithfulness(frames, spec)["faithfulness"],
+        "loop_dynamic": revisit_mae(frames, xs, 10 * FPB, 16 * FPB, 256),
+    }
     for name in ("fifo", "window"):
         f, _ = generate(pipe, prompt, 16, seed, None, policy=name)
         row[f"loop_{name}"] = revisit_mae(f, xs[: len(f)], 10 * FPB, 16 * FPB, 256)
@@ -146,7 +163,11 @@ def summary(rows: list[dict]) -> dict:
             values = [r[key] for r in rows if key in r and r[key] is not None]
         if values:
             se = float(np.std(values, ddof=1) / math.sqrt(len(values))) if len(values) > 1 else None
-            out["source_hit" if key == "hits" else key] = {"mean": round(float(np.mean(values)), 4), "se": se and round(se, 4), "n": len(values)}
+            out["source_hit" if key == "hits" else key] = {
+                "mean": round(float(np.mean(values)), 4),
+                "se": se and round(se, 4),
+                "n": len(values),
+            }
     for kind in ("loop", "outback"):
         dyn = out.get(f"{kind}_dynamic", {}).get("mean")
         for other in ("fifo", "window"):
@@ -160,8 +181,12 @@ def main(argv=None) -> int:
     ap.add_argument("--weights", default="assets/embedded")
     ap.add_argument("--seeds", type=int, default=6)
     ap.add_argument("--prompts", type=int, default=len(PROMPTS))
-    ap.add_argument("--baseline-v10", action="store_true", help="measure the v10 weights (no camera) at --weights instead")
-    ap.add_argument("--ablation-seeds", type=int, default=2, help="seeds per prompt that also run random / no sink / no RoPE repair")
+    ap.add_argument(
+        "--baseline-v10", action="store_true", help="measure the v10 weights (no camera) at --weights instead"
+    )
+    ap.add_argument(
+        "--ablation-seeds", type=int, default=2, help="seeds per prompt that also run random / no sink / no RoPE repair"
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     if args.baseline_v10:
@@ -171,9 +196,21 @@ def main(argv=None) -> int:
         rows = [baseline_v10(pipe, p, 1000 + s) for p in PROMPTS[: args.prompts] for s in range(args.seeds)]
     else:
         pipe = PackForcingPipeline(camera_model.load(args.weights))
-        rows = [one(pipe, p, 1000 + s, s < args.ablation_seeds) for p in PROMPTS[: args.prompts] for s in range(args.seeds)]
-    print(json.dumps({"weights": args.weights, "prompts": PROMPTS[: args.prompts], "seeds": [1000 + s for s in range(args.seeds)],
-                      "summary": summary(rows), "runs": rows}, indent=1))
+        rows = [
+            one(pipe, p, 1000 + s, s < args.ablation_seeds) for p in PROMPTS[: args.prompts] for s in range(args.seeds)
+        ]
+    print(
+        json.dumps(
+            {
+                "weights": args.weights,
+                "prompts": PROMPTS[: args.prompts],
+                "seeds": [1000 + s for s in range(args.seeds)],
+                "summary": summary(rows),
+                "runs": rows,
+            },
+            indent=1,
+        )
+    )
     return 0
 
 

@@ -1,7 +1,7 @@
 """Does the v11 model read the mid bank? Teacher-forced flow loss on the blocks of an
 out-and-back clip that revisit places only the mid bank holds; prints JSON.
 
-    OMP_NUM_THREADS=1 python bench/camera_recall.py --weights runs/v11 [--weights runs/v11-ckpts/300 ...]
+    OMP_NUM_THREADS=1 python -m bench.camera_recall --weights runs/v11 [--weights runs/v11-ckpts/300 ...]
 
 Same clips, noise and noise level (sigma 0.9, where sampling decides a layout) under:
   dynamic  the model's own selection
@@ -19,12 +19,12 @@ import random
 
 import torch
 
+from packforcing.attention import SelectionHook
 from packforcing.embedded import camera_model
 from packforcing.embedded.camera_data import Clips, is_mid_revisit, make_clips, revisit_sources
 from packforcing.embedded.panorama import positions
-from packforcing.sampler import PackForcingSampler
-from packforcing.attention import SelectionHook
 from packforcing.embedded.vocab import tokenize
+from packforcing.sampler import PackForcingSampler
 
 PATH = ["right"] * 6 + ["left"] * 6
 

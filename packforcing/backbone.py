@@ -4,14 +4,15 @@ text encoder. The real 1.3B model, the embedded model and tiny test models diffe
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Protocol
 
 import torch
 
-from .compression import HRCompressor, compressed_grid
+from .compression import HRCompressor
 from .config import PackForcingConfig
-from .memory import ModelDims
+from .memory import ModelDims, compressed_grid
 
 
 class Codec(Protocol):
@@ -68,7 +69,7 @@ class Backbone:
     def latent_hw(self) -> tuple[int, int]:
         return self.height // self.codec.spatial_factor, self.width // self.codec.spatial_factor
 
-    def to(self, device=None, dtype=None) -> "Backbone":
+    def to(self, device=None, dtype=None) -> Backbone:
         """Place (and cast) the modules the sampler runs; returns self."""
         if device is not None or dtype is not None:
             self.transformer.to(device=device, dtype=dtype)
@@ -93,10 +94,6 @@ class Backbone:
 
     def compressed_grid(self, block_frames: int) -> tuple[int, int, int]:
         return compressed_grid(block_frames, *self.latent_hw)
-
-    def pixel_frames(self, latent_frames: int, first: bool) -> int:
-        t = self.codec.temporal_factor
-        return 1 + t * (latent_frames - 1) if first and self.codec.first_frame_alone else t * latent_frames
 
 
 class WanVAECodec:

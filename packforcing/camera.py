@@ -24,13 +24,15 @@ class CameraPath:
             raise ValueError("the camera path is empty; write segments like right:8,left:8")
         for direction, seconds in self.segments:
             if direction not in CAMERA_DIRECTIONS:
-                raise ValueError(f"camera segment {direction}:{seconds:g}: direction {direction!r} is not allowed; "
-                                 f"choose one of {', '.join(CAMERA_DIRECTIONS)}")
+                raise ValueError(
+                    f"camera segment {direction}:{seconds:g}: direction {direction!r} is not allowed; "
+                    f"choose one of {', '.join(CAMERA_DIRECTIONS)}"
+                )
             if not seconds > 0:
                 raise ValueError(f"camera segment {direction}:{seconds:g}: seconds must be > 0")
 
     @classmethod
-    def parse(cls, text: str) -> "CameraPath":
+    def parse(cls, text: str) -> CameraPath:
         """`right:8,left:8` -> CameraPath; errors name the bad segment and what is allowed."""
         segments = []
         for raw in (text or "").split(","):
@@ -41,8 +43,10 @@ class CameraPath:
             except ValueError:
                 value = None
             if value is None:
-                raise ValueError(f"camera segment {part!r} is not direction:seconds; write e.g. right:8,left:8 "
-                                 f"with directions {', '.join(CAMERA_DIRECTIONS)}")
+                raise ValueError(
+                    f"camera segment {part!r} is not direction:seconds; write e.g. right:8,left:8 "
+                    f"with directions {', '.join(CAMERA_DIRECTIONS)}"
+                )
             segments.append((direction.strip().lower(), value))
         return cls(tuple(segments))
 

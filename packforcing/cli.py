@@ -7,8 +7,7 @@ import json
 import os
 import sys
 
-from .config import POLICIES, COMPRESSIONS, PackForcingConfig
-
+from .config import COMPRESSIONS, POLICIES, PackForcingConfig
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".ts")
 
@@ -94,14 +93,13 @@ def _memory(args) -> int:
 
 
 def _generate(args) -> int:
+    import numpy as np
     from tqdm import tqdm
 
     from .events import Block, Frames, RunStart, TraceWriter
     from .pipeline import PackForcingPipeline
     from .registry import default_model
     from .video import write_mp4
-
-    import numpy as np
 
     _check_output("--out", args.out, VIDEO_SUFFIXES)
     if args.trace:

@@ -12,9 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .memory import HR_STRIDES
+
 # Paper's schedule: 16 -> 32 s(2,1,1) -> 128 s(1,2,2) -> 512 s(1,2,2) -> 2048 s(1,2,2) -> 1536 s1.
 HR_WIDTHS = (32, 128, 512, 2048)
-HR_STRIDES = ((2, 1, 1), (1, 2, 2), (1, 2, 2), (1, 2, 2))
 LR_POOL = (2, 4, 4)
 # A compressed token summarises 2 latent frames x 4 x 4 full-resolution tokens.
 TOKEN_SPAN = (2.0, 4.0, 4.0)
@@ -51,14 +52,6 @@ def lr_latent(pixels: torch.Tensor, codec) -> torch.Tensor:
     pooled = F.avg_pool3d(pixels.float(), kernel_size=LR_POOL, stride=LR_POOL)
     with torch.no_grad():
         return codec.encode(pooled.to(pixels.dtype))
-
-
-def compressed_grid(block_frames: int, latent_h: int, latent_w: int) -> tuple[int, int, int]:
-    """(F, H, W) token grid of one compressed block: the HR branch's output shape."""
-    f, h, w = block_frames, latent_h, latent_w
-    for st, sh, sw in HR_STRIDES:
-        f, h, w = f // st, h // sh, w // sw
-    return f, h, w
 
 
 def fit_lr_to_grid(latent: torch.Tensor, grid: tuple[int, int, int], patch: tuple[int, int, int]) -> torch.Tensor:

@@ -5,9 +5,11 @@ says so and explains its default (see shared/DESIGN.md).
 """
 
 import numbers
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 
-POLICIES = ("dynamic", "fifo", "random", "window", "full")
+# from least memory to most: the baselines window and full at the two ends
+POLICIES = ("window", "fifo", "dynamic", "random", "full")
+COMPRESSING_POLICIES = ("dynamic", "fifo", "random")  # the ones with a compressed mid bank
 COMPRESSIONS = ("lr", "hr", "hr+lr")
 KV_SOURCES = ("context-pass", "projection")
 STEP_RULES = ("renoise", "euler")
@@ -77,8 +79,6 @@ class PackForcingConfig:
     # sample without guidance. When on, each step runs the two halves as one batch.
     guidance_scale: float = 1.0
 
-    extra: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
-
     def __post_init__(self):
         _check_choice("policy", self.policy, POLICIES)
         _check_choice("compression", self.compression, COMPRESSIONS)
@@ -124,7 +124,7 @@ class PackForcingConfig:
 
     @property
     def compresses_mid(self) -> bool:
-        return self.policy in ("dynamic", "fifo", "random")
+        return self.policy in COMPRESSING_POLICIES
 
     @property
     def bank_capacity(self) -> int:
@@ -158,13 +158,12 @@ class PackForcingConfig:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d.pop("extra")
         d["timesteps"] = list(self.timesteps)
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "PackForcingConfig":
-        known = set(cls.__dataclass_fields__) - {"extra"}
+        known = set(cls.__dataclass_fields__)
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"unknown config fields {unknown}; allowed: {sorted(known)}")

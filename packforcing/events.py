@@ -26,8 +26,9 @@ width in those units).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import MISSING, asdict, dataclass, field, fields
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 

@@ -6,9 +6,10 @@ cache only as it becomes the recent block (window = sink + recent = 18,720 token
 3.45 GB at 832x480; FIFO adds 16 x 182 tokens = 4.0 GB).
 """
 
+import math
 from dataclasses import dataclass
 
-from .config import PackForcingConfig, check_number
+from .config import COMPRESSING_POLICIES, POLICIES, PackForcingConfig, check_number
 
 # What the arithmetic accepts: up to a day of 8K video (beyond that it is not a question
 # about this method, and float seconds lose whole frames).
@@ -33,6 +34,9 @@ class ModelDims:
 
 
 WAN_1_3B = ModelDims()
+# The HR compressor's strided convs (time, height, width): they fix the compressed grid,
+# and the LR branch is cropped to the same grid (packforcing.compression).
+HR_STRIDES = ((2, 1, 1), (1, 2, 2), (1, 2, 2), (1, 2, 2))
 # the paper's video: Wan2.1-1.3B at 832x480, 16 FPS, 120 s
 PAPER_WIDTH, PAPER_HEIGHT, PAPER_FPS, PAPER_SECONDS = 832, 480, 16, 120.0
 
@@ -42,12 +46,19 @@ def tokens_per_latent_frame(width: int, height: int, dims: ModelDims = WAN_1_3B)
     return (height // dims.vae_spatial // ph) * (width // dims.vae_spatial // pw)
 
 
+def compressed_grid(block_frames: int, latent_h: int, latent_w: int) -> tuple[int, int, int]:
+    """(F, H, W) token grid of one compressed block: the HR branch's output shape."""
+    f, h, w = block_frames, latent_h, latent_w
+    for st, sh, sw in HR_STRIDES:
+        f, h, w = f // st, h // sh, w // sw
+    return f, h, w
+
+
 def compressed_tokens_per_block(width: int, height: int, config: PackForcingConfig, dims: ModelDims = WAN_1_3B) -> int:
     """Both branches land on (block_frames/2, h/8, w/8) tokens: HR by three stride-2
     spatial convs on the latent, LR by 4x pixel pooling, the VAE's 8x and the 2x patch.
     A 1-frame block yields none (the HR branch's stride-2 time conv), as the sampler finds."""
-    latent_h, latent_w = height // dims.vae_spatial, width // dims.vae_spatial
-    return (config.block_frames // 2) * (latent_h // 8) * (latent_w // 8)
+    return math.prod(compressed_grid(config.block_frames, height // dims.vae_spatial, width // dims.vae_spatial))
 
 
 def latent_frames_for(seconds: float, fps: int, dims: ModelDims = WAN_1_3B) -> int:
@@ -73,7 +84,7 @@ def memory_table(
     recent_tokens = config.recent_blocks * per_block
     bpt = dims.bytes_per_token
     context = sink_tokens + config.top_k * compressed + recent_tokens + per_block
-    held = {p: _held_tokens(p, num_blocks, per_block, compressed, config) for p in ("window", "fifo", "dynamic", "random", "full")}
+    held = {p: _held_tokens(p, num_blocks, per_block, compressed, config) for p in POLICIES}
     return {
         "seconds": seconds,
         "width": width,
@@ -107,7 +118,7 @@ def _held_tokens(policy: str, blocks_done: int, per_block: int, compressed: int,
         return full_res + past * per_block
     if policy == "window":
         return full_res
-    capacity = config.replace(policy=policy).bank_capacity if policy in ("fifo", "dynamic", "random") else 0
+    capacity = config.replace(policy=policy).bank_capacity if policy in COMPRESSING_POLICIES else 0
     return full_res + min(past, capacity) * compressed
 
 
@@ -126,7 +137,7 @@ def kv_curve(
     rows = []
     for block in range(table["num_blocks"]):
         row = {"block": block, "video_seconds": (block + 1) * seconds_per_block}
-        for policy in ("window", "fifo", "dynamic", "random", "full"):
+        for policy in POLICIES:
             row[policy] = _held_tokens(policy, block + 1, per_block, compressed, config) * dims.bytes_per_token
         rows.append(row)
     return rows

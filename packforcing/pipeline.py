@@ -10,8 +10,8 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -49,7 +49,7 @@ class PackForcingPipeline:
         self.lock = threading.Lock()
 
     @classmethod
-    def from_name(cls, name: str, device=None, dtype=None) -> "PackForcingPipeline":
+    def from_name(cls, name: str, device=None, dtype=None) -> PackForcingPipeline:
         return cls(build_backbone(name, device, dtype))
 
     @classmethod

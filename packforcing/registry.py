@@ -7,8 +7,8 @@ does not run (the embedded model is a client of the engine, not part of it)."""
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 

@@ -14,21 +14,21 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
-import numpy as np
 import torch
 
 from .attention import CacheSession, SelectionHook, install
 from .backbone import Backbone
 from .cache import BlockKV, KVCache
-from .compression import TOKEN_SPAN, fit_lr_to_grid, lr_latent
 from .camera import CameraPath
+from .compression import TOKEN_SPAN, fit_lr_to_grid, lr_latent
 from .config import PackForcingConfig
 from .controls import LiveControls
 from .events import Block, Frames, RunEnd, RunStart
-from .rope import rope_cos_sin, grid_positions, apply_rotary
+from .rope import apply_rotary, grid_positions, rope_cos_sin
 from .selection import select_blocks
+from .video import to_uint8
 
 
 def blocks_for(seconds: float, backbone: Backbone, config: PackForcingConfig) -> int:
@@ -39,12 +39,6 @@ def blocks_for(seconds: float, backbone: Backbone, config: PackForcingConfig) ->
 def euler_step(x, x0, sigma, sigma_next):
     """The flow ODE step from noise level sigma to sigma_next, keeping x's predicted noise."""
     return x0 + (sigma_next / sigma) * (x - x0)
-
-
-def to_uint8(pixels: torch.Tensor) -> np.ndarray:
-    """(1, 3, T, H, W) in [-1, 1] -> (T, H, W, 3) uint8."""
-    x = ((pixels[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.permute(1, 2, 3, 0).cpu().numpy()
 
 
 class PackForcingSampler:

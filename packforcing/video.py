@@ -1,6 +1,18 @@
-"""Writing frames to mp4 with the ffmpeg binary that imageio-ffmpeg ships."""
+"""Frames: decoder pixels to uint8, and uint8 frames to mp4 with the ffmpeg binary that
+imageio-ffmpeg ships."""
 
 import numpy as np
+import torch
+
+
+def to_uint8(pixels) -> np.ndarray:
+    """Decoder pixels (1, 3, T, H, W) or (3, T, H, W) in [-1, 1] -> uint8 (T, H, W, 3)."""
+    x = torch.as_tensor(pixels).detach().float().cpu()
+    if x.dim() == 5:
+        if x.shape[0] != 1:
+            raise ValueError(f"expected batch size 1, got {tuple(x.shape)}")
+        x = x[0]
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 3, 0).numpy()
 
 
 def write_mp4(frames: np.ndarray, path: str, fps: int, scale: int = 1) -> None:

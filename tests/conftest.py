@@ -44,7 +44,7 @@ def start_studio(cache: Path, **env) -> Studio:
             return Studio(url, cache, proc)
         except OSError:
             if proc.poll() is not None:
-                raise RuntimeError(f"app exited: {log.read_text()[-2000:]}")
+                raise RuntimeError(f"app exited: {log.read_text()[-2000:]}") from None
             time.sleep(0.5)
     proc.kill()
     raise RuntimeError("app did not start within 120 s")

@@ -7,8 +7,8 @@ import math
 
 import pytest
 import torch
-
 from dense_reference import grid, rotate
+
 from packforcing.cache import BlockKV, CacheInvariantError, KVCache
 from packforcing.config import PackForcingConfig
 

@@ -19,18 +19,28 @@ def test_path_parses_and_says_the_direction_at_each_time():
     path = CameraPath.parse("right:8, left:4,still:0.5")
     assert path.segments == (("right", 8.0), ("left", 4.0), ("still", 0.5))
     # hand-worked: [0, 8) right, [8, 12) left, [12, 12.5) still, then the last holds
-    assert [path.direction_at(t) for t in (0, 7.99, 8, 11.5, 12, 40)] == ["right", "right", "left", "left", "still", "still"]
+    assert [path.direction_at(t) for t in (0, 7.99, 8, 11.5, 12, 40)] == [
+        "right",
+        "right",
+        "left",
+        "left",
+        "still",
+        "still",
+    ]
     assert path.directions(3, 4.0) == ["right", "right", "left"]
     assert str(path) == "right:8,left:4,still:0.5"
 
 
-@pytest.mark.parametrize("text, message", [
-    ("up:3", "camera segment up:3: direction 'up' is not allowed; choose one of left, still, right"),
-    ("right:8,left", "camera segment 'left' is not direction:seconds"),
-    ("right:x", "camera segment 'right:x' is not direction:seconds"),
-    ("right:0", "camera segment right:0: seconds must be > 0"),
-    ("", "camera segment '' is not direction:seconds"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("up:3", "camera segment up:3: direction 'up' is not allowed; choose one of left, still, right"),
+        ("right:8,left", "camera segment 'left' is not direction:seconds"),
+        ("right:x", "camera segment 'right:x' is not direction:seconds"),
+        ("right:0", "camera segment right:0: seconds must be > 0"),
+        ("", "camera segment '' is not direction:seconds"),
+    ],
+)
 def test_bad_segments_are_named_with_what_is_allowed(text, message):
     with pytest.raises(ValueError) as e:
         CameraPath.parse(text)
@@ -45,7 +55,13 @@ class Recorder:
 
     def __call__(self, index, direction, prompt):
         self.calls.append((index, direction, prompt))
-        return {"direction": direction or "default", "x": float(index), "end": float(index), "period": None, "view": 1.0}
+        return {
+            "direction": direction or "default",
+            "x": float(index),
+            "end": float(index),
+            "period": None,
+            "view": 1.0,
+        }
 
 
 @pytest.fixture(scope="module")

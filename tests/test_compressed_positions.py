@@ -10,8 +10,8 @@ import itertools
 import pytest
 import torch
 import torch.nn.functional as F
-
 from dense_reference import cis, fold_backbone, rotate
+
 from packforcing.cache import BlockKV
 from packforcing.compression import HRCompressor, fit_lr_to_grid
 from packforcing.config import PackForcingConfig

@@ -3,9 +3,9 @@ import math
 import torch
 
 from packforcing.backbone import WanVAECodec
-from packforcing.compression import HRCompressor, compressed_grid, fit_lr_to_grid, lr_latent
+from packforcing.compression import HRCompressor, fit_lr_to_grid, lr_latent
 from packforcing.config import PackForcingConfig
-from packforcing.memory import kv_curve, memory_table
+from packforcing.memory import compressed_grid, kv_curve, memory_table
 
 
 def test_paper_numbers():

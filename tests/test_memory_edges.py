@@ -7,9 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from packforcing.compression import compressed_grid
 from packforcing.config import PackForcingConfig
-from packforcing.memory import compressed_tokens_per_block, kv_curve, latent_frames_for, memory_table
+from packforcing.memory import compressed_grid, compressed_tokens_per_block, kv_curve, latent_frames_for, memory_table
 from packforcing.sampler import blocks_for
 
 BPT = 184_320  # bytes per token of Wan 1.3B: K and V, 30 layers, 1536 wide, bf16

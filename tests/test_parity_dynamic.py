@@ -12,8 +12,8 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-
 from dense_reference import brute_force_scores, fold_backbone, grid, rotate, top_k_newest_wins
+
 from packforcing.config import PackForcingConfig
 from packforcing.events import Block
 from packforcing.sampler import PackForcingSampler

@@ -4,10 +4,10 @@ wrong frame offset gives other numbers here, whatever the package's own helpers 
 
 import pytest
 import torch
+from dense_reference import fold_backbone, grid, rotate
 from diffusers.models.transformers import transformer_wan
 from diffusers.models.transformers.transformer_wan import WanAttnProcessor, WanRotaryPosEmbed
 
-from dense_reference import fold_backbone, grid, rotate
 from packforcing.attention import CacheSession, PackForcingAttnProcessor, SessionSlot
 from packforcing.cache import BlockKV, KVCache
 from packforcing.config import PackForcingConfig

@@ -1,11 +1,11 @@
-import json
 
 import pytest
 import torch
 
 from packforcing.backbones.tiny import build_tiny_random
 from packforcing.config import PackForcingConfig
-from packforcing.events import block_events as blocks_of, Block, Frames, RunEnd, RunStart, read_jsonl, write_jsonl
+from packforcing.events import Block, Frames, RunEnd, RunStart, read_jsonl, write_jsonl
+from packforcing.events import block_events as blocks_of
 from packforcing.pipeline import PackForcingPipeline
 from packforcing.sampler import PackForcingSampler, euler_step
 

@@ -7,10 +7,10 @@ import math
 
 import pytest
 import torch
+from dense_reference import brute_force_scores, fold_backbone, top_k_newest_wins
 
 import packforcing.attention as attention
 from packforcing.attention import SelectionHook
-from dense_reference import brute_force_scores, fold_backbone, top_k_newest_wins
 from packforcing.config import PackForcingConfig
 from packforcing.events import Block
 from packforcing.sampler import PackForcingSampler

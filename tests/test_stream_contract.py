@@ -7,8 +7,8 @@ block; a block is 4 latent frames = 16 pixel frames = 1 s at 16 FPS."""
 import numpy as np
 import pytest
 import torch
-
 from dense_reference import fold_backbone
+
 from packforcing.config import PackForcingConfig
 from packforcing.events import Block, Frames, RunEnd, RunStart
 from packforcing.sampler import PackForcingSampler, to_uint8

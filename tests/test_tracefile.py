@@ -107,7 +107,7 @@ def test_replay_draws_only_the_real_blocks_and_checks_the_slider():
 
 
 def test_a_bad_upload_clears_the_replay_and_says_why(tmp_path):
-    from app.ui import on_trace_upload
+    from app.callbacks import on_trace_upload
 
     events, slider, status, *figures = on_trace_upload(_with(tmp_path, 1, tokens="abc"))
     assert events == [] and slider["value"] == 0

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from packforcing.events import block_events as blocks, Block, read_jsonl
+from packforcing.events import block_events as blocks
+from packforcing.events import read_jsonl
 from packforcing.memory import kv_curve, memory_table
 from visualizers import calculator_figure, figures_at, memory_figure, occupancy_figure, rope_figure, selection_figure
 
@@ -30,10 +31,16 @@ def test_occupancy_equals_partition_tokens_and_bound(events):
     bs = blocks(events)
     assert list(by_name["sink"].y) == [b.tokens["sink"] for b in bs]
     assert list(by_name["recent"].y) == [b.tokens["recent"] for b in bs]
-    stacked = [sum(t.y[i] for t in fig.data if t.stackgroup) for i in range(len(bs))]
-    assert stacked == [b.context_tokens + b.tokens["mid_archived"] for b in bs]
+    # attended and held apart: the attended stack is what each block attends, never above
+    # the bound; the archived (held, not attended) tokens are drawn on their own axis
+    attended = [sum(t.y[i] for t in fig.data if t.stackgroup == "attended") for i in range(len(bs))]
+    assert attended == [b.context_tokens for b in bs]
+    held = [t for t in fig.data if t.stackgroup == "held"]
+    assert [t.yaxis for t in held] == ["y2"] and list(held[0].y) == [b.tokens["mid_archived"] for b in bs]
+    assert all(t.yaxis in (None, "y") for t in fig.data if t.stackgroup == "attended")
     bound = [t for t in fig.data if t.name.startswith("bounded context")][0]
     assert list(bound.y) == [events[0].geometry["bounded_context_tokens"]] * 2
+    assert max(attended) <= bound.y[0] < max(a + h for a, h in zip(attended, held[0].y))  # stacked together they would cross it
 
 
 def test_selection_heatmap_equals_scores_and_marks_equal_mid_selected(events):
@@ -83,6 +90,11 @@ def test_calculator_figure_reproduces_paper_full_cache():
     values = dict(zip(fig.data[0].x, fig.data[0].y))
     assert values["full"] == pytest.approx(138.018816)
     assert values["fifo"] == pytest.approx(3.98721024)
+    # a log axis labelled in whole decades of GB, reaching above the tallest bar's label
+    axis = fig.layout.yaxis
+    assert axis.type == "log" and list(axis.ticktext) == ["1 GB", "10 GB", "100 GB", "1,000 GB"]
+    assert axis.range[0] <= 0 and axis.range[1] > math.log10(138.018816) + 0.3
+    assert dict(zip(fig.data[0].x, fig.data[0].text))["full"] == "138 GB" and fig.data[0].cliponaxis is False
 
 
 def test_figures_at_truncates(events):

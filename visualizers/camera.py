@@ -56,16 +56,34 @@ def camera_figure(events, block: int | None = None) -> go.Figure:
             break
         role, colour = _role(b.block, shown)
         score = shown.selection_scores.get(b.block)
-        hover = f"block {b.block} ({role}), camera {b.camera['direction']}" + (f", score {score:.3g}" if score is not None else "")
+        hover = f"block {b.block} ({role}), camera {b.camera['direction']}" + (
+            f", score {score:.3g}" if score is not None else ""
+        )
         for lo, hi in _spans(b.camera):
-            fig.add_trace(go.Bar(x=[b.block], y=[hi - lo], base=[lo], marker_color=colour, width=0.8, name=role,
-                                 legendgroup=role, showlegend=role not in legend, hovertext=hover, hoverinfo="text"))
+            fig.add_trace(
+                go.Bar(
+                    x=[b.block],
+                    y=[hi - lo],
+                    base=[lo],
+                    marker_color=colour,
+                    width=0.8,
+                    name=role,
+                    legendgroup=role,
+                    showlegend=role not in legend,
+                    hovertext=hover,
+                    hoverinfo="text",
+                )
+            )
             legend.add(role)
     for lo, hi in _spans(shown.camera):
         fig.add_hrect(y0=lo, y1=hi, fillcolor=PARTITION_COLORS["current"], opacity=0.15, line_width=0)
     period = shown.camera.get("period")
-    fig = _style(fig, f"Camera: block {shown.block} looks where the highlighted band is; bars show where each block was filmed",
-                 "block (time)", "panorama position")
+    fig = _style(
+        fig,
+        f"Camera: block {shown.block} looks where the highlighted band is; bars show where each block was filmed",
+        "block (time)",
+        "panorama position",
+    )
     fig.update_layout(barmode="overlay", bargap=0.1)
     if period:
         fig.update_yaxes(range=[0, period])

@@ -69,24 +69,36 @@ def bounded_context(run: RunStart | None) -> int | None:
     return run.geometry.get("bounded_context_tokens")
 
 
+ATTENDED = ("sink", "mid_selected", "recent", "current")
+
+
 def occupancy_figure(events) -> go.Figure:
-    """Tokens in each partition per generated block, stacked, with the bounded context."""
+    """Top: tokens each block attends, stacked by partition, under the bounded context.
+    Bottom: compressed tokens held in the mid bank but not attended, apart, so they
+    never read as attended tokens above the bound."""
     blocks = _blocks(events)
     if not blocks:
         return empty_figure()
-    fig = go.Figure()
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.12, row_heights=[0.7, 0.3],
+                        subplot_titles=["attended by each block", "held in the mid bank, not attended"])
     x = [b.block for b in blocks]
-    for part, label in PARTITION_LABELS.items():
+    for part in (*ATTENDED, "mid_archived"):
+        label = PARTITION_LABELS[part]
         y = [b.tokens.get(part, 0) for b in blocks]
         hover = [f"block {b.block}: {y[i]:,} tokens in {label}" for i, b in enumerate(blocks)]
-        fig.add_trace(go.Scatter(x=x, y=y, name=label, stackgroup="tokens", mode="lines", line=dict(width=0.5, color=PARTITION_COLORS[part]),
-                                 hovertext=hover, hoverinfo="text"))
+        row = 1 if part in ATTENDED else 2
+        fig.add_trace(go.Scatter(x=x, y=y, name=label, stackgroup="attended" if row == 1 else "held", mode="lines",
+                                 line=dict(width=0.5, color=PARTITION_COLORS[part]), hovertext=hover, hoverinfo="text"), row=row, col=1)
     bound = bounded_context(_run(events))
     if bound:
         fig.add_trace(go.Scatter(x=[x[0], x[-1]], y=[bound, bound], name=f"bounded context ({bound:,} tokens)", mode="lines",
-                                 line=dict(dash="dash", color="#e05080"), hovertext=[f"never more than {bound:,} tokens are attended"] * 2, hoverinfo="text"))
-    fig = _style(fig, "Cache occupancy: what each block attends (archived tokens are held, not attended)", "generated block", "tokens")
-    return fig.update_layout(height=440)  # its legend has six rows
+                                 line=dict(dash="dash", color="#e05080"), hovertext=[f"never more than {bound:,} tokens are attended"] * 2,
+                                 hoverinfo="text"), row=1, col=1)
+    fig = _style(fig, "Cache occupancy: tokens attended per block, and tokens only held", "", "tokens")
+    fig.update_xaxes(title_text="generated block", row=2, col=1)
+    fig.update_yaxes(title_text="held", row=2, col=1)
+    fig.update_annotations(font_size=11)
+    return fig.update_layout(height=480)  # its legend has six rows
 
 
 def selection_figure(events) -> go.Figure:
@@ -142,11 +154,12 @@ def rope_figure(events, block: int | None = None) -> go.Figure:
         fig.add_trace(go.Scatter(x=[b.positions.get(m, math.nan) for m in skipped], y=[1] * len(skipped), mode="markers", name="archived, not attended (gap closed)",
                                  marker=dict(color=PARTITION_COLORS["mid_archived"], size=8, symbol="x"),
                                  hovertext=[f"block {m}: archived, not attended by block {b.block}" for m in skipped], hoverinfo="text"))
-    title = f"RoPE packing for block {b.block}: top row where blocks were generated, bottom row where their keys are placed"
+    # short titles: the panel is half a screen wide; the rows' labels say the rest
+    title = f"RoPE packing, block {b.block}: the gaps close"
     if not repair:
-        title = f"RoPE repair off (block {b.block}): keys stay where they were generated, gaps stay open"
+        title = f"RoPE repair off, block {b.block}: gaps stay open"
     fig = _style(fig, title, "temporal position (latent frames)", "")
-    fig.update_yaxes(tickvals=[0, 1], ticktext=["packed", "original"], range=[-0.4, 1.4])
+    fig.update_yaxes(tickvals=[0, 1], ticktext=["keys placed", "generated"], range=[-0.4, 1.4], automargin=True)
     fig.update_layout(height=380, margin_b=140)  # room for a legend of three rows
     return fig
 
@@ -180,16 +193,30 @@ def memory_figure(events, projection: list[dict] | None = None) -> go.Figure:
 
 
 def calculator_figure(table: dict) -> go.Figure:
-    """KV bytes per policy for a memory_table() result."""
+    """KV bytes per policy for a memory_table() result (a log axis with GB ticks when the
+    policies differ by more than 20x)."""
     by = table["kv_bytes_by_policy"]
     names = list(by)
     gb = [by[n] / 1e9 for n in names]
     colors = [PARTITION_COLORS["full"] if n == "full" else "#50c070" if n == "dynamic" else "#30a0d0" for n in names]
-    fig = go.Figure(go.Bar(x=names, y=gb, marker_color=colors, text=[f"{v:.2f} GB" for v in gb], textposition="outside",
+    # cliponaxis off: a bar's label above the tallest bar is drawn in the margin, not cut
+    fig = go.Figure(go.Bar(x=names, y=gb, marker_color=colors, text=[_gb(v) for v in gb], textposition="outside", cliponaxis=False,
                            hovertext=[f"{n}: {by[n]:,} bytes of K/V after {table['seconds']:g} s" for n in names], hoverinfo="text"))
-    fig = _style(fig, f"KV cache after {table['seconds']:g} s at {table['width']}x{table['height']}, {table['fps']} FPS", "policy", "GB")
-    fig.update_yaxes(type="log" if max(gb) > 20 * max(min(gb), 1e-9) else "linear")
-    return fig
+    fig = _style(fig, f"KV cache after {table['seconds']:g} s at {table['width']}x{table['height']}, {table['fps']} FPS", "policy", "")
+    low, high = max(min(gb), 1e-9), max(max(gb), 1e-9)
+    if high > 20 * low:
+        decades = range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
+        ticks = [10.0**d for d in decades]
+        fig.update_yaxes(type="log", tickvals=ticks, ticktext=[_gb(t) for t in ticks],
+                         range=[min(math.floor(math.log10(low)), math.log10(low) - 0.3), math.log10(high) + 0.35])
+    else:
+        fig.update_yaxes(range=[0, high * 1.2], ticksuffix=" GB")
+    return fig.update_layout(margin_t=60)
+
+
+def _gb(value: float) -> str:
+    """A size in GB as a person writes it: 138 GB, 4.3 GB, 0.01 GB."""
+    return f"{value:.3g} GB" if value < 100 else f"{value:,.0f} GB"
 
 
 def figures_at(events, upto_block: int | None = None, projection: list[dict] | None = None) -> tuple[go.Figure, go.Figure, go.Figure, go.Figure]:

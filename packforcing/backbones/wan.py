@@ -14,10 +14,9 @@ import torch
 
 from ..backbone import Backbone, WanVAECodec
 from ..registry import ModelEntry
+from .wan_checkpoint import SELF_FORCING_FILE, SELF_FORCING_REPO
 
 BASE_REPO = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
-SELF_FORCING_REPO = "gdhe17/Self-Forcing"
-SELF_FORCING_FILE = "checkpoints/self_forcing_dmd.pt"
 TEXT_TOKENS = 512  # Self-Forcing encodes 512 tokens (diffusers' WanPipeline defaults to 226)
 
 

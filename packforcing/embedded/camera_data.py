@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from . import vocab
 from . import panorama as world
+from . import vocab
 
 FRAMES_PER_BLOCK = 16
 NEAR = 48  # px between block centres: the earlier block filmed (most of) the same place
@@ -48,11 +48,13 @@ def revisit_sources(xs: np.ndarray, sink_blocks: int = 2, recent_blocks: int = 1
     rows = []
     for c, centre in enumerate(centres):
         near = [m for m in range(c) if world.circular_distance(centres[m], centre) < NEAR]
-        rows.append({
-            "sink": [m for m in near if m < sink_blocks],
-            "recent": [m for m in near if m >= c - recent_blocks],
-            "mid": [m for m in near if sink_blocks <= m < c - recent_blocks],
-        })
+        rows.append(
+            {
+                "sink": [m for m in near if m < sink_blocks],
+                "recent": [m for m in near if m >= c - recent_blocks],
+                "mid": [m for m in near if sink_blocks <= m < c - recent_blocks],
+            }
+        )
     return rows
 
 
@@ -95,5 +97,6 @@ def make_clips(rng: random.Random, batch: int, blocks: int, codec, switch_prob: 
     pixels = torch.from_numpy(np.stack(frames)).permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0
     with torch.no_grad():
         latent = codec.encode(pixels)
-    return Clips(prompts, pixels, latent, torch.tensor(np.stack(xs), dtype=torch.float32),
-                 revisit_sources(offsets), switch)
+    return Clips(
+        prompts, pixels, latent, torch.tensor(np.stack(xs), dtype=torch.float32), revisit_sources(offsets), switch
+    )

@@ -38,8 +38,14 @@ class PlaceEmbedding(torch.nn.Module):
     `grids` maps a pass's token count to its (frames, rows, columns) token grid: a
     block's full grid, and the compressed grid of a mid block."""
 
-    def __init__(self, dim: int, grids: dict[int, tuple[int, int, int]], frames_per_block: int = 16,
-                 block_frames: int = 4, harmonics: int = HARMONICS):
+    def __init__(
+        self,
+        dim: int,
+        grids: dict[int, tuple[int, int, int]],
+        frames_per_block: int = 16,
+        block_frames: int = 4,
+        harmonics: int = HARMONICS,
+    ):
         super().__init__()
         self.proj = torch.nn.Linear(2 * harmonics, dim)
         self.register_buffer("freqs", torch.arange(1, harmonics + 1, dtype=torch.float32), persistent=False)
@@ -60,11 +66,18 @@ class PlaceEmbedding(torch.nn.Module):
             direction = world.spec_from_prompt(prompt).pan
         n = self.frames_per_block
         # as world.positions: each frame steps by the direction of the block it belongs to
-        start = 0.0 if index == 0 else float(self.xs[0, index * n - 1]) + world.STEP * world.DIRECTION_SIGN[self.direction]
+        start = (
+            0.0 if index == 0 else float(self.xs[0, index * n - 1]) + world.STEP * world.DIRECTION_SIGN[self.direction]
+        )
         xs = torch.from_numpy(world.positions([direction], start, n)).float()[None]
         self.xs, self.direction = torch.cat([self.xs[:, : index * n], xs], 1), direction
-        return {"direction": direction, "x": round(start % world.PERIOD, 2), "period": world.PERIOD,
-                "end": round(float(xs[0, -1]) % world.PERIOD, 2), "view": world.VIEW}
+        return {
+            "direction": direction,
+            "x": round(start % world.PERIOD, 2),
+            "period": world.PERIOD,
+            "end": round(float(xs[0, -1]) % world.PERIOD, 2),
+            "view": world.VIEW,
+        }
 
     def features(self, batch: int, tokens: int, device, dtype) -> torch.Tensor:
         """(batch, tokens, dim): the embedding of the pass's token grid, raster order (f, h, w)."""
@@ -95,9 +108,19 @@ class PlaceEmbedding(torch.nn.Module):
 # place is held by one or two blocks and top-4 can hold the block filmed there.
 STEPS = 6
 TRANSFORMER = dict(
-    patch_size=(1, 4, 4), num_attention_heads=2, attention_head_dim=64, in_channels=16, out_channels=16,
-    text_dim=64, freq_dim=64, ffn_dim=512, num_layers=4, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
-    eps=1e-6, rope_max_seq_len=1024,
+    patch_size=(1, 4, 4),
+    num_attention_heads=2,
+    attention_head_dim=64,
+    in_channels=16,
+    out_channels=16,
+    text_dim=64,
+    freq_dim=64,
+    ffn_dim=512,
+    num_layers=4,
+    cross_attn_norm=True,
+    qk_norm="rms_norm_across_heads",
+    eps=1e-6,
+    rope_max_seq_len=1024,
 )
 
 
@@ -105,8 +128,13 @@ def default_config():
     from ..config import PackForcingConfig
 
     return PackForcingConfig(
-        top_k=4, mid_capacity=12, compression="hr", step_rule="euler",
-        timesteps=tuple(1000.0 * (1 - i / STEPS) for i in range(STEPS)), shift=2.0, guidance_scale=1.5,
+        top_k=4,
+        mid_capacity=12,
+        compression="hr",
+        step_rule="euler",
+        timesteps=tuple(1000.0 * (1 - i / STEPS) for i in range(STEPS)),
+        shift=2.0,
+        guidance_scale=1.5,
     )
 
 
@@ -115,9 +143,9 @@ def build(seed: int = 0):
     from diffusers import WanTransformer3DModel
 
     from ..backbone import Backbone
-    from .model import EMBEDDED_HR_WIDTHS, _PromptEncoder
     from ..compression import HRCompressor
     from .codec import WorldCodec
+    from .model import EMBEDDED_HR_WIDTHS, _PromptEncoder
     from .vocab import TinyTextEncoder, describe_prompt, validate_prompt
 
     torch.manual_seed(seed)
@@ -128,18 +156,32 @@ def build(seed: int = 0):
     place = PlaceEmbedding(inner, {64: (4, 4, 4), 8: (2, 2, 2)})
     transformer.blocks[0].register_forward_pre_hook(place.add_to_first_block_input)
     backbone = Backbone(
-        name="embedded", transformer=transformer, codec=WorldCodec(), encode_prompt=_PromptEncoder(text_encoder),
-        width=world.VIEW, height=world.VIEW, fps=world.FPS, hr_compressor=hr, describe_prompt=describe_prompt,
-        validate_prompt=validate_prompt, max_seconds=120.0, default_config=default_config(),
-        on_frame=place.at_frame, move_camera=place.move,
+        name="embedded",
+        transformer=transformer,
+        codec=WorldCodec(),
+        encode_prompt=_PromptEncoder(text_encoder),
+        width=world.VIEW,
+        height=world.VIEW,
+        fps=world.FPS,
+        hr_compressor=hr,
+        describe_prompt=describe_prompt,
+        validate_prompt=validate_prompt,
+        max_seconds=120.0,
+        default_config=default_config(),
+        on_frame=place.at_frame,
+        move_camera=place.move,
     )
     backbone.text_encoder, backbone.place = text_encoder, place
     return backbone
 
 
 def trainable_modules(backbone) -> dict[str, torch.nn.Module]:
-    return {"transformer": backbone.transformer, "hr": backbone.hr_compressor, "text": backbone.text_encoder,
-            "place": backbone.place}
+    return {
+        "transformer": backbone.transformer,
+        "hr": backbone.hr_compressor,
+        "text": backbone.text_encoder,
+        "place": backbone.place,
+    }
 
 
 def save(backbone, directory: str, metadata: dict | None = None) -> str:
@@ -149,12 +191,19 @@ def save(backbone, directory: str, metadata: dict | None = None) -> str:
     from safetensors.torch import save_file
 
     os.makedirs(directory, exist_ok=True)
-    tensors = {f"{prefix}.{k}": v.detach().float().contiguous()
-               for prefix, module in trainable_modules(backbone).items() for k, v in module.state_dict().items()}
+    tensors = {
+        f"{prefix}.{k}": v.detach().float().contiguous()
+        for prefix, module in trainable_modules(backbone).items()
+        for k, v in module.state_dict().items()
+    }
     path = os.path.join(directory, "generator.safetensors")
     save_file(tensors, path, metadata={"format": "pt"})
     with open(os.path.join(directory, "config.json"), "w") as f:
-        json.dump({"architecture": "camera", "transformer": TRANSFORMER, "place_harmonics": HARMONICS, **(metadata or {})}, f, indent=1)
+        json.dump(
+            {"architecture": "camera", "transformer": TRANSFORMER, "place_harmonics": HARMONICS, **(metadata or {})},
+            f,
+            indent=1,
+        )
     return path
 
 
@@ -170,6 +219,8 @@ def load(directory: str):
         own = {k[len(prefix) + 1 :]: v.float() for k, v in tensors.items() if k.startswith(prefix + ".")}
         missing, unexpected = module.load_state_dict(own, strict=False)
         if missing or unexpected:
-            raise ValueError(f"{path}: {prefix} weights do not match (missing {missing[:5]}, unexpected {unexpected[:5]})")
+            raise ValueError(
+                f"{path}: {prefix} weights do not match (missing {missing[:5]}, unexpected {unexpected[:5]})"
+            )
         module.eval().requires_grad_(False)
     return backbone

@@ -105,7 +105,7 @@ class WorldCodec:
         x = cubes.permute(0, 4, 1, 5, 2, 6, 3, 7).reshape(b, 3, 4 * f, 4 * h, 4 * w)
         return x.clamp(-1, 1).to(dtype)
 
-    def stream_decoder(self) -> "WorldStreamDecoder":
+    def stream_decoder(self) -> WorldStreamDecoder:
         return WorldStreamDecoder(self)
 
 
@@ -115,12 +115,9 @@ class WorldStreamDecoder:
 
     def __init__(self, codec: WorldCodec):
         self.codec = codec
-        self.frames_done = 0
 
     def decode_next(self, latent: torch.Tensor) -> torch.Tensor:
-        out = self.codec.decode(latent)
-        self.frames_done += out.shape[2]
-        return out
+        return self.codec.decode(latent)
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:

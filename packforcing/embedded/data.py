@@ -1,4 +1,5 @@
-"""Training data: random clips of the procedural world, rendered and encoded."""
+"""Training data: random clips of the procedural world, rendered and encoded, and clips
+of the model's own rollouts."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import random
 import numpy as np
 import torch
 
+from ..sampler import PackForcingSampler
 from .world import prompt_for, render_clip, sample_spec
 
 
@@ -18,3 +20,37 @@ def world_batch(rng: random.Random, batch: int, blocks: int, codec):
     with torch.no_grad():
         latent = codec.encode(pixels)
     return [prompt_for(spec) for spec in specs], pixels, latent
+
+
+@torch.no_grad()
+def own_rollout(sampler: PackForcingSampler, text: torch.Tensor, blocks: int):
+    """The model's own first `blocks` blocks of each clip, made exactly as sampling makes
+    them (its Euler steps, guidance and selection): (latents (B,C,T,H,W), pixels)."""
+    codec = sampler.backbone.codec
+    latents, pixels = [], []
+    try:
+        for c in range(blocks):
+            sampler.begin_block(c)
+            x0 = sampler.denoise_block(c, text)
+            px = codec.decode(x0)
+            sampler.admit(sampler.write_block(c, x0, text), x0, px, text)
+            latents.append(x0)
+            pixels.append(px)
+    finally:
+        sampler.reset()
+    return torch.cat(latents, 2), torch.cat(pixels, 2)
+
+
+def own_revisit_clip(sampler: PackForcingSampler, text: torch.Tensor, blocks: int, loop_blocks: int):
+    """A clip whose first camera loop is the model's own rollout and whose later blocks
+    are that rollout again, one loop on (the world repeats itself exactly every loop).
+
+    Recall trained on ground truth (the revisit batch) did not carry over to sampling:
+    there the past to recall is the model's own, which never looks like the ground truth
+    and whose last block does not lead into its first, so no content cue says the camera
+    is back (README, v9). With these clips the target of a revisit is whatever the model
+    itself showed one loop before, found only in its cache (the camera clock says when)."""
+    latent, pixels = own_rollout(sampler, text, loop_blocks)
+    bf, frames_per_block = sampler.config.block_frames, sampler.config.block_frames * sampler.backbone.codec.temporal_factor
+    again = blocks - loop_blocks
+    return torch.cat([latent, latent[:, :, : again * bf]], 2), torch.cat([pixels, pixels[:, :, : again * frames_per_block]], 2)

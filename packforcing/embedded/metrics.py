@@ -1,6 +1,6 @@
 """Metrics of a generated world video, computed from its frames alone (uint8 (T, H, W, 3))
 plus the spec: which objects were asked for, and the deterministic camera model (the
-camera shows the same place every `loop_frames(spec)` frames, and pans at a known speed).
+camera shows the same place every LOOP_FRAMES frames, and pans at a known speed).
 Nothing reads the generator's internals, and nothing needs the seed's layout, so the
 metrics apply equally to ground-truth renders and to anything a model produced.
 
@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from . import vocab
-from .world import PALETTE, PAN_SPEED, loop_frames, sprite
+from .world import LOOP_FRAMES, PALETTE, PAN_SPEED, sprite
 
 SALIENT = 110  # a pixel is part of an object if its brightest channel is at least this
 CHROMA_DIST = 0.35  # max distance to a palette colour's chromaticity (rgb / max channel)
@@ -70,16 +70,6 @@ def _resized(mask: np.ndarray) -> np.ndarray:
 
 
 _TEMPLATES = {s: _resized(_opened((sprite(s) >= 0.5)[None])[0]) for s in vocab.SHAPES}
-
-
-def to_uint8(pixels) -> np.ndarray:
-    """Codec-style pixels (B=1, 3, T, H, W) or (3, T, H, W) in [-1, 1] -> uint8 (T, H, W, 3)."""
-    x = torch.as_tensor(pixels).detach().float().cpu()
-    if x.dim() == 5:
-        if x.shape[0] != 1:
-            raise ValueError(f"expected batch size 1, got {tuple(x.shape)}")
-        x = x[0]
-    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 3, 0).numpy()
 
 
 def _frames(frames) -> np.ndarray:
@@ -220,7 +210,7 @@ def _mae(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def revisit_consistency(frames, spec) -> dict:
     """Frames at a camera position vs the previous time the camera was there (lag L = loop)."""
-    L = loop_frames(spec)
+    L = LOOP_FRAMES
     pooled = _pooled(frames)
     t = len(pooled)
     if t <= L:
@@ -242,7 +232,7 @@ def revisit_consistency(frames, spec) -> dict:
 
 def _segments(t: int, spec, segments) -> list[tuple[int, int]]:
     if segments is None:
-        size = loop_frames(spec)
+        size = LOOP_FRAMES
         bounds = [(s, min(s + size, t)) for s in range(0, t, size)]
         if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < size // 2:
             bounds[-2] = (bounds[-2][0], t)
@@ -298,7 +288,7 @@ def pan_accuracy(frames, spec, lag: int = PAN_LAG) -> dict:
 def evaluate(frames, spec, segments=None) -> dict:
     """All metrics of one video in a flat, JSON-friendly dict."""
     dets = detect(frames)
-    out = {"frames": len(dets), "loops": len(dets) / loop_frames(spec)}
+    out = {"frames": len(dets), "loops": len(dets) / LOOP_FRAMES}
     out.update(faithfulness(frames, spec, _dets=dets))
     out.update(revisit_consistency(frames, spec))
     d = drift(frames, spec, segments, _dets=dets)

@@ -47,7 +47,9 @@ class PanoramaSpec:
             raise ValueError(f"objects={objects}: need 1..{vocab.MAX_OBJECTS} (colour, shape) pairs")
         for colour, shape in objects:
             if colour not in vocab.COLOURS or shape not in vocab.SHAPES:
-                raise ValueError(f"object ({colour!r}, {shape!r}) not allowed: colours {vocab.COLOURS}, shapes {vocab.SHAPES}")
+                raise ValueError(
+                    f"object ({colour!r}, {shape!r}) not allowed: colours {vocab.COLOURS}, shapes {vocab.SHAPES}"
+                )
         if self.pan not in vocab.PANS:
             raise ValueError(f"pan={self.pan!r} not allowed: one of {vocab.PANS}")
 

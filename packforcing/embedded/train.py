@@ -25,16 +25,15 @@ import os
 import random
 import time
 
-import numpy as np
 import torch
 
-from .model import EMBEDDED_CONFIG, add_camera_clock, build_embedded, load_embedded, save_embedded, trainable_modules
 from ..attention import SelectionHook
 from ..sampler import PackForcingSampler, euler_step
 from ..selection import score_matrix
-from .data import world_batch
-from .world import LOOP_FRAMES, prompt_for, sample_spec
+from .data import own_revisit_clip, world_batch
+from .model import EMBEDDED_CONFIG, add_camera_clock, build_embedded, load_embedded, save_embedded, trainable_modules
 from .vocab import tokenize
+from .world import LOOP_FRAMES, prompt_for, sample_spec
 
 # 1.5 camera loops: blocks 8-9 revisit the sink, blocks 10-11 places that only the
 # compressed mid bank still holds (v7 tried 14, for four such blocks)
@@ -66,38 +65,15 @@ def _partial_rollout(sampler: PackForcingSampler, x0: torch.Tensor, text: torch.
     return pred
 
 
-@torch.no_grad()
-def own_rollout(sampler: PackForcingSampler, text: torch.Tensor, blocks: int):
-    """The model's own first `blocks` blocks of each clip, made exactly as sampling makes
-    them (its Euler steps, guidance and selection): (latents (B,C,T,H,W), pixels)."""
-    codec = sampler.backbone.codec
-    latents, pixels = [], []
-    try:
-        for c in range(blocks):
-            sampler.begin_block(c)
-            x0 = sampler.denoise_block(c, text)
-            px = codec.decode(x0)
-            sampler.admit(sampler.write_block(c, x0, text), x0, px, text)
-            latents.append(x0)
-            pixels.append(px)
-    finally:
-        sampler.reset()
-    return torch.cat(latents, 2), torch.cat(pixels, 2)
-
-
-def own_revisit_clip(sampler: PackForcingSampler, text: torch.Tensor, blocks: int, loop_blocks: int):
-    """A clip whose first camera loop is the model's own rollout and whose later blocks
-    are that rollout again, one loop on (the world repeats itself exactly every loop).
-
-    Recall trained on ground truth (the revisit batch) did not carry over to sampling:
-    there the past to recall is the model's own, which never looks like the ground truth
-    and whose last block does not lead into its first, so no content cue says the camera
-    is back (README, v9). With these clips the target of a revisit is whatever the model
-    itself showed one loop before, found only in its cache (the camera clock says when)."""
-    latent, pixels = own_rollout(sampler, text, loop_blocks)
-    bf, frames_per_block = sampler.config.block_frames, sampler.config.block_frames * sampler.backbone.codec.temporal_factor
-    again = blocks - loop_blocks
-    return torch.cat([latent, latent[:, :, : again * bf]], 2), torch.cat([pixels, pixels[:, :, : again * frames_per_block]], 2)
+def _selection_ce(sampler: PackForcingSampler, hook: SelectionHook, sources: list[int]) -> torch.Tensor:
+    """Per clip, the cross-entropy of the block's selection scores over the mid bank towards
+    `sources` (scores scaled by their spread, so only the ranking is trained)."""
+    cache, cfg = sampler.cache, sampler.config
+    bank = list(cache.mid)
+    scores = score_matrix(hook.query_sum, [cache.mid[m].key_sum for m in bank], hook.query_sum.shape[-1], cfg.score_head_fraction)
+    logits = scores / (scores.std(dim=1, keepdim=True).detach() + 1e-6)
+    positive = torch.tensor([m in sources for m in bank])
+    return -(logits.log_softmax(1)[:, positive].logsumexp(1))
 
 
 def clip_loss(sampler: PackForcingSampler, text: torch.Tensor, pixels, latent, gen: torch.Generator, history_noise: float, self_history: float = 0.0, text_dropout: float = 0.0,
@@ -109,11 +85,8 @@ def clip_loss(sampler: PackForcingSampler, text: torch.Tensor, pixels, latent, g
     Recall from the mid bank has to be learned twice over: the model must read a
     revisited place out of compressed tokens, and the selection must attend them. Each
     waits for the other (a model that ignores compressed tokens gives the selection
-    nothing to find; a block never selected gives the model nothing to read), and v5
-    was stuck there: teacher-forced, its selection picked the revisit source below
-    chance, and its loss on those blocks was the same whether the source was attended
-    or not (bench/recall.py). So, for the blocks whose
-    source (the block one camera loop back) sits in the mid bank:
+    nothing to find; a block never selected gives the model nothing to read). So, for
+    the blocks whose source (the block one camera loop back) sits in the mid bank:
     - with probability `recall_selection` (per block) the selection must include the
       source, so reading it is learned;
     - `losses_out["selection"]` collects a cross-entropy on the differentiable
@@ -137,10 +110,8 @@ def clip_loss(sampler: PackForcingSampler, text: torch.Tensor, pixels, latent, g
 
     `loss_from` and `sigma_floor` make a revisit batch: blocks before `loss_from` only
     build the cache (their denoising pass runs without gradient, to score the
-    selection as sampling does), and the rest are noised to levels in [sigma_floor, 1].
-    v5 recalled the sink teacher-forced at noise 0.7 but not at all at 0.95-1.0, the
-    first Euler steps, where sampling decides a block's layout; so at sampling even a
-    perfect history was not recalled (bench/recall.py, README)."""
+    selection as sampling does), and the rest are noised to levels in [sigma_floor, 1]:
+    recall has to happen in the first Euler steps, where sampling decides a layout."""
     backbone, cfg, cache = sampler.backbone, sampler.config, sampler.cache
     bf = cfg.block_frames
     frames_per_block = bf * backbone.codec.temporal_factor
@@ -166,11 +137,7 @@ def clip_loss(sampler: PackForcingSampler, text: torch.Tensor, pixels, latent, g
             if c >= loss_from:
                 losses.append(((v - (noise - x0)) ** 2).mean(dim=(1, 2, 3, 4)))
             if losses_out is not None and sources and hook.query_sum is not None and len(cache.mid) > len(sources):
-                bank = list(cache.mid)
-                scores = score_matrix(hook.query_sum, [cache.mid[m].key_sum for m in bank], hook.query_sum.shape[-1], cfg.score_head_fraction)
-                logits = scores / (scores.std(dim=1, keepdim=True).detach() + 1e-6)
-                positive = torch.tensor([m in sources for m in bank])
-                selection_losses.append(-(logits.log_softmax(1)[:, positive].logsumexp(1)))
+                selection_losses.append(_selection_ce(sampler, hook, sources))
             # History is the ground truth with up to `history_noise` of speckle, or the
             # model's own partial rollout.
             level = history_noise * torch.rand(batch, 1, 1, 1, 1, generator=gen)
@@ -191,7 +158,7 @@ def _previous_run(directory: str) -> dict:
     return {"steps": int(meta.get("steps", 0)), "minutes": float(meta.get("minutes", 0.0))}
 
 
-def main(argv=None):
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m packforcing.embedded.train", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="assets/embedded")
     ap.add_argument("--minutes", type=float, default=40.0, help="wall-clock training budget")
@@ -204,8 +171,7 @@ def main(argv=None):
     ap.add_argument("--ema", type=float, default=0.99, help="decay of the weight average that checkpoints save (0: save the raw weights)")
     ap.add_argument("--short-batch", type=int, default=16, help="extra clips per step cut to the first --short-blocks blocks (generation from nothing is the hardest part and the cheapest to train)")
     ap.add_argument("--short-blocks", type=int, default=2)
-    # recall from the mid bank (off in the recipe of the shipped weights; v7 tried 0.8 / 3 / 0.2
-    # with --clip-blocks 14 --proportional-attention --restart-hr, see README)
+    # recall from the mid bank (off in the recipe of the shipped weights)
     ap.add_argument("--recall-selection", type=float, default=0.0, help="probability that a block whose revisit source is in the mid bank must attend it")
     ap.add_argument("--recall-weight", type=float, default=1.0, help="weight of the flow loss of blocks whose revisit source only the mid bank holds (the rest weigh 1)")
     ap.add_argument("--selection-loss", type=float, default=0.0, help="weight of the cross-entropy that teaches the selection scores to rank the revisit source first")
@@ -226,24 +192,15 @@ def main(argv=None):
     ap.add_argument("--checkpoint-minutes", type=float, default=4.0)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--run", default="", help="label written into each curve row (a resumed lineage keeps its runs apart)")
-    args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    return ap
 
-    backbone = load_embedded(args.out) if args.resume else build_embedded(args.seed)
-    if args.add_camera_clock and backbone.clock is None:
-        add_camera_clock(backbone)
-    if args.restart_hr:
-        # in v7's first legs the HR branch grew to ~40x the norm of an ordinary token and
-        # drowned the LR content: every compressed block wrote nearly the same values (3%
-        # apart), an inert extra sink that no selection could make useful
-        torch.manual_seed(args.seed)
-        backbone.hr_compressor.restart()
+
+def _optimizer(backbone, args):
+    """(trainable parameters, AdamW, EMA copy or None) for the backbone's trainable modules."""
     modules = trainable_modules(backbone)
     params = [p for m in modules.values() for p in m.parameters()]
     for m in modules.values():
         m.train().requires_grad_(True)
-    n_params = sum(p.numel() for p in params)
     # the clock starts at zero inside trained weights: at the base rate its entries would
     # stay small against the timestep embedding (std ~0.6) for a whole CPU session
     clock_params = set(modules["clock"].parameters()) if "clock" in modules else set()
@@ -251,10 +208,119 @@ def main(argv=None):
     if clock_params:
         groups.append({"params": list(clock_params), "scale": args.clock_lr_scale, "weight_decay": 0.0})
     opt = torch.optim.AdamW(groups, lr=args.lr, weight_decay=0.01, betas=(0.9, 0.99))
-    # checkpoints hold an exponential moving average of the weights: with batch 8 the raw
-    # weights of one checkpoint can sample objects that persist and those of the next
-    # objects that fade (v3 did); the average moves more steadily
+    # checkpoints hold an exponential moving average of the weights: the raw weights of
+    # consecutive checkpoints can differ in whether objects persist; the average moves steadily
     ema = [p.detach().clone() for p in params] if args.ema else None
+    return params, opt, ema
+
+
+def _open_log(args):
+    """(curve file, steps and minutes already done). A resumed run continues the saved
+    run's counts (one curve); rows a killed run logged after its last checkpoint are
+    dropped, their steps were lost."""
+    log_path = os.path.join(args.out, "training_curve.jsonl")
+    os.makedirs(args.out, exist_ok=True)
+    done = _previous_run(args.out) if args.resume else {"steps": 0, "minutes": 0.0}
+    kept_rows = []
+    if args.resume and os.path.exists(log_path):
+        with open(log_path) as f:
+            kept_rows = [line for line in f if json.loads(line)["step"] <= done["steps"]]
+    log = open(log_path, "w")
+    log.writelines(kept_rows)
+    return log, done
+
+
+def _step_losses(sampler, args, rng, gen, blocks: dict) -> dict:
+    """Every loss of one step: the main batch (weighted per block), the short batch and the
+    optional revisit batches; `total` is what is backpropagated."""
+    backbone = sampler.backbone
+    prompts, pixels, latent = world_batch(rng, args.batch, args.clip_blocks, backbone.codec)
+    text = backbone.text_encoder(tokenize(prompts))
+    extra = {}
+    per_block = clip_loss(sampler, text, pixels, latent, gen, args.history_noise, args.self_history, args.text_dropout,
+                          args.recall_selection, extra).mean(dim=1)
+    weights = torch.ones_like(per_block)
+    weights[blocks["first_mid_recall"]:] = args.recall_weight
+    loss = (weights * per_block).sum() / weights.sum()
+    selection_loss = extra["selection"]
+    if args.short_batch:
+        s_prompts, s_pixels, s_latent = world_batch(rng, args.short_batch, args.short_blocks, backbone.codec)
+        short = clip_loss(sampler, backbone.text_encoder(tokenize(s_prompts)), s_pixels, s_latent, gen, args.history_noise, text_dropout=args.text_dropout).mean(dim=1)
+        loss = 0.5 * (loss + short.mean())
+    total = loss + args.selection_loss * selection_loss if selection_loss is not None and args.selection_loss else loss
+    revisit = own = None
+    if args.revisit_batch:
+        r_prompts, r_pixels, r_latent = world_batch(rng, args.revisit_batch, args.revisit_blocks, backbone.codec)
+        revisit = clip_loss(sampler, backbone.text_encoder(tokenize(r_prompts)), r_pixels, r_latent, gen, args.history_noise, args.self_history, args.text_dropout,
+                            args.recall_selection, loss_from=blocks["revisit_from"], sigma_floor=args.revisit_sigma_floor).mean(dim=1)
+        total = total + args.revisit_weight * revisit.mean()
+    if args.own_revisit_batch:
+        o_text = backbone.text_encoder(tokenize([prompt_for(sample_spec(rng)) for _ in range(args.own_revisit_batch)]))
+        o_latent, o_pixels = own_revisit_clip(sampler, o_text.detach(), args.own_revisit_blocks, blocks["loop"])
+        own = clip_loss(sampler, o_text, o_pixels, o_latent, gen, args.history_noise, 0.0, args.text_dropout,
+                        args.recall_selection, loss_from=blocks["loop"], sigma_floor=args.revisit_sigma_floor).mean(dim=1)
+        total = total + args.own_revisit_weight * own.mean()
+    return {"total": total, "loss": loss, "per_block": per_block, "selection": selection_loss, "revisit": revisit, "own": own}
+
+
+def _curve_row(args, losses: dict, blocks: dict, step: int, minutes: float, lr: float) -> dict:
+    per_block, revisit, first_mid_recall = losses["per_block"], losses["revisit"], blocks["first_mid_recall"]
+    row = {"step": step, "minutes": round(minutes, 2), "loss": round(losses["loss"].item(), 5),
+           "loss_first_block": round(per_block[0].item(), 5), "loss_first_loop": round(per_block[:8].mean().item(), 5),
+           "lr": lr}
+    if args.run:
+        row["run"] = args.run
+    if len(per_block) > 8:
+        row["loss_revisit"] = round(per_block[8:].mean().item(), 5)
+    if len(per_block) > first_mid_recall:
+        row["loss_recall_mid"] = round(per_block[first_mid_recall:].mean().item(), 5)
+    if losses["selection"] is not None:
+        row["loss_selection"] = round(losses["selection"].item(), 5)
+    if revisit is not None:
+        # at high noise: blocks where first places come back into view (slow pans),
+        # revisits of the sink, then of places only the mid bank holds
+        sink_at, mid_at = blocks["loop"] - blocks["revisit_from"], first_mid_recall - blocks["revisit_from"]  # indices into `revisit`
+        if sink_at > 0:
+            row["loss_revisit_entering_high"] = round(revisit[:sink_at].mean().item(), 5)
+        row["loss_revisit_sink_high"] = round(revisit[sink_at:mid_at].mean().item(), 5)
+        if len(revisit) > mid_at:
+            row["loss_revisit_mid_high"] = round(revisit[mid_at:].mean().item(), 5)
+    if losses["own"] is not None:
+        row["loss_own_revisit_high"] = round(losses["own"].mean().item(), 5)
+    return row
+
+
+def _blocks(args, config, backbone) -> dict:
+    """Block indices of the world's loop: its length, where the revisit batch's loss starts,
+    and the first block whose revisit source (one camera loop back) has left the sink."""
+    loop_blocks = LOOP_FRAMES // (config.block_frames * backbone.codec.temporal_factor)
+    revisit_from = loop_blocks if args.revisit_from is None else args.revisit_from
+    if not 0 < revisit_from <= loop_blocks:
+        raise ValueError(f"--revisit-from {revisit_from}: allowed 1..{loop_blocks} (the loss must cover the sink's revisits)")
+    if args.own_revisit_batch and not loop_blocks < args.own_revisit_blocks <= 2 * loop_blocks:
+        raise ValueError(f"--own-revisit-blocks {args.own_revisit_blocks}: allowed {loop_blocks + 1}..{2 * loop_blocks} (one loop of the model's own blocks, then revisits of them)")
+    return {"loop": loop_blocks, "revisit_from": revisit_from, "first_mid_recall": loop_blocks + config.sink_blocks}
+
+
+def _backbone(args):
+    backbone = load_embedded(args.out) if args.resume else build_embedded(args.seed)
+    if args.add_camera_clock and backbone.clock is None:
+        add_camera_clock(backbone)
+    if args.restart_hr:
+        # an HR branch grown far above an ordinary token's norm drowns the LR content;
+        # restarting it makes compressed tokens begin as the LR branch's
+        torch.manual_seed(args.seed)
+        backbone.hr_compressor.restart()
+    return backbone
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    backbone = _backbone(args)
+    params, opt, ema = _optimizer(backbone, args)
+    n_params = sum(p.numel() for p in params)
 
     def save(metadata):
         if ema is None:
@@ -267,27 +333,10 @@ def main(argv=None):
 
     config = EMBEDDED_CONFIG.replace(proportional_attention=args.proportional_attention)
     sampler = PackForcingSampler(backbone, config, seed=args.seed)
-    # the first block whose revisit source (one camera loop back) has left the sink
-    loop_blocks = LOOP_FRAMES // (config.block_frames * backbone.codec.temporal_factor)
-    first_mid_recall = loop_blocks + config.sink_blocks
-    revisit_from = loop_blocks if args.revisit_from is None else args.revisit_from
-    if not 0 < revisit_from <= loop_blocks:
-        raise ValueError(f"--revisit-from {revisit_from}: allowed 1..{loop_blocks} (the loss must cover the sink's revisits)")
-    if args.own_revisit_batch and not loop_blocks < args.own_revisit_blocks <= 2 * loop_blocks:
-        raise ValueError(f"--own-revisit-blocks {args.own_revisit_blocks}: allowed {loop_blocks + 1}..{2 * loop_blocks} (one loop of the model's own blocks, then revisits of them)")
+    blocks = _blocks(args, config, backbone)
     rng = random.Random(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
-    log_path = os.path.join(args.out, "training_curve.jsonl")
-    os.makedirs(args.out, exist_ok=True)
-    # a resumed run continues the saved run's step and minute counts (one curve); rows
-    # a killed run logged after its last checkpoint are dropped, their steps were lost
-    done = _previous_run(args.out) if args.resume else {"steps": 0, "minutes": 0.0}
-    kept_rows = []
-    if args.resume and os.path.exists(log_path):
-        with open(log_path) as f:
-            kept_rows = [line for line in f if json.loads(line)["step"] <= done["steps"]]
-    log = open(log_path, "w")
-    log.writelines(kept_rows)
+    log, done = _open_log(args)
     start = last_ckpt = time.time()
     budget = args.minutes * 60
     step = 0
@@ -298,63 +347,16 @@ def main(argv=None):
         lr = args.lr * min(1.0, (step + 1) / 50) * 0.5 * (1 + math.cos(math.pi * progress))
         for group in opt.param_groups:
             group["lr"] = lr * group["scale"]
-        prompts, pixels, latent = world_batch(rng, args.batch, args.clip_blocks, backbone.codec)
-        text = backbone.text_encoder(tokenize(prompts))
-        extra = {}
-        per_block = clip_loss(sampler, text, pixels, latent, gen, args.history_noise, args.self_history, args.text_dropout,
-                              args.recall_selection, extra).mean(dim=1)
-        weights = torch.ones_like(per_block)
-        weights[first_mid_recall:] = args.recall_weight
-        loss = (weights * per_block).sum() / weights.sum()
-        selection_loss = extra["selection"]
-        if args.short_batch:
-            s_prompts, s_pixels, s_latent = world_batch(rng, args.short_batch, args.short_blocks, backbone.codec)
-            short = clip_loss(sampler, backbone.text_encoder(tokenize(s_prompts)), s_pixels, s_latent, gen, args.history_noise, text_dropout=args.text_dropout).mean(dim=1)
-            loss = 0.5 * (loss + short.mean())
-        total = loss + args.selection_loss * selection_loss if selection_loss is not None and args.selection_loss else loss
-        revisit = None
-        if args.revisit_batch:
-            r_prompts, r_pixels, r_latent = world_batch(rng, args.revisit_batch, args.revisit_blocks, backbone.codec)
-            revisit = clip_loss(sampler, backbone.text_encoder(tokenize(r_prompts)), r_pixels, r_latent, gen, args.history_noise, args.self_history, args.text_dropout,
-                                args.recall_selection, loss_from=revisit_from, sigma_floor=args.revisit_sigma_floor).mean(dim=1)
-            total = total + args.revisit_weight * revisit.mean()
-        own = None
-        if args.own_revisit_batch:
-            o_text = backbone.text_encoder(tokenize([prompt_for(sample_spec(rng)) for _ in range(args.own_revisit_batch)]))
-            o_latent, o_pixels = own_revisit_clip(sampler, o_text.detach(), args.own_revisit_blocks, loop_blocks)
-            own = clip_loss(sampler, o_text, o_pixels, o_latent, gen, args.history_noise, 0.0, args.text_dropout,
-                            args.recall_selection, loss_from=loop_blocks, sigma_floor=args.revisit_sigma_floor).mean(dim=1)
-            total = total + args.own_revisit_weight * own.mean()
+        losses = _step_losses(sampler, args, rng, gen, blocks)
         opt.zero_grad(set_to_none=True)
-        total.backward()
+        losses["total"].backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         if ema is not None:
             # short warm-up, so early checkpoints are not dominated by the starting weights
             torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - min(args.ema, (1 + step) / (10 + step)))
         step += 1
-        row = {"step": done["steps"] + step, "minutes": round(done["minutes"] + (time.time() - start) / 60, 2), "loss": round(loss.item(), 5),
-               "loss_first_block": round(per_block[0].item(), 5), "loss_first_loop": round(per_block[:8].mean().item(), 5),
-               "lr": lr}
-        if args.run:
-            row["run"] = args.run
-        if len(per_block) > 8:
-            row["loss_revisit"] = round(per_block[8:].mean().item(), 5)
-        if len(per_block) > first_mid_recall:
-            row["loss_recall_mid"] = round(per_block[first_mid_recall:].mean().item(), 5)
-        if selection_loss is not None:
-            row["loss_selection"] = round(selection_loss.item(), 5)
-        if revisit is not None:
-            # at high noise: blocks where first places come back into view (slow pans),
-            # revisits of the sink, then of places only the mid bank holds
-            sink_at, mid_at = loop_blocks - revisit_from, first_mid_recall - revisit_from  # indices into `revisit`
-            if sink_at > 0:
-                row["loss_revisit_entering_high"] = round(revisit[:sink_at].mean().item(), 5)
-            row["loss_revisit_sink_high"] = round(revisit[sink_at:mid_at].mean().item(), 5)
-            if len(revisit) > mid_at:
-                row["loss_revisit_mid_high"] = round(revisit[mid_at:].mean().item(), 5)
-        if own is not None:
-            row["loss_own_revisit_high"] = round(own.mean().item(), 5)
+        row = _curve_row(args, losses, blocks, done["steps"] + step, done["minutes"] + (time.time() - start) / 60, lr)
         log.write(json.dumps(row) + "\n")
         log.flush()  # a killed run keeps its curve up to the last step
         if step % 10 == 0:

@@ -18,7 +18,6 @@ stopped when started again with the same --out) and `curve.jsonl` (one row per s
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import random
@@ -30,9 +29,9 @@ import torch
 from ..attention import SelectionHook
 from ..sampler import PackForcingSampler
 from ..selection import score_matrix
-from .vocab import tokenize
 from . import camera_model
 from .camera_data import Clips, is_mid_revisit, make_clips
+from .vocab import tokenize
 
 
 @dataclass(frozen=True)
@@ -59,7 +58,7 @@ class TrainConfig:
     seed: int = 0
 
     @classmethod
-    def from_file(cls, path: str, **overrides) -> "TrainConfig":
+    def from_file(cls, path: str, **overrides) -> TrainConfig:
         with open(path) as f:
             data = json.load(f)
         known = {f.name for f in fields(cls)}
@@ -82,13 +81,17 @@ def _selection_ce(sampler, hook: SelectionHook, mid_sources: list[int]) -> torch
     bank = list(cache.mid)
     if hook.query_sum is None or not mid_sources or len(bank) <= len(mid_sources):
         return None
-    scores = score_matrix(hook.query_sum, [cache.mid[m].key_sum for m in bank], hook.query_sum.shape[-1], cfg.score_head_fraction)
+    scores = score_matrix(
+        hook.query_sum, [cache.mid[m].key_sum for m in bank], hook.query_sum.shape[-1], cfg.score_head_fraction
+    )
     logits = scores / (scores.std(dim=1, keepdim=True).detach() + 1e-6)
     positive = torch.tensor([m in mid_sources for m in bank])
     return -(logits.log_softmax(1)[:, positive].logsumexp(1)).mean()
 
 
-def clip_loss(sampler: PackForcingSampler, clips: Clips, texts: list[torch.Tensor], tc: TrainConfig, gen: torch.Generator):
+def clip_loss(
+    sampler: PackForcingSampler, clips: Clips, texts: list[torch.Tensor], tc: TrainConfig, gen: torch.Generator
+):
     """(weighted flow loss, selection loss, stats) of one teacher-forced pass over the clips."""
     cfg, device = sampler.config, sampler.backbone.device
     bf, batch = cfg.block_frames, clips.latent.shape[0]
@@ -98,7 +101,9 @@ def clip_loss(sampler: PackForcingSampler, clips: Clips, texts: list[torch.Tenso
         for c, row in enumerate(clips.sources):
             x0 = clips.latent[:, :, c * bf : (c + 1) * bf].to(device)
             mid = [m for m in row["mid"] if m in sampler.cache.mid] if is_mid_revisit(row) else []
-            hook = SelectionHook(mid[: cfg.top_k] if mid and torch.rand((), generator=gen).item() < tc.force_source else [])
+            hook = SelectionHook(
+                mid[: cfg.top_k] if mid and torch.rand((), generator=gen).item() < tc.force_source else []
+            )
             sampler.begin_block(c, hook=hook)
             sigma = sample_sigmas(batch, gen, tc.revisit_sigma_floor if mid else 0.0).to(device)
             s = sigma.view(batch, 1, 1, 1, 1)
@@ -143,7 +148,11 @@ class Run:
 
     def __init__(self, tc: TrainConfig, out: str):
         self.tc, self.out = tc, out
-        self.device = torch.device("cuda" if tc.device == "auto" and torch.cuda.is_available() else ("cpu" if tc.device == "auto" else tc.device))
+        self.device = torch.device(
+            "cuda"
+            if tc.device == "auto" and torch.cuda.is_available()
+            else ("cpu" if tc.device == "auto" else tc.device)
+        )
         torch.set_num_threads(tc.threads)
         self.backbone = camera_model.build(tc.seed)
         self.backbone.transformer.to(self.device)
@@ -161,9 +170,9 @@ class Run:
 
     def _resume(self) -> None:
         state = torch.load(os.path.join(self.out, "state.pt"), map_location=self.device, weights_only=False)
-        for p, v in zip(self.params, state["params"]):
+        for p, v in zip(self.params, state["params"], strict=True):
             p.data.copy_(v)
-        for e, v in zip(self.ema, state["ema"]):
+        for e, v in zip(self.ema, state["ema"], strict=True):
             e.copy_(v)
         self.opt.load_state_dict(state["opt"])
         self.step, self.minutes = state["step"], state["minutes"]
@@ -172,16 +181,31 @@ class Run:
         print(f"resumed {self.out} at step {self.step} ({self.minutes:.1f} min)", flush=True)
 
     def save(self) -> None:
-        state = {"params": [p.detach() for p in self.params], "ema": self.ema, "opt": self.opt.state_dict(),
-                 "step": self.step, "minutes": self.minutes, "rng": self.rng.getstate(), "gen": self.gen.get_state()}
+        state = {
+            "params": [p.detach() for p in self.params],
+            "ema": self.ema,
+            "opt": self.opt.state_dict(),
+            "step": self.step,
+            "minutes": self.minutes,
+            "rng": self.rng.getstate(),
+            "gen": self.gen.get_state(),
+        }
         torch.save(state, os.path.join(self.out, "state.tmp"))
         os.replace(os.path.join(self.out, "state.tmp"), os.path.join(self.out, "state.pt"))
         raw = [p.detach().clone() for p in self.params]
-        for p, e in zip(self.params, self.ema):
+        for p, e in zip(self.params, self.ema, strict=True):
             p.data.copy_(e)
-        camera_model.save(self.backbone, self.out, {"steps": self.step, "minutes": round(self.minutes, 2),
-                                                    "recipe": asdict(self.tc), "device": str(self.device)})
-        for p, r in zip(self.params, raw):
+        camera_model.save(
+            self.backbone,
+            self.out,
+            {
+                "steps": self.step,
+                "minutes": round(self.minutes, 2),
+                "recipe": asdict(self.tc),
+                "device": str(self.device),
+            },
+        )
+        for p, r in zip(self.params, raw, strict=True):
             p.data.copy_(r)
 
     def train_step(self) -> dict:
@@ -200,26 +224,41 @@ class Run:
         norm = torch.nn.utils.clip_grad_norm_(self.params, 1.0)
         self.opt.step()
         with torch.no_grad():
-            for p, e in zip(self.params, self.ema):
+            for p, e in zip(self.params, self.ema, strict=True):
                 e.lerp_(p.detach(), 1 - tc.ema)
         self.step += 1
         self.minutes += (time.time() - t0) / 60
         mean = lambda xs: round(sum(xs) / len(xs), 5) if xs else None  # noqa: E731
-        return {"step": self.step, "minutes": round(self.minutes, 3), "loss": round(flow.item(), 5),
-                "selection_ce": round(sel.item(), 4) if sel is not None else None, "mid_revisit_flow": mean(stats["mid_flow"]),
-                "other_flow": mean(stats["other_flow"]), "selection_hit": mean(stats["hit"]), "grad_norm": round(norm.item(), 3),
-                "lr": lr, "switch": clips.switch, "seconds": round(time.time() - t0, 2)}
+        return {
+            "step": self.step,
+            "minutes": round(self.minutes, 3),
+            "loss": round(flow.item(), 5),
+            "selection_ce": round(sel.item(), 4) if sel is not None else None,
+            "mid_revisit_flow": mean(stats["mid_flow"]),
+            "other_flow": mean(stats["other_flow"]),
+            "selection_hit": mean(stats["hit"]),
+            "grad_norm": round(norm.item(), 3),
+            "lr": lr,
+            "switch": clips.switch,
+            "seconds": round(time.time() - t0, 2),
+        }
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m packforcing.embedded.train_camera", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m packforcing.embedded.train_camera", description=__doc__.split("\n\n")[0]
+    )
     ap.add_argument("--recipe", default=os.path.join(os.path.dirname(__file__), "recipes", "v11.json"))
     ap.add_argument("--out", default="runs/v11")
     for f in fields(TrainConfig):
         if f.type in ("float", "int", "str"):
-            ap.add_argument("--" + f.name.replace("_", "-"), type={"float": float, "int": int, "str": str}[f.type], default=None)
+            ap.add_argument(
+                "--" + f.name.replace("_", "-"), type={"float": float, "int": int, "str": str}[f.type], default=None
+            )
     args = ap.parse_args(argv)
-    tc = TrainConfig.from_file(args.recipe, **{f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)})
+    tc = TrainConfig.from_file(
+        args.recipe, **{f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
+    )
     run = Run(tc, args.out)
     start, last_ckpt = time.time(), time.time()
     with open(os.path.join(args.out, "curve.jsonl"), "a") as curve:

@@ -41,7 +41,6 @@ PANS = ("left", "right")
 SPEEDS = ("slow", "medium", "fast")
 MOTIONS = ("still", "bouncing")
 BACKGROUNDS = ("night", "dusk", "forest")
-MOTION_WORDS = PANS + SPEEDS + MOTIONS
 
 DEFAULTS = {"pan": "right", "speed": "medium", "motion": "still", "background": "night"}
 DEFAULT_SHAPE = "circle"  # for a colour with no shape after it

@@ -116,11 +116,6 @@ def scene_width(spec: WorldSpec) -> int:
     return PAN_SPEED[spec.speed] * LOOP_FRAMES
 
 
-def loop_frames(spec: WorldSpec) -> int:
-    """Frames until the camera shows the same place again (the same for every spec)."""
-    return LOOP_FRAMES
-
-
 def camera_x(spec: WorldSpec, frame):
     """Panorama x of the view's left edge at `frame` (int or integer array), in [0, width)."""
     width = scene_width(spec)
@@ -139,7 +134,7 @@ def _supersampled(inside, h: int, w: int, ss: int = 4) -> np.ndarray:
     return m.reshape(h, ss, w, ss).mean(axis=(1, 3))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def sprite(shape: str) -> np.ndarray:
     """Anti-aliased coverage mask (h, w) float32 in [0, 1]."""
     if shape == "circle":

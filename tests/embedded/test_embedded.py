@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from packforcing.embedded.model import add_camera_clock, build_embedded
-from packforcing.embedded.model import EMBEDDED_DIR
+from packforcing.embedded.model import EMBEDDED_DIR, add_camera_clock, build_embedded
 from packforcing.pipeline import PackForcingPipeline
 
 

@@ -8,9 +8,8 @@ import torch
 
 from packforcing.embedded import recall
 from packforcing.embedded.data import world_batch
-from packforcing.embedded.model import load_embedded
+from packforcing.embedded.model import EMBEDDED_DIR, load_embedded
 from packforcing.embedded.vocab import tokenize
-from packforcing.embedded.model import EMBEDDED_DIR
 
 
 def test_recall_probe_oracle_attends_the_source_and_anti_never_does():

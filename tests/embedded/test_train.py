@@ -7,12 +7,13 @@ import random
 import pytest
 import torch
 
+from packforcing.embedded.data import own_revisit_clip, world_batch
 from packforcing.embedded.model import EMBEDDED_CONFIG, build_embedded, load_embedded, trainable_modules
-from packforcing.events import Frames
-from packforcing.sampler import PackForcingSampler, to_uint8
-from packforcing.embedded.data import world_batch
-from packforcing.embedded.train import clip_loss, main, own_revisit_clip, sample_sigmas
+from packforcing.embedded.train import clip_loss, main, sample_sigmas
 from packforcing.embedded.vocab import tokenize
+from packforcing.events import Frames
+from packforcing.sampler import PackForcingSampler
+from packforcing.video import to_uint8
 
 
 def test_sigmas_cover_the_whole_schedule():

@@ -16,7 +16,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run import ROOT, copy_repo, run_in_child  # noqa: E402
+from run import copy_repo, run_in_child  # noqa: E402
 
 CD, SS, RD, CP, ME, PD, SC = (f"tests/test_{n}.py" for n in (
     "cache_decisions", "selection_scores", "rope_direction", "compressed_positions", "memory_edges", "parity_dynamic", "stream_contract"))

@@ -392,9 +392,9 @@ def main():
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the temporary copy is removed
     os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
     sys.dont_write_bytecode = True
-    import torch  # noqa: F401  imported once, before forking; the package is imported fresh per child
-    import diffusers.models.transformers.transformer_wan  # noqa: F401
     import diffusers.models.autoencoders.autoencoder_kl_wan  # noqa: F401
+    import diffusers.models.transformers.transformer_wan  # noqa: F401
+    import torch  # noqa: F401  imported once, before forking; the package is imported fresh per child
 
     torch.set_num_threads(1)
     workdir = tempfile.mkdtemp(prefix="packforcing-mutants-")
