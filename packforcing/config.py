@@ -119,10 +119,6 @@ class PackForcingConfig:
         return self.sink_frames // self.block_frames
 
     @property
-    def uses_mid_bank(self) -> bool:
-        return self.policy != "window"
-
-    @property
     def compresses_mid(self) -> bool:
         return self.policy in COMPRESSING_POLICIES
 
@@ -148,10 +144,6 @@ class PackForcingConfig:
             s = t / self.num_train_timesteps
             out.append(self.shift * s / (1.0 + (self.shift - 1.0) * s))
         return tuple(out)
-
-    @property
-    def warped_timesteps(self) -> tuple[float, ...]:
-        return tuple(s * self.num_train_timesteps for s in self.sigmas)
 
     def replace(self, **changes) -> "PackForcingConfig":
         return replace(self, **changes)

@@ -1,6 +1,9 @@
-"""One running studio (app.py in a subprocess) shared by the tests that drive it over HTTP:
-the browser tests and the gradio_client tests. Its Gradio cache is a folder of its own,
-so tests can count what runs leave on disk."""
+"""Shared by every test: tests/ is on sys.path (pytest inserts a conftest's folder), so
+tests in subfolders import helpers.py and dense_reference.py too.
+
+`studio`: one running studio (app.py in a subprocess) shared by the tests that drive it
+over HTTP, the browser tests and the gradio_client tests. Its Gradio cache is a folder of
+its own, so tests can count what runs leave on disk."""
 
 import os
 import socket

@@ -174,7 +174,7 @@ def load_embedded(directory: str) -> Backbone:
     with open(os.path.join(directory, "config.json")) as f:
         meta = json.load(f)
     if meta.get("architecture") == "camera":  # v11: the camera-conditioned model
-        from ..embedded.camera_model import load
+        from .camera_model import load
 
         return load(directory)
     clock_blocks = meta.get("camera_clock_blocks")
