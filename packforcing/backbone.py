@@ -112,17 +112,18 @@ class WanVAECodec:
         self.mean = torch.tensor(cfg.latents_mean[: cfg.z_dim]).view(shape)
         self.std = torch.tensor(cfg.latents_std[: cfg.z_dim]).view(shape)
 
-    def _stats(self, like):
+    def stats(self, like):
+        """The latent normalisation (mean, std), on `like`'s device and dtype."""
         return self.mean.to(like), self.std.to(like)
 
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
         dtype = next(self.vae.parameters()).dtype
         mu = self.vae.encode(pixels.to(dtype)).latent_dist.mode()
-        mean, std = self._stats(mu)
+        mean, std = self.stats(mu)
         return (mu - mean) / std
 
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
-        mean, std = self._stats(latent)
+        mean, std = self.stats(latent)
         dtype = next(self.vae.parameters()).dtype
         return self.vae.decode((latent * std + mean).to(dtype)).sample.clamp(-1, 1)
 
@@ -141,7 +142,7 @@ class _WanStreamDecoder:
 
     def decode_next(self, latent: torch.Tensor) -> torch.Tensor:
         vae = self.codec.vae
-        mean, std = self.codec._stats(latent)
+        mean, std = self.codec.stats(latent)
         x = vae.post_quant_conv((latent * std + mean).to(next(vae.parameters()).dtype))
         outs = []
         for i in range(x.shape[2]):

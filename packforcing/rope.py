@@ -69,13 +69,6 @@ def rotate_in_time(keys: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> 
     return torch.cat([temporal, keys[..., t_dim:]], dim=-1)
 
 
-def shift_keys_in_time(keys: torch.Tensor, delta: float) -> torch.Tensor:
-    """Rotate only the temporal channel pairs of rotated keys (B, S, H, D) by delta frames."""
-    if delta == 0:
-        return keys
-    return rotate_in_time(keys, *temporal_rotation(torch.full((keys.shape[1],), float(delta)), keys.shape[-1]))
-
-
 class PositionedRotaryEmbed(nn.Module):
     """Stands in for `model.rope`: same output as WanRotaryPosEmbed, at positions we choose.
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 from diffusers.models.embeddings import get_1d_rotary_pos_embed
@@ -92,3 +93,13 @@ def fold_backbone(width: int = 128, height: int = 128, heads: int = 4, seed: int
     transformer = WanTransformer3DModel(**{**TINY_TRANSFORMER, "num_attention_heads": heads}).eval()
     return Backbone(name="fold", transformer=transformer, codec=FoldCodec(seed), width=width, height=height,
                     encode_prompt=HashTextEncoder(transformer.config.text_dim, seed=seed))
+
+
+@pytest.fixture(scope="module", autouse=False)
+def one_thread():
+    """Tiny models run op by op: one thread is faster, and on a shared, loaded box two
+    spinning threads per op are tens of times slower. Restored after the module."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -7,10 +7,12 @@ import math
 
 import pytest
 import torch
-from dense_reference import grid, rotate
+from dense_reference import grid, one_thread, rotate  # noqa: F401  (fixture)
 
 from packforcing.cache import BlockKV, CacheInvariantError, KVCache
 from packforcing.config import PackForcingConfig
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 FULL, SMALL = 64, 4  # tokens of a full-resolution and of a compressed block
 

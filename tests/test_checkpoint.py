@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import original_key_shapes
 
 from packforcing.backbones import wan_checkpoint as wc
 
@@ -28,7 +29,7 @@ TINY = dict(
 
 
 def test_real_config_keys_convert_to_every_diffusers_parameter():
-    original = wc.original_key_shapes(wc.WAN_1_3B_CONFIG)
+    original = original_key_shapes(wc.WAN_1_3B_CONFIG)
     # the numbers of the real self_forcing_dmd.pt generator (DESIGN.md)
     assert len(original) == 825
     assert sum(math.prod(s) for s in original.values()) == 1_418_996_800
@@ -120,7 +121,7 @@ def original_wan_forward(state, cfg, x, t, context):
 def synthetic_state(cfg, seed):
     gen = torch.Generator().manual_seed(seed)
     state = {}
-    for key, shape in wc.original_key_shapes(cfg).items():
+    for key, shape in original_key_shapes(cfg).items():
         value = 0.2 * torch.randn(shape, generator=gen)
         if "norm" in key and key.endswith("weight"):
             value = 1.0 + value
@@ -252,7 +253,7 @@ def test_checkpoint_without_generator_is_rejected(tmp_path):
 def test_without_the_norm_swap_the_cross_attention_norm_has_nowhere_to_go(monkeypatch):
     renames = tuple(r for r in wc.RENAMES if "norm_placeholder" not in r[0] + r[1] and r != ("norm3", "norm2"))
     monkeypatch.setattr(wc, "RENAMES", renames)
-    state = wc.convert_self_forcing_state_dict({k: torch.empty(s, device="meta") for k, s in wc.original_key_shapes(TINY).items()})
+    state = wc.convert_self_forcing_state_dict({k: torch.empty(s, device="meta") for k, s in original_key_shapes(TINY).items()})
     with pytest.raises(wc.CheckpointError, match=r"missing: blocks\.0\.norm2\.bias.*unexpected: blocks\.0\.norm3\.bias"):
         wc.check_state_dict(state, TINY)
 

@@ -10,12 +10,14 @@ import itertools
 import pytest
 import torch
 import torch.nn.functional as F
-from dense_reference import cis, fold_backbone, rotate
+from dense_reference import cis, fold_backbone, one_thread, rotate  # noqa: F401  (fixture)
 
 from packforcing.cache import BlockKV
 from packforcing.compression import HRCompressor, fit_lr_to_grid
 from packforcing.config import PackForcingConfig
 from packforcing.sampler import PackForcingSampler
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 CENTRES = [(12.5, 1.5, 1.5), (12.5, 1.5, 5.5), (12.5, 1.5, 9.5), (12.5, 5.5, 1.5), (12.5, 5.5, 5.5), (12.5, 5.5, 9.5),
            (14.5, 1.5, 1.5), (14.5, 1.5, 5.5), (14.5, 1.5, 9.5), (14.5, 5.5, 1.5), (14.5, 5.5, 5.5), (14.5, 5.5, 9.5)]

@@ -136,3 +136,30 @@ def test_ruff_is_clean():
     out = subprocess.run([sys.executable, "-m", "ruff", "check", "--output-format", "concise", "."], cwd=ROOT,
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+# private names of other libraries the code has to reach (diffusers' decoder cache size,
+# torch's fused foreach ops) and the marker `install` leaves on a transformer
+FOREIGN_PRIVATE = {"_cached_conv_counts", "_foreach_copy_", "_foreach_lerp_", "_packforcing_slot"}
+
+
+def private_uses(source: str) -> list[str]:
+    """`x._name` where x is not self or cls: something reaching into another object."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+            owner = node.value.id if isinstance(node.value, ast.Name) else None
+            if owner not in ("self", "cls") and node.attr not in FOREIGN_PRIVATE:
+                found.append(f"{node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_nothing_calls_another_objects_private_members():
+    found = {str(p.relative_to(ROOT)): private_uses(p.read_text()) for p in SOURCES}
+    assert {k: v for k, v in found.items() if v} == {}
+
+
+def test_private_check_sees_reaching_in():
+    """Negative control: the trainer's old calls are flagged, a class's own are not."""
+    assert private_uses("v = sampler._forward(x)\nsampler.session._select(q)") == ["1: sampler._forward", "2: sampler.session._select"]
+    assert private_uses("class A:\n    def f(self):\n        return self._g()") == []

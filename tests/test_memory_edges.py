@@ -3,12 +3,15 @@
 At 128x128: 128 / 8 (VAE) = 16, / 2 (patch) = 8, so 64 tokens per latent frame, 256 per
 4-frame block, and a compressed block is 2 x (16 // 8) x (16 // 8) = 8 tokens."""
 
+import math
 from types import SimpleNamespace
 
 import pytest
+import torch
 
+from packforcing.compression import HRCompressor
 from packforcing.config import PackForcingConfig
-from packforcing.memory import compressed_grid, compressed_tokens_per_block, kv_curve, latent_frames_for, memory_table
+from packforcing.memory import compressed_tokens_per_block, kv_curve, latent_frames_for, memory_table
 from packforcing.sampler import blocks_for
 
 BPT = 184_320  # bytes per token of Wan 1.3B: K and V, 30 layers, 1536 wide, bf16
@@ -48,6 +51,7 @@ def test_held_tokens_per_block_hand_counted():
         assert [r[policy] for r in rows] == [t * BPT for t in tokens], policy
     assert [r["video_seconds"] for r in rows] == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]
     assert [r["block"] for r in rows] == list(range(8))
+    assert [r["video_seconds"] for r in kv_curve(2.0, 128, 128, 24, config)] == pytest.approx([16 / 24, 32 / 24, 48 / 24])
     table = memory_table(8.0, 128, 128, 16, config)
     assert table["packforcing_tokens"] == 792 and table["kv_bytes_by_policy"]["fifo"] == 784 * BPT
 
@@ -67,19 +71,25 @@ def test_bounded_context_formula_hand_counted_off_the_paper_geometry():
     assert table["context_tokens"] == 8 * 880 + 16 * 100 + 3520 + 3520 == 15680
     assert table["sink_tokens"] == 7040 and table["recent_tokens"] == 3520
     assert table["compression_ratio"] == 35.2
-    odd = memory_table(30, 100, 100)  # latent 12 x 12 -> 6 x 6 tokens; compressed 2 x 1 x 1
-    assert (odd["tokens_per_latent_frame"], odd["compressed_tokens_per_block"]) == (36, 2)
+    with pytest.raises(ValueError, match="width=100 is not a multiple of 16"):  # the patch grid would floor it to 96
+        memory_table(30, 100, 100)
 
 
 @pytest.mark.parametrize("block_frames", [1, 2, 3, 4, 5, 6])
-def test_compressed_count_agrees_with_the_compressor_grid(block_frames):
+def test_compressed_count_is_what_the_hr_branch_outputs(block_frames):
+    # by hand: block_frames // 2 x (height // 64) x (width // 64) (VAE 8, then 8 from the
+    # three stride-2 convs); a 1-frame block gives none, as the sampler refuses to compress it
     config = PackForcingConfig(block_frames=block_frames, sink_frames=0)
-    for width, height in [(832, 480), (128, 128), (100, 60)]:
-        f, h, w = compressed_grid(block_frames, height // 8, width // 8)
-        assert compressed_tokens_per_block(width, height, config) == f * h * w, (block_frames, width, height)
+    for width, height in [(832, 480), (128, 128), (100, 60), (200, 136)]:
+        by_hand = (block_frames // 2) * (height // 64) * (width // 64)
+        assert compressed_tokens_per_block(width, height, config) == by_hand, (width, height)
+    if block_frames >= 2:  # and the convolutions themselves, on 200x136's 17 x 25 latent
+        with torch.no_grad():
+            out = HRCompressor(16, 8, (4, 4, 4, 4))(torch.zeros(1, 16, block_frames, 17, 25))
+        assert math.prod(out.shape[2:]) == compressed_tokens_per_block(200, 136, config)
 
 
 def test_memory_table_rejects_what_cannot_be_counted():
-    for kwargs, word in [({"seconds": 0}, "seconds=0"), ({"seconds": 1, "width": 8}, "8x480 is too small"), ({"seconds": 1, "fps": -1}, "fps=-1")]:
+    for kwargs, word in [({"seconds": 0}, "seconds=0"), ({"seconds": 1, "width": 8}, "width=8 is out of range; allowed 16 to"), ({"seconds": 1, "fps": -1}, "fps=-1")]:
         with pytest.raises(ValueError, match=word):
             memory_table(**kwargs)

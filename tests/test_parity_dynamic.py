@@ -12,11 +12,13 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from dense_reference import brute_force_scores, fold_backbone, grid, rotate, top_k_newest_wins
+from dense_reference import brute_force_scores, fold_backbone, grid, one_thread, rotate, top_k_newest_wins  # noqa: F401  (fixture)
 
 from packforcing.config import PackForcingConfig
 from packforcing.events import Block
 from packforcing.sampler import PackForcingSampler
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 BLOCKS, SEED, PROMPT = 8, 3, "a red ball rolls past a blue cube"
 SINK, RECENT, TOP_K, CAPACITY, STRIDE = 1, 1, 2, 3, 3  # blocks; query stride

@@ -4,14 +4,17 @@ wrong frame offset gives other numbers here, whatever the package's own helpers 
 
 import pytest
 import torch
-from dense_reference import fold_backbone, grid, rotate
+from dense_reference import fold_backbone, grid, one_thread, rotate  # noqa: F401  (fixture)
 from diffusers.models.transformers import transformer_wan
 from diffusers.models.transformers.transformer_wan import WanAttnProcessor, WanRotaryPosEmbed
+from helpers import shift_keys_in_time
 
 from packforcing.attention import CacheSession, PackForcingAttnProcessor, SessionSlot
 from packforcing.cache import BlockKV, KVCache
 from packforcing.config import PackForcingConfig
-from packforcing.rope import PositionedRotaryEmbed, shift_keys_in_time
+from packforcing.rope import PositionedRotaryEmbed
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 FRAMES, SIDE = 4, 8  # a latent block (4, 8, 8) -> 4 x 4 x 4 = 64 tokens
 PER_FRAME = (SIDE // 2) ** 2
@@ -62,6 +65,13 @@ def test_positioned_rope_equals_wan_rotary_pos_embed(model, offset):
     assert torch.equal(cos, want_cos) and torch.equal(sin, want_sin)
     ours.place(float(offset + 1))  # negative control: one frame off
     assert not torch.allclose(ours(torch.zeros(1, 16, FRAMES, SIDE, SIDE))[1], want_sin, atol=1e-3)
+
+
+def test_a_fresh_wrapper_is_wan_rotary_pos_embed_itself(model):
+    # before any place(): frames from 0, unit spacing, no centre, as the module it replaces
+    cos, sin = PositionedRotaryEmbed(model.rope)(torch.zeros(1, 16, FRAMES, SIDE, SIDE))
+    want_cos, want_sin = wan_table(model, 0)
+    assert torch.equal(cos, want_cos) and torch.equal(sin, want_sin)
 
 
 def test_attention_output_equals_wan_attn_processor(model, monkeypatch):

@@ -1,8 +1,9 @@
 import torch
 from dense_reference import brute_force_scores
+from helpers import shift_keys_in_time
 
 from packforcing.config import PackForcingConfig
-from packforcing.rope import apply_rotary, grid_positions, rope_cos_sin, rope_split, shift_keys_in_time
+from packforcing.rope import apply_rotary, grid_positions, rope_cos_sin, rope_split
 from packforcing.selection import factorised_scores, include_required, score_matrix, select_blocks
 
 HEAD_DIM = 128

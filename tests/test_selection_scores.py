@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from dense_reference import brute_force_scores, fold_backbone, top_k_newest_wins
+from dense_reference import brute_force_scores, fold_backbone, one_thread, top_k_newest_wins  # noqa: F401  (fixture)
 
 import packforcing.attention as attention
 from packforcing.attention import SelectionHook
@@ -15,6 +15,8 @@ from packforcing.config import PackForcingConfig
 from packforcing.events import Block
 from packforcing.sampler import PackForcingSampler
 from packforcing.selection import factorised_scores, include_required, score_matrix, select_blocks
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 STRIDE, HEADS = 3, 4
 
@@ -64,14 +66,15 @@ def passes(log, mode, block):
     return [(hidden, rotary) for m, b, hidden, rotary in log if m == mode and b == block]
 
 
-def reference_scores(attn, log, event, stride=STRIDE, recent=True, denoise_pass=0, rope_q=False, rope_k=False, scored=HEADS // 2):
+def reference_scores(attn, log, event, stride=STRIDE, recent=True, denoise_pass=0, rope_current=False, rope_recent=False,
+                     rope_k=False, scored=HEADS // 2):
     with torch.no_grad():
         hidden, rotary = passes(log, "denoise", event.block)[denoise_pass]
-        queries = [projections(attn, hidden, rotary if rope_q else None)[0][:, ::stride]]
+        queries = [projections(attn, hidden, rotary if rope_current else None)[0][:, ::stride]]
         if recent:
             for r in event.recent:
                 hidden, rotary = passes(log, "write", r)[0]
-                queries.append(projections(attn, hidden, rotary if rope_q else None)[0][:, ::stride])
+                queries.append(projections(attn, hidden, rotary if rope_recent else None)[0][:, ::stride])
         keys = {}
         for m in event.mid_bank:
             hidden, rotary = passes(log, "compressed", m)[0]
@@ -94,7 +97,7 @@ def test_scores_are_the_dense_double_sum_of_pre_rope_first_layer_projections(str
 
 
 @pytest.mark.parametrize("mistake", [
-    dict(rope_q=True), dict(rope_k=True), dict(rope_q=True, rope_k=True), dict(stride=1), dict(recent=False),
+    dict(rope_current=True), dict(rope_recent=True), dict(rope_k=True), dict(stride=1), dict(recent=False),
     dict(denoise_pass=1), dict(scored=HEADS),
 ])
 def test_each_wrong_reading_of_the_score_gives_other_numbers(stream, mistake):

@@ -7,11 +7,14 @@ block; a block is 4 latent frames = 16 pixel frames = 1 s at 16 FPS."""
 import numpy as np
 import pytest
 import torch
-from dense_reference import fold_backbone
+from dense_reference import fold_backbone, one_thread  # noqa: F401  (fixture)
 
 from packforcing.config import PackForcingConfig
 from packforcing.events import Block, Frames, RunEnd, RunStart
-from packforcing.sampler import PackForcingSampler, to_uint8
+from packforcing.sampler import PackForcingSampler
+from packforcing.video import to_uint8
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 CONFIG = PackForcingConfig(policy="fifo", sink_frames=4, top_k=2)
 
@@ -88,3 +91,46 @@ def test_refusals_name_the_problem():
     PackForcingSampler(tiny, PackForcingConfig(policy="window", sink_frames=4))  # nothing to compress: fine
     with pytest.raises(ValueError, match="compression='hr' needs an HR compressor"):
         PackForcingSampler(fold_backbone(64, 64), PackForcingConfig(compression="hr"))
+
+
+def test_a_guided_batch_of_clips_keeps_each_clip_to_its_own_cache_rows():
+    # a probe may batch clips: with guidance each forward holds [prompts, zeroed prompts]
+    # over a cache written per clip, so clip 0 must not depend on clip 1's prompt
+    backbone = fold_backbone(64, 64)
+    config = PackForcingConfig(policy="fifo", sink_frames=4, top_k=2, guidance_scale=3.0)
+    clips = {}
+    for other in ("a blue cube", "green grass"):
+        sampler = PackForcingSampler(backbone, config, seed=0)
+        text = torch.cat([backbone.encode_prompt("a red ball"), backbone.encode_prompt(other)])
+        out = []
+        with torch.no_grad():
+            for c in range(4):  # the public block loop
+                sampler.begin_block(c)
+                x0 = sampler.denoise_block(c, text)
+                sampler.admit(sampler.write_block(c, x0, text), x0, backbone.codec.decode(x0), text)
+                out.append(x0)
+        assert sampler.cache.mid[1].keys[0].shape[0] == 2  # one cache row per clip
+        clips[other] = torch.stack(out)
+    a, b = clips.values()
+    assert torch.allclose(a[:, 0], b[:, 0], atol=1e-5)  # clip 0 alike whatever clip 1 asked for
+    assert not torch.allclose(a[:, 1], b[:, 1], atol=1e-3)
+    # dynamic scores the batch's prompt halves against the cache written per clip
+    sampler = PackForcingSampler(backbone, config.replace(policy="dynamic", mid_capacity=3), seed=0)
+    with torch.no_grad():
+        for c in range(4):
+            sampler.begin_block(c)
+            x0 = sampler.denoise_block(c, text)
+            if c == 3:
+                assert list(sampler.cache.scores) == [1] and sampler.cache.selected == [1]
+            sampler.admit(sampler.write_block(c, x0, text), x0, backbone.codec.decode(x0), text)
+
+
+@pytest.mark.parametrize("policy, banks, kv_tokens", [
+    ("full", [[], [], [], [1], [1, 2]], [64, 128, 192, 256, 320]),  # every block kept whole
+    ("window", [[], [], [], [], []], [64, 128, 128, 128, 128]),  # sink + recent only
+])
+def test_full_keeps_every_block_whole_and_window_none(policy, banks, kv_tokens):
+    sampler = PackForcingSampler(fold_backbone(64, 64), PackForcingConfig(policy=policy, sink_frames=4), seed=0)
+    blocks = [e for e in sampler.stream("x", 5, "fold") if isinstance(e, Block)]
+    assert [e.mid_bank for e in blocks] == banks and [e.mid_selected for e in blocks] == banks
+    assert [e.kv_bytes for e in blocks] == [t * 768 for t in kv_tokens]  # 768 bytes per token (K, V, 2 layers, 48 wide, fp32)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from packforcing.events import Block, read_jsonl
 from packforcing.events import block_events as blocks
-from packforcing.events import read_jsonl
 from packforcing.memory import kv_curve, memory_table
 from visualizers import calculator_figure, figures_at, memory_figure, occupancy_figure, rope_figure, selection_figure
 
@@ -41,6 +41,9 @@ def test_occupancy_equals_partition_tokens_and_bound(events):
     bound = [t for t in fig.data if t.name.startswith("bounded context")][0]
     assert list(bound.y) == [events[0].geometry["bounded_context_tokens"]] * 2
     assert max(attended) <= bound.y[0] < max(a + h for a, h in zip(attended, held[0].y))  # stacked together they would cross it
+    assert fig.layout.yaxis2.range[0] == 0  # the held axis starts at zero, even while nothing is held
+    early = occupancy_figure([e for e in events if not isinstance(e, Block) or e.block < 3])
+    assert list(early.layout.yaxis2.range) == [0, 1.15]
 
 
 def test_selection_heatmap_equals_scores_and_marks_equal_mid_selected(events):

@@ -4,6 +4,7 @@ checkpoint in the original format. Same code path as the real model, at 832x480.
 
 import pytest
 import torch
+from helpers import original_key_shapes
 
 from packforcing.backbones import wan, wan_checkpoint
 from packforcing.backbones.tiny import TINY_TRANSFORMER, TINY_VAE
@@ -29,7 +30,7 @@ def local_wan(tmp_path_factory):
     config = UMT5Config(vocab_size=len(vocab), d_model=TINY_TRANSFORMER["text_dim"], d_kv=8, d_ff=32, num_layers=1, num_heads=2, relative_attention_num_buckets=8)
     UMT5EncoderModel(config).save_pretrained(root / "base" / "text_encoder")
     gen = torch.Generator().manual_seed(1)
-    state = {k: 0.05 * torch.randn(s, generator=gen) for k, s in wan_checkpoint.original_key_shapes(TINY_TRANSFORMER).items()}
+    state = {k: 0.05 * torch.randn(s, generator=gen) for k, s in original_key_shapes(TINY_TRANSFORMER).items()}
     (root / "sf" / "checkpoints").mkdir(parents=True)
     torch.save({"generator_ema": state}, root / "sf" / "checkpoints" / "self_forcing_dmd.pt")
     return root

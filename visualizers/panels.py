@@ -96,7 +96,8 @@ def occupancy_figure(events) -> go.Figure:
                                  hoverinfo="text"), row=1, col=1)
     fig = _style(fig, "Cache occupancy: tokens attended per block, and tokens only held", "", "tokens")
     fig.update_xaxes(title_text="generated block", row=2, col=1)
-    fig.update_yaxes(title_text="held", row=2, col=1)
+    held = max(b.tokens.get("mid_archived", 0) for b in blocks)
+    fig.update_yaxes(title_text="held", range=[0, max(held, 1) * 1.15], row=2, col=1)  # no negative ticks while empty
     fig.update_annotations(font_size=11)
     return fig.update_layout(height=480)  # its legend has six rows
 

@@ -10,7 +10,6 @@ unpickled: `torch.load(weights_only=True)` or safetensors only.
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import re
 
@@ -243,43 +242,3 @@ def load_self_forcing_transformer(source: str, dtype=torch.bfloat16, device="cud
     model.rope = WanRotaryPosEmbed(config["attention_head_dim"], config["patch_size"], config["rope_max_seq_len"])
     apply_original_numerics(model)
     return model.to(device).eval().requires_grad_(False)
-
-
-def original_key_shapes(config: dict) -> dict[str, tuple[int, ...]]:
-    """Keys and shapes of the original Wan state dict (with `model.`) for a T2V config:
-    what Self-Forcing's trainer writes. Used to test the conversion without the file."""
-    dim = config["num_attention_heads"] * config["attention_head_dim"]
-    out_dim = config["out_channels"] * math.prod(config["patch_size"])
-    shapes = {
-        "patch_embedding.weight": (dim, config["in_channels"], *config["patch_size"]),
-        "patch_embedding.bias": (dim,),
-        "text_embedding.0.weight": (dim, config["text_dim"]),
-        "text_embedding.0.bias": (dim,),
-        "text_embedding.2.weight": (dim, dim),
-        "text_embedding.2.bias": (dim,),
-        "time_embedding.0.weight": (dim, config["freq_dim"]),
-        "time_embedding.0.bias": (dim,),
-        "time_embedding.2.weight": (dim, dim),
-        "time_embedding.2.bias": (dim,),
-        "time_projection.1.weight": (6 * dim, dim),
-        "time_projection.1.bias": (6 * dim,),
-        "head.head.weight": (out_dim, dim),
-        "head.head.bias": (out_dim,),
-        "head.modulation": (1, 2, dim),
-    }
-    for i in range(config["num_layers"]):
-        b = f"blocks.{i}."
-        shapes[b + "modulation"] = (1, 6, dim)
-        for attn in ("self_attn", "cross_attn"):
-            for proj in "qkvo":
-                shapes[f"{b}{attn}.{proj}.weight"] = (dim, dim)
-                shapes[f"{b}{attn}.{proj}.bias"] = (dim,)
-            shapes[f"{b}{attn}.norm_q.weight"] = (dim,)
-            shapes[f"{b}{attn}.norm_k.weight"] = (dim,)
-        shapes[b + "norm3.weight"] = (dim,)
-        shapes[b + "norm3.bias"] = (dim,)
-        shapes[b + "ffn.0.weight"] = (config["ffn_dim"], dim)
-        shapes[b + "ffn.0.bias"] = (config["ffn_dim"],)
-        shapes[b + "ffn.2.weight"] = (dim, config["ffn_dim"])
-        shapes[b + "ffn.2.bias"] = (dim,)
-    return {"model." + k: v for k, v in shapes.items()}

@@ -118,9 +118,3 @@ class WorldStreamDecoder:
 
     def decode_next(self, latent: torch.Tensor) -> torch.Tensor:
         return self.codec.decode(latent)
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """PSNR in dB of two tensors in [-1, 1]."""
-    mse = torch.mean((a.float() - b.float()) ** 2).item()
-    return float("inf") if mse == 0 else 10 * math.log10(4.0 / mse)

@@ -174,7 +174,7 @@ def load_embedded(directory: str) -> Backbone:
     with open(os.path.join(directory, "config.json")) as f:
         meta = json.load(f)
     if meta.get("architecture") == "camera":  # v11: the camera-conditioned model
-        from ..embedded.camera_model import load
+        from .camera_model import load
 
         return load(directory)
     clock_blocks = meta.get("camera_clock_blocks")
@@ -193,7 +193,7 @@ def load_embedded(directory: str) -> Backbone:
 
 def _unavailable() -> str | None:
     if not os.path.exists(os.path.join(EMBEDDED_DIR, "generator.safetensors")):
-        return f"embedded weights not found in {EMBEDDED_DIR} (train them with python -m packforcing.embedded.train)"
+        return "embedded weights not found in assets/embedded/ (train them with python -m packforcing.embedded.train)"
     return None
 
 

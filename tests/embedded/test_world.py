@@ -6,9 +6,10 @@ import random
 import numpy as np
 import pytest
 import torch
+from helpers import psnr
 
 from packforcing.embedded import metrics, vocab
-from packforcing.embedded.codec import WorldCodec, psnr
+from packforcing.embedded.codec import WorldCodec
 from packforcing.embedded.world import (
     FPS,
     LOOP_FRAMES,
