@@ -109,7 +109,8 @@ def _generate(args) -> int:
         raise ValueError(f"--scale {args.scale} is out of range; allowed 1 or more")
     pipe = PackForcingPipeline.from_name(args.model or default_model(), device=args.device)
     if args.compile:
-        pipe.enable_fast_path()
+        kernel = pipe.enable_fast_path()
+        print(f"fast path: compiled blocks, decode one block ahead, attention kernel {kernel}", file=sys.stderr)
     config = _config(args, pipe.default_config)
     pipe.validate(args.prompt, args.seconds, config, args.seed)
     camera = pipe.camera_path(args.camera)

@@ -43,8 +43,9 @@ class FastPath:
             if value not in allowed:
                 raise ValueError(f"{name}={value!r} is not allowed; choose one of {', '.join(allowed)}")
 
-    def apply(self, backbone) -> None:
-        """Compile the transformer and lay out the decoder, once per backbone."""
+    def apply(self, backbone) -> str:
+        """Compile the transformer and lay out the decoder, once per backbone. Returns
+        the SDPA kernel its self-attention runs in (checked on a small input)."""
         if self.compile:
             compile_transformer(backbone.transformer, self.backend, self.mode)
         if self.sdpa != "auto":
@@ -53,6 +54,9 @@ class FastPath:
         if self.channels_last_decode and vae is not None and backbone.device.type == "cuda":
             conv_layout(vae, channels_last=True)
             torch.backends.cudnn.benchmark = True  # a block's decode shapes never change
+        cfg = backbone.transformer.config
+        q = torch.randn(1, cfg.num_attention_heads, 256, cfg.attention_head_dim, device=backbone.device, dtype=backbone.dtype)
+        return sdpa_backend_used(q, q, q)
 
 
 def conv_layout(module: torch.nn.Module, channels_last: bool) -> None:

@@ -50,13 +50,15 @@ class PackForcingPipeline:
         self.lock = threading.Lock()
         self.fast: FastPath | None = None
 
-    def enable_fast_path(self, fast: FastPath | None = None) -> None:
+    def enable_fast_path(self, fast: FastPath | None = None) -> str:
         """Compile the transformer and decode one block ahead (fastpath.py). The first
-        blocks after this pay the compile; a CPU gains little from it."""
+        blocks after this pay the compile; a CPU gains little from it. Returns the SDPA
+        kernel self-attention runs in (flash, cudnn, efficient, math or flash_for_cpu)."""
         fast = fast or FastPath(compile=True, decode_ahead=True)
         with self.lock:  # compiling rewraps the model's blocks
-            fast.apply(self.backbone)
+            kernel = fast.apply(self.backbone)
             self.fast = fast
+        return kernel
 
     @classmethod
     def from_name(cls, name: str, device=None, dtype=None) -> PackForcingPipeline:

@@ -90,7 +90,7 @@ def test_decode_ahead_gives_the_inline_frames_in_the_inline_order():
 
     # 5 blocks: block 3 compresses block 2 from its pixels, block 4 attends it
     inline = list(pipe.stream("a red circle", 5))
-    pipe.enable_fast_path(FastPath(decode_ahead=True))  # the API's switch, without compiling
+    assert pipe.enable_fast_path(FastPath(decode_ahead=True)) == "flash_for_cpu"  # the API's switch, without compiling
     pipe.backbone.codec.stream_decoder = recording_decoder
     ahead = list(pipe.stream("a red circle", 5))
     assert [type(e).__name__ for e in ahead] == [type(e).__name__ for e in inline]
