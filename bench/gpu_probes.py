@@ -27,8 +27,9 @@ def sync(device) -> None:
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """In dB, capped at 99 (identical frames), so the JSON stays standard."""
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
+    return 99.0 if mse == 0 else min(99.0, 10 * math.log10(255.0**2 / mse))
 
 
 def breakdown(backbone, config, num_blocks, steady_from, device) -> dict:
@@ -48,6 +49,8 @@ def breakdown(backbone, config, num_blocks, steady_from, device) -> dict:
         return out
 
     rows, attention_module.factorised_scores = [], timed_scores
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     try:
         with torch.no_grad():
             for index in range(num_blocks):
@@ -87,6 +90,8 @@ def breakdown(backbone, config, num_blocks, steady_from, device) -> dict:
     out["blocks_averaged"] = len(steady)
     out["fps_without_decode"] = 16 / (out["transformer"] + out["selection"] + out["compression"])
     out["syncs_per_block"], out["syncs_where"] = len(syncs) / 2, sorted(set(syncs))
+    # decode and generation one after the other: the peak that decoding ahead overlaps
+    out["peak_gpu_gb_serial"] = torch.cuda.max_memory_allocated() / 1e9 if cuda else None
     return out
 
 
