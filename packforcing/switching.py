@@ -9,8 +9,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import torch
 
 from .cache import KVCache
+
+if TYPE_CHECKING:
+    from .sampler import PackForcingSampler
 
 Schedule = Sequence[tuple[float, str]]
 
