@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from packforcing.events import Block, Switch, read_jsonl, write_jsonl
+from packforcing.tracefile import read_trace
 from visualizers import figures_at, memory_figure, occupancy_figure, rope_figure, selection_figure
 
 TRACE = Path(__file__).parent / "data" / "trace_dynamic.jsonl"
@@ -58,19 +59,30 @@ def test_selection_title_carries_the_mean_selection_change(events):
     assert "selection change: 12% of the selected blocks new per block (last: 0%)" in title  # (0.5 + 1) / 12
 
 
-def test_replayed_trace_keeps_the_switch(tmp_path, events):
+@pytest.mark.parametrize("read", [read_jsonl, read_trace])
+def test_replayed_trace_keeps_the_switch(tmp_path, events, read):
+    blocks = [e for e in events if isinstance(e, Block)]
+    blocks[10].prompt, blocks[10].selection_change = PROMPT, 0.5
     path = tmp_path / "t.jsonl"
     write_jsonl(events, path)
-    replayed = read_jsonl(path)
-    assert [(s.block, s.prompt, s.recached) for s in replayed if isinstance(s, Switch)] == [(10, PROMPT, [0, 1, 9])]
+    replayed = read(path)
+    assert [(s.block, s.prompt, s.recached, s.seconds) for s in replayed if isinstance(s, Switch)] == [(10, PROMPT, [0, 1, 9], 0.25)]
+    again = next(e for e in replayed if isinstance(e, Block) and e.block == 10)
+    assert (again.prompt, again.selection_change) == (PROMPT, 0.5)
     occupancy, _, _, memory = figures_at(replayed, 12)
     assert switch_lines(occupancy) == [9.5] and len(switch_lines(memory)) == 1
     occupancy, *_ = figures_at(replayed, 9)  # scrubbed back before the switch
     assert switch_lines(occupancy) == []
 
 
-def test_a_bad_switch_line_names_the_field(tmp_path):
+@pytest.mark.parametrize("line, message", [
+    ('"block": 3, "prompt": "x", "recache": "all", "recached": [], "seconds": 0.1', r"block=3 comes before block 10"),
+    ('"block": 10, "prompt": "x", "recache": "most", "recached": [], "seconds": 0.1', r"recache='most' is not allowed"),
+    ('"block": 10, "prompt": "x", "recache": "all", "recached": [12], "seconds": 0.1', r"a block number in recached"),
+])
+def test_a_bad_switch_line_names_the_field(tmp_path, line, message):
     path = tmp_path / "t.jsonl"
-    path.write_text(TRACE.read_text() + '{"type": "switch", "block": 3, "prompt": "x", "recache": "all", "recached": [5], "seconds": 0.1}\n')
-    with pytest.raises(ValueError, match=r"line 23 .*recached=\[5\]; it must list earlier block indices"):
-        read_jsonl(path)
+    lines = TRACE.read_text().splitlines()  # the run, then blocks 0..19: block 10 is line 12
+    path.write_text("\n".join(lines[:11] + ["{" + '"type": "switch", ' + line + "}"] + lines[11:]) + "\n")
+    with pytest.raises(ValueError, match=f"line 12: .*{message}"):
+        read_trace(path)
