@@ -56,7 +56,7 @@ def test_selection_title_carries_the_mean_selection_change(events):
     for b, change in zip(blocks, [None] * 8 + [0.5, 0.0, 1.0] + [0.0] * 9):
         b.selection_change = change
     title = selection_figure(events).layout.title.text
-    assert "selection change: 12% of the selected blocks new per block (last: 0%)" in title  # (0.5 + 1) / 12
+    assert "<br>selection change: 12% of the selected blocks new per block (last: 0%)" in title  # (0.5 + 1) / 12
 
 
 @pytest.mark.parametrize("read", [read_jsonl, read_trace])

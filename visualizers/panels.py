@@ -47,7 +47,7 @@ def _style(fig: go.Figure, title: str, x: str, y: str) -> go.Figure:
         font=dict(color="#8a8f98"),
         # the legend sits at the foot of the figure (not a fraction of the plot's height
         # below it), so a legend of several rows cannot climb onto the x-axis title
-        margin=dict(l=50, r=10, t=40, b=80),
+        margin=dict(l=50, r=10, t=40 + 18 * title.count("<br>"), b=80),  # a second title line: a switch, the selection change
         legend=dict(orientation="h", yref="container", yanchor="bottom", y=0, font=dict(size=10)),
         hoverlabel=dict(namelength=-1),
         height=320,
@@ -163,7 +163,7 @@ def rope_figure(events, block: int | None = None) -> go.Figure:
     title = f"RoPE packing, block {b.block}: the gaps close"
     if not repair:
         title = f"RoPE repair off, block {b.block}: gaps stay open"
-    title += _switches.mark_recached(fig, events, b)
+    title += _switches.mark_recached(fig, events, b)  # a second line
     fig = _style(fig, title, "temporal position (latent frames)", "")
     fig.update_yaxes(tickvals=[0, 1], ticktext=["keys placed", "generated"], range=[-0.4, 1.4], automargin=True)
     fig.update_layout(height=380, margin_b=140)  # room for a legend of three rows

@@ -49,7 +49,7 @@ def mark_seconds(fig: go.Figure, events) -> go.Figure:
 
 def mark_recached(fig: go.Figure, events, block: Block) -> str:
     """Ring, on the RoPE view of `block`, the blocks the last switch up to it re-wrote;
-    returns a title suffix with the switch's cost ('' when none)."""
+    returns a title line with the switch's cost ('' when none)."""
     before = [s for s in switches(events) if s.block <= block.block]
     if not before:
         return ""
@@ -61,12 +61,12 @@ def mark_recached(fig: go.Figure, events, block: Block) -> str:
             marker=dict(symbol="circle-open", size=19, color=SWITCH_COLOR, line=dict(width=2)),
             hovertext=[f"block {m}: K/V re-written under the new prompt before block {switch.block}" for m in shown], hoverinfo="text"))
     done = f"re-cached {len(switch.recached)} blocks in {switch.seconds:.2f} s" if switch.recached else f"no re-cache ({switch.recache})"
-    return f" · switch before block {switch.block}: {done}"
+    return f"<br>switch before block {switch.block}: {done}"
 
 
 def stability(events) -> str:
-    """The selection change, for the top-k panel's title ('' before any block compares)."""
+    """The selection change, a line for the top-k panel's title ('' before any block compares)."""
     changes = [e.selection_change for e in events if isinstance(e, Block) and e.selection_change is not None]
     if not changes:
         return ""
-    return f" · selection change: {statistics.mean(changes):.0%} of the selected blocks new per block (last: {changes[-1]:.0%})"
+    return f"<br>selection change: {statistics.mean(changes):.0%} of the selected blocks new per block (last: {changes[-1]:.0%})"
