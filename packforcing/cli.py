@@ -40,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--scale", type=int, default=1, help="upscale factor for the written mp4")
     g.add_argument("--camera", default=None, help="camera path of a model with a camera: direction:seconds segments, "
                    "e.g. right:8,left:8 (directions: left, still, right; default: the prompt's pan)")
+    g.add_argument("--compile", action="store_true", help="fast path: torch.compile the transformer, decode one block ahead (for a GPU; off by default)")
     _method_args(g)
 
     a = sub.add_parser("ablate", help="every memory policy on the same prompts and seeds, scored from pixels")
@@ -107,6 +108,9 @@ def _generate(args) -> int:
     if args.scale < 1:
         raise ValueError(f"--scale {args.scale} is out of range; allowed 1 or more")
     pipe = PackForcingPipeline.from_name(args.model or default_model(), device=args.device)
+    if args.compile:
+        kernel = pipe.enable_fast_path()
+        print(f"fast path: compiled blocks, decode one block ahead, attention kernel {kernel}", file=sys.stderr)
     config = _config(args, pipe.default_config)
     pipe.validate(args.prompt, args.seconds, config, args.seed)
     camera = pipe.camera_path(args.camera)

@@ -22,6 +22,7 @@ from .camera import CameraPath
 from .config import MAX_MID_CAPACITY, MAX_PROMPT_CHARS, MAX_SEED, MAX_TOP_K, PackForcingConfig, check_number, shown
 from .controls import LiveControls
 from .events import Block, Frames
+from .fastpath import FastPath
 from .sampler import PackForcingSampler, blocks_for
 
 
@@ -47,6 +48,17 @@ class PackForcingPipeline:
         # The weights (and the processors' session slot) are shared by every run of this
         # pipeline; a run holds this lock for each step that touches them (see stream).
         self.lock = threading.Lock()
+        self.fast: FastPath | None = None
+
+    def enable_fast_path(self, fast: FastPath | None = None) -> str:
+        """Compile the transformer and decode one block ahead (fastpath.py). The first
+        blocks after this pay the compile; a CPU gains little from it. Returns the SDPA
+        kernel self-attention runs in (flash, cudnn, efficient, math or flash_for_cpu)."""
+        fast = fast or FastPath(compile=True, decode_ahead=True)
+        with self.lock:  # compiling rewraps the model's blocks
+            kernel = fast.apply(self.backbone)
+            self.fast = fast
+        return kernel
 
     @classmethod
     def from_name(cls, name: str, device=None, dtype=None) -> PackForcingPipeline:
@@ -144,7 +156,7 @@ class PackForcingPipeline:
 
     def _steps(self, prompt, seconds, seed, config, should_stop, path, controls) -> Iterator:
         # built inside the first locked step: installing the processors touches the model
-        sampler = PackForcingSampler(self.backbone, config, seed=seed)
+        sampler = PackForcingSampler(self.backbone, config, seed=seed, decode_ahead=bool(self.fast and self.fast.decode_ahead))
         num_blocks = blocks_for(float(seconds), self.backbone, config)
         yield from sampler.stream(prompt, num_blocks, self.name, should_stop, self.describe_prompt(prompt), path, controls)
 
