@@ -4,6 +4,8 @@ timings, the run's end, the frame each pass is told about, and the refusals.
 The fold backbone at 64x64: 16 tokens per latent frame, 64 per block, 2 per compressed
 block; a block is 4 latent frames = 16 pixel frames = 1 s at 16 FPS."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -42,6 +44,8 @@ def test_geometry_hand_counted(run):
         "bytes_per_token": 2 * 2 * 48 * 4,  # K and V, 2 layers, 48 wide, fp32
         "latent_shape": [16, 4, 8, 8], "pixel_size": [64, 64], "fps": 16, "frames_per_latent": 4, "seconds_per_block": 1.0,
     }
+    at_24 = PackForcingSampler(dataclasses.replace(fold_backbone(64, 64), fps=24), CONFIG).geometry()
+    assert at_24["seconds_per_block"] == 16 / 24  # 4 latent frames x 4 pixel frames at 24 FPS
 
 
 def test_counters_timings_and_the_end(run):

@@ -115,6 +115,7 @@ BREAKS = [
      "recent_blocks = min(config.recent_blocks, blocks_done - sink_blocks)", "recent_blocks = config.recent_blocks", "recent window counted before it exists"),
     (f"{ME}::test_no_sink_the_first_block_is_recent", MEM,
      "return full_res + min(past, capacity) * compressed", "return full_res + past * compressed", "bank capacity ignored"),
+    (f"{ME}::test_the_papers_geometry_is_the_default", MEM, "832, 480, 16, 120.0", "832, 480, 16, 121.0", "paper length off by a second"),
     (f"{ME}::test_bounded_context_formula_hand_counted_off_the_paper_geometry", MEM,
      "context = sink_tokens + config.top_k * compressed + recent_tokens + per_block", "context = sink_tokens + config.top_k * compressed + recent_tokens",
      "context forgets the current block"),
