@@ -83,6 +83,7 @@ def test_bounded_context_formula_hand_counted_off_the_paper_geometry():
     table = memory_table(30, 640, 352)
     assert (table["tokens_per_latent_frame"], table["tokens_per_block"], table["compressed_tokens_per_block"]) == (880, 3520, 100)
     assert table["context_tokens"] == 8 * 880 + 16 * 100 + 3520 + 3520 == 15680
+    assert all(type(table[k]) is int for k in ("tokens_per_latent_frame", "tokens_per_block", "context_tokens"))
     assert table["sink_tokens"] == 7040 and table["recent_tokens"] == 3520
     assert table["compression_ratio"] == 35.2
     odd = memory_table(30, 100, 100)  # latent 12 x 12 -> 6 x 6 tokens; compressed 2 x 1 x 1

@@ -12,6 +12,7 @@ import torch
 from dense_reference import fold_backbone, one_thread  # noqa: F401  (fixture)
 
 from packforcing.config import PackForcingConfig
+from packforcing.controls import LiveControls
 from packforcing.events import Block, Frames, RunEnd, RunStart
 from packforcing.sampler import PackForcingSampler
 from packforcing.video import to_uint8
@@ -138,3 +139,13 @@ def test_full_keeps_every_block_whole_and_window_none(policy, banks, kv_tokens):
     blocks = [e for e in sampler.stream("x", 5, "fold") if isinstance(e, Block)]
     assert [e.mid_bank for e in blocks] == banks and [e.mid_selected for e in blocks] == banks
     assert [e.kv_bytes for e in blocks] == [t * 768 for t in kv_tokens]  # 768 bytes per token (K, V, 2 layers, 48 wide, fp32)
+
+
+def test_a_steered_camera_ends_with_its_run():
+    # the next run on the same sampler starts from the model's default, not the last steer
+    backbone, seen = fold_backbone(64, 64), []
+    backbone.move_camera = lambda index, direction, prompt: seen.append(direction) or {"direction": direction}
+    sampler = PackForcingSampler(backbone, PackForcingConfig(policy="window", sink_frames=4), seed=0)
+    list(sampler.stream("x", 2, "fold", controls=LiveControls(camera="left")))
+    list(sampler.stream("x", 2, "fold"))
+    assert seen == ["left", "left", None, None]
