@@ -9,6 +9,7 @@ import os
 
 from app.handlers import get_pipeline
 from app.ui import build_demo
+from packforcing.tracefile import MAX_TRACE_BYTES
 
 for name in filter(None, os.environ.get("PACKFORCING_PRELOAD", "").split(",")):
     get_pipeline(name.strip())
@@ -22,4 +23,7 @@ if __name__ == "__main__":
     import torch
 
     torch.set_num_threads(int(os.environ.get("PACKFORCING_THREADS", "1")))
-    demo.launch(show_error=True)
+    # show_error=False: an unexpected exception reaches the browser as a bare "Error"
+    # (the handlers turn every bad input into a plain message themselves). Uploads are
+    # traces, capped at the size packforcing.tracefile accepts.
+    demo.launch(show_error=False, max_file_size=MAX_TRACE_BYTES)

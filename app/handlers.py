@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import threading
 import time
 
 import gradio as gr
 import numpy as np
+from PIL import Image
 
 from packforcing import registry
 from packforcing.ablation import ablation_configs
-from packforcing.config import PackForcingConfig
+from packforcing.config import MAX_MID_CAPACITY, MAX_SINK_FRAMES, MAX_TOP_K, PackForcingConfig, check_number, shown
 from packforcing.controls import LiveControls
-from packforcing.events import Block, Frames, RunEnd, RunStart, TraceWriter, read_jsonl
+from packforcing.events import Block, Frames, RunEnd, RunStart, TraceWriter
 from packforcing.memory import kv_curve, memory_table
+from packforcing.tracefile import read_trace
 from packforcing.video import write_mp4
 from visualizers import calculator_figure, empty_figure, figures_at
 from visualizers.camera import camera_figure
@@ -23,20 +26,15 @@ from visualizers.camera import camera_figure
 DISPLAY_SIZE = 256  # frames are upscaled (nearest) to about this many pixels for the browser
 _pipelines: dict = {}
 _lock = threading.Lock()
-_stop_flags: dict[str | None, threading.Event] = {}
 _controls: dict[str | None, LiveControls] = {}
 
 
-def stop_flag(session: str | None) -> threading.Event:
-    """A fresh stop flag for this browser session's new run."""
-    flag = _stop_flags[session] = threading.Event()
-    return flag
-
-
-def request_stop(request: gr.Request = None) -> None:
-    flag = _stop_flags.get(getattr(request, "session_hash", None))
-    if flag is not None:
-        flag.set()
+def plain(text) -> str:
+    """Text for a Markdown component, shown as typed: no HTML, no emphasis, no links, no
+    LaTeX, one line."""
+    text = " ".join(str(text).split())
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!|~$:])", r"\\\1", text)
 
 
 def live_controls(session: str | None) -> LiveControls:
@@ -57,20 +55,37 @@ def steerer(direction: str):
     return steer
 
 
+def check_model(name) -> str:
+    """`name` if it is a model that can run here, else a plain ValueError."""
+    usable = [m for m, reason in registry.available_models().items() if reason is None]
+    if not isinstance(name, str) or name not in usable:
+        raise ValueError(f"model {shown(name)} is not available here; choose one of {', '.join(usable)}")
+    return name
+
+
 def get_pipeline(name: str):
     """Load a model on first use only (never at import time), then keep it."""
     from packforcing.pipeline import PackForcingPipeline
 
+    check_model(name)
     with _lock:
         if name not in _pipelines:
             _pipelines[name] = PackForcingPipeline.from_name(name)
         return _pipelines[name]
 
 
+def cache_numbers(sink_frames, top_k, mid_capacity) -> dict:
+    """The cache's three sizes as the UI or an API sent them, checked."""
+    return dict(sink_frames=check_number("sink_frames", sink_frames, 0, MAX_SINK_FRAMES, integer=True),
+                top_k=check_number("top_k", top_k, 0, MAX_TOP_K, integer=True),
+                mid_capacity=check_number("mid_capacity", mid_capacity, 0, MAX_MID_CAPACITY, integer=True))
+
+
 def build_config(model: str, sink_frames, top_k, mid_capacity, policy, rope_repair, compression) -> PackForcingConfig:
-    return registry.get(model).default_config.replace(
-        sink_frames=int(sink_frames), top_k=int(top_k), mid_capacity=int(mid_capacity), policy=policy,
-        rope_repair=bool(rope_repair), compression=compression,
+    if not isinstance(rope_repair, bool):
+        raise ValueError(f"rope_repair must be true or false; got {shown(rope_repair)}")
+    return registry.get(check_model(model)).default_config.replace(
+        **cache_numbers(sink_frames, top_k, mid_capacity), policy=policy, rope_repair=rope_repair, compression=compression,
     )
 
 
@@ -85,7 +100,7 @@ class Run:
     def __init__(self, model: str, prompt: str, seconds: float, seed: int, config: PackForcingConfig, workdir: str | None = None, stop: threading.Event | None = None,
                  camera: str | None = None, controls: LiveControls | None = None):
         self.pipe = get_pipeline(model)
-        self.pipe.validate(prompt, seconds, config)
+        self.pipe.validate(prompt, seconds, config, seed)
         self.camera, self.controls = self.pipe.camera_path(camera), controls
         self.prompt, self.seconds, self.seed, self.config = prompt, float(seconds), int(seed), config
         self.dir = workdir or tempfile.mkdtemp(prefix="packforcing-run-")
@@ -108,12 +123,16 @@ class Run:
                     self.frames.append(event.frames)
                     segment = os.path.join(self.dir, f"segment_{event.block:04d}.ts")
                     write_mp4(big, segment, event.fps)
-                    self._pending = (segment, big[-1])
+                    # a file in the run's folder, not an array: Gradio would cache a copy of
+                    # every preview, outside the folders the sessions clean up
+                    preview = os.path.join(self.dir, f"preview_{event.block:04d}.png")
+                    Image.fromarray(big[-1]).save(preview)
+                    self._pending = (segment, preview)
                     continue
                 self.events.append(event)
                 if isinstance(event, RunStart):
-                    words = ", ".join(event.understood_words) or "none"
-                    yield {"status": f"Generating {event.num_blocks} blocks with **{event.model}** · understood: {words}"}
+                    words = plain(", ".join(event.understood_words) or "none")
+                    yield {"status": f"Generating {event.num_blocks} blocks with **{plain(event.model)}** · understood: {words}"}
                 elif isinstance(event, Block):
                     segment, preview = self._pending
                     status = (f"Block {event.block + 1} · {event.video_seconds:.0f} s of video in {time.perf_counter() - started:.1f} s · "
@@ -134,10 +153,9 @@ class Run:
 def calculator(width, height, fps, seconds, sink_frames, top_k, mid_capacity):
     """Memory calculator tab: (markdown table, figure) or an error message."""
     try:
-        config = PackForcingConfig(sink_frames=int(sink_frames), top_k=int(top_k), mid_capacity=int(mid_capacity))
-        t = memory_table(float(seconds), int(width), int(height), int(fps), config)
-    except (ValueError, TypeError) as e:
-        return f"**Error:** {e}", empty_figure(str(e))
+        t = memory_table(seconds, width, height, fps, PackForcingConfig(**cache_numbers(sink_frames, top_k, mid_capacity)))
+    except ValueError as e:
+        return f"**Error:** {plain(e)}", empty_figure(str(e))
     gb = lambda b: f"{b / 1e9:,.2f} GB"  # noqa: E731
     rows = [
         ("tokens per latent frame", f"{t['tokens_per_latent_frame']:,}"),
@@ -155,40 +173,44 @@ def calculator(width, height, fps, seconds, sink_frames, top_k, mid_capacity):
 
 
 def load_trace(path):
-    """Trace replay: (events, slider max, message) or raises ValueError with a clear message."""
-    if not path:
-        raise ValueError("no file: upload a trace .jsonl written by a run or by `python -m packforcing generate --trace`")
-    events = read_jsonl(path)
-    last = max(e.block for e in events if isinstance(e, Block))
-    return events, last
+    """Trace replay: (events, index of the last block), or a ValueError with a plain message.
+    The file is checked before anything is built from it (packforcing.tracefile)."""
+    events = read_trace(path)
+    return events, sum(isinstance(e, Block) for e in events) - 1
 
 
 def replay_figures(events, block):
+    """The four panels after `block` of a checked trace. The real-model projection spans the
+    blocks the trace really holds, at the trace's own seconds per block."""
     if not events:
         return tuple(empty_figure("Upload a trace to replay it") for _ in range(4))
-    run = next((e for e in events if isinstance(e, RunStart)), None)
-    seconds = max((e.video_seconds for e in events if isinstance(e, Block)), default=1.0)
-    projection = kv_curve(max(seconds, 1.0), config=PackForcingConfig.from_dict(run.config)) if run else None
-    return figures_at(events, int(block), projection)
+    run, blocks = events[0], [e for e in events if isinstance(e, Block)]
+    block = check_number("block", block, 0, len(blocks) - 1, integer=True)
+    seconds = max(1.0, len(blocks) * run.geometry["seconds_per_block"])
+    return figures_at(events, block, kv_curve(seconds, config=PackForcingConfig.from_dict(run.config)))
 
 
 def ablation_presets(model: str) -> dict[str, PackForcingConfig]:
     """The ablation lab's named configurations, built on the model's own defaults."""
-    return ablation_configs(registry.get(model).default_config)
+    return ablation_configs(registry.get(check_model(model)).default_config)
 
 
 class AblationRun:
     """Two configurations on the same prompt and seed, streamed block by block in lockstep.
     Both samplers share the model's weights (each claims it per forward), so nothing is loaded twice."""
 
-    def __init__(self, model: str, prompt: str, seconds: float, seed: int, preset_a: str, preset_b: str, stop: threading.Event | None = None):
+    def __init__(self, model: str, prompt: str, seconds: float, seed: int, preset_a: str, preset_b: str, stop: threading.Event | None = None,
+                 workdir: str | None = None):
         presets = ablation_presets(model)
         for preset in (preset_a, preset_b):
-            if preset not in presets:
-                raise ValueError(f"configuration {preset!r} is not known; choose one of {', '.join(presets)}")
+            if not isinstance(preset, str) or preset not in presets:
+                raise ValueError(f"configuration {shown(preset)} is not known; choose one of {', '.join(presets)}")
         self.names = (preset_a, preset_b)
         self.stop_requested = stop or threading.Event()
-        self.runs = [Run(model, prompt, seconds, seed, presets[p], stop=self.stop_requested) for p in self.names]
+        folders = [os.path.join(workdir, side) if workdir else None for side in ("a", "b")]
+        for folder in filter(None, folders):
+            os.makedirs(folder, exist_ok=True)
+        self.runs = [Run(model, prompt, seconds, seed, presets[p], folder, self.stop_requested) for p, folder in zip(self.names, folders)]
 
     def updates(self):
         """Yields (update of A or None, update of B or None, comparison markdown or None)."""

@@ -9,27 +9,19 @@ from packforcing.config import COMPRESSIONS, MAX_MID_CAPACITY, MAX_SINK_FRAMES, 
 from packforcing.memory import PAPER_FPS, PAPER_HEIGHT, PAPER_SECONDS, PAPER_WIDTH
 from visualizers import empty_figure
 
-from .handlers import (
-    AblationRun,
-    Run,
-    ablation_presets,
-    build_config,
-    calculator,
-    live_controls,
-    load_trace,
-    replay_figures,
-    request_stop,
-    steerer,
-    stop_flag,
+from . import sessions
+from .callbacks import (
+    Studio,
+    ablate,
+    arm_ablation,
+    arm_generate,
+    end_session,
+    generate,
+    on_replay_scrub,
+    on_trace_upload,
+    stopper,
 )
-
-try:  # ZeroGPU on Hugging Face Spaces; a no-op everywhere else
-    import spaces
-
-    gpu = spaces.GPU(duration=300)
-except ImportError:
-    def gpu(fn):
-        return fn
+from .handlers import ablation_presets, calculator, steerer
 
 PANEL_HELP = {
     "occupancy": "Top: tokens each block attends, by partition, under the dashed bounded context, which never grows. Below: archived mid blocks, held in memory (compressed) but not attended.",
@@ -38,50 +30,6 @@ PANEL_HELP = {
     "camera": "Models with a camera (the embedded one): bars show where each block was filmed on the wrapping panorama, coloured by the partition that holds it now; the band is where the camera looks. When it comes back to a place, the mid-bank block that filmed it should turn orange (attended).",
     "memory": "Bytes of K/V actually held by this run vs a full cache. Below: the same policies for the real Wan2.1-1.3B at 832x480 (about 4 GB vs 138 GB at 120 s).",
 }
-
-
-@gpu
-def _generate(model, prompt, seconds, seed, sink_frames, top_k, mid_capacity, policy, rope_repair, compression, camera, request: gr.Request = None):
-    """Streams: video segment, preview, four figures, status, final video, trace, camera figure."""
-    nothing = gr.skip()
-    session = request.session_hash if request else None
-    try:
-        config = build_config(model, sink_frames, top_k, mid_capacity, policy, rope_repair, compression)
-        run = Run(model, prompt, seconds, seed, config, stop=stop_flag(session), camera=camera, controls=live_controls(session))
-    except ValueError as e:
-        gr.Warning(str(e))
-        yield (nothing, nothing, nothing, nothing, nothing, nothing, f"⚠️ **Error:** {e}", nothing, nothing, nothing)
-        return
-    for update in run.updates():
-        figures = update.get("figures") or (nothing,) * 4
-        yield (
-            update.get("segment", nothing),
-            update.get("preview", nothing),
-            *figures,
-            update["status"],
-            update.get("video", nothing),
-            update.get("trace", nothing),
-            update.get("camera", nothing),
-        )
-
-
-@gpu
-def _ablate(model, prompt, seconds, seed, preset_a, preset_b, request: gr.Request = None):
-    """Streams, for each side: video segment, preview, four figures; then status and the comparison."""
-    nothing = gr.skip()
-    try:
-        lab = AblationRun(model, prompt, seconds, seed, preset_a, preset_b, stop=stop_flag(request.session_hash if request else None))
-    except ValueError as e:
-        gr.Warning(str(e))
-        yield (*(nothing,) * 12, f"⚠️ **Error:** {e}", nothing)
-        return
-    for a, b, comparison in lab.updates():
-        sides = []
-        for update in (a, b):
-            update = update or {}
-            sides += [update.get("segment", nothing), update.get("preview", nothing), *(update.get("figures") or (nothing,) * 4)]
-        status = " · ".join(f"**{name}**: {u['status']}" for name, u in zip(lab.names, (a, b)) if u)
-        yield (*sides, status or nothing, comparison or nothing)
 
 
 def _model_note() -> str:
@@ -107,7 +55,7 @@ def build_demo() -> gr.Blocks:
     usable = [name for name, reason in registry.available_models().items() if reason is None]
     model0 = registry.default_model()
     examples = _examples(model0)
-    with gr.Blocks(title="PackForcing Studio") as demo:
+    with Studio(title="PackForcing Studio", delete_cache=(600, sessions.RUN_FILES_TTL)) as demo:
         gr.Markdown(
             "# PackForcing Studio\nLong streaming video with a **bounded KV cache**: a full-resolution **sink**, a **compressed mid bank** "
             "searched by **top-k selection**, and the **recent** block — with RoPE packing so the model never sees the gaps. "
@@ -121,6 +69,7 @@ def build_demo() -> gr.Blocks:
             _calculator_tab(demo)
         with gr.Tab("Trace replay"):
             _replay_tab()
+        demo.unload(end_session)
     demo.queue(default_concurrency_limit=1, max_size=32)
     return demo
 
@@ -184,12 +133,14 @@ def _generate_tab(usable: list[str], model0: str, examples: list[str]) -> None:
     occupancy, selection, rope_plot, memory, camera_plot = _panels()
     model.change(_defaults_for, model, cache)
     outputs = [video, preview, occupancy, selection, rope_plot, memory, status, final, trace, camera_plot]
-    go_btn.click(_generate, [model, prompt, seconds, seed, *cache, camera], outputs, concurrency_limit=1, concurrency_id="gpu")
+    # Submitting arms a stop flag (the validator) before the run is queued: a Stop while it
+    # waits keeps it from starting; a Stop while it runs ends it after the block in flight,
+    # with its video and trace so far. So does a closed tab (unload, in build_demo).
+    go_btn.click(generate, [model, prompt, seconds, seed, *cache, camera], outputs, concurrency_limit=1, concurrency_id="gpu",
+                 api_name="generate", validator=arm_generate)
     for direction, btn in steer_btns.items():
         btn.click(steerer(direction), None, None, queue=False)
-    # Stop sets this session's flag; the run ends after the block in flight and frees
-    # its cache. (A closed tab cancels the event itself.)
-    stop_btn.click(request_stop, None, None, queue=False)
+    stop_btn.click(stopper("generate"), None, None, queue=False, api_name="stop")
 
 
 def _ablation_tab(usable: list[str], model0: str, examples: list[str]) -> None:
@@ -223,9 +174,9 @@ def _ablation_tab(usable: list[str], model0: str, examples: list[str]) -> None:
                          for key, label in (("occupancy", "Occupancy"), ("selection", "Top-k selection"), ("rope", "RoPE offsets"), ("memory", "KV memory"))]
                 side_outputs += [side_video, side_preview, *plots]
     comparison = gr.Markdown(elem_id="ablation-table")
-    a_go.click(_ablate, [a_model, a_prompt, a_seconds, a_seed, preset_a, preset_b], side_outputs + [a_status, comparison],
-               concurrency_limit=1, concurrency_id="gpu")
-    a_stop.click(request_stop, None, None, queue=False)
+    a_go.click(ablate, [a_model, a_prompt, a_seconds, a_seed, preset_a, preset_b], side_outputs + [a_status, comparison],
+               concurrency_limit=1, concurrency_id="gpu", api_name="ablate", validator=arm_ablation)
+    a_stop.click(stopper("ablation"), None, None, queue=False, api_name="stop_ablation")
 
 
 def _calculator_tab(demo: gr.Blocks) -> None:
@@ -262,13 +213,9 @@ def _replay_tab() -> None:
         r_occ, r_sel = gr.Plot(empty_figure("Upload a trace")), gr.Plot(empty_figure("Upload a trace"))
     with gr.Row():
         r_rope, r_mem = gr.Plot(empty_figure("Upload a trace")), gr.Plot(empty_figure("Upload a trace"))
-
-    def on_upload(file):
-        try:
-            events, last = load_trace(file)
-        except (ValueError, OSError, UnicodeDecodeError) as e:
-            return [], gr.update(maximum=1, value=0), f"⚠️ **Error:** {e}", *replay_figures([], 0)
-        return events, gr.update(maximum=max(last, 1), value=last), f"Loaded {last + 1} blocks.", *replay_figures(events, last)
-
-    upload.upload(on_upload, upload, [events_state, slider, r_msg, r_occ, r_sel, r_rope, r_mem], queue=False)
-    slider.change(replay_figures, [events_state, slider], [r_occ, r_sel, r_rope, r_mem], queue=False)
+    # Both go through the queue (their own slot, beside the model's): a trace is checked
+    # before anything is drawn, so each costs in proportion to its blocks.
+    upload.upload(on_trace_upload, upload, [events_state, slider, r_msg, r_occ, r_sel, r_rope, r_mem],
+                  concurrency_limit=2, concurrency_id="replay", api_name="load_trace")
+    slider.change(on_replay_scrub, [events_state, slider], [r_occ, r_sel, r_rope, r_mem],
+                  concurrency_limit=2, concurrency_id="replay", trigger_mode="always_last", api_name="replay")

@@ -96,6 +96,18 @@ def source_hit(blocks, xs: np.ndarray) -> list[float]:
     ]
 
 
+def source_chance(blocks, xs: np.ndarray) -> list[float]:
+    """The same blocks' hit probability for a selection drawn at random from the bank."""
+    rows = revisit_sources(xs)
+    out = []
+    for b in blocks:
+        if b.block < len(rows) and is_mid_revisit(rows[b.block]):
+            n, k = len(b.mid_bank), len(b.mid_selected)
+            s = len(set(rows[b.block]["mid"]) & set(b.mid_bank))
+            out.append(1.0 - math.comb(n - s, k) / math.comb(n, k) if n else 0.0)
+    return out
+
+
 def camera_xs(path: str, blocks: int) -> np.ndarray:
     return world.positions(CameraPath.parse(path).directions(blocks, 1.0))
 
@@ -111,6 +123,7 @@ def one(pipe, prompt: str, seed: int, ablations: bool) -> dict:
         "faithfulness": metrics.faithfulness(frames, spec)["faithfulness"],
         "loop_dynamic": revisit_mae(frames, xs30, 10 * FPB, 16 * FPB),
         "hits": source_hit(blocks, xs30),
+        "chance": source_chance(blocks, xs30),
     }
     policies = {"fifo": dict(policy="fifo"), "window": dict(policy="window")}
     if ablations:
@@ -130,6 +143,7 @@ def one(pipe, prompt: str, seed: int, ablations: bool) -> dict:
         row[f"outback_{name}"] = revisit_mae(f, xsb, 12 * FPB, 14 * FPB)
         if name == "dynamic":
             row["hits"] += source_hit(b, xsb)
+            row["chance"] += source_chance(b, xsb)
     return row
 
 
@@ -157,13 +171,13 @@ def baseline_v10(pipe, prompt: str, seed: int) -> dict:
 def summary(rows: list[dict]) -> dict:
     out = {}
     for key in rows[0]:
-        if key == "hits":
-            values = [np.mean(r["hits"]) for r in rows if r["hits"]]
+        if key in ("hits", "chance"):
+            values = [np.mean(r[key]) for r in rows if r[key]]
         else:
             values = [r[key] for r in rows if key in r and r[key] is not None]
         if values:
             se = float(np.std(values, ddof=1) / math.sqrt(len(values))) if len(values) > 1 else None
-            out["source_hit" if key == "hits" else key] = {
+            out[{"hits": "source_hit", "chance": "source_hit_chance"}.get(key, key)] = {
                 "mean": round(float(np.mean(values)), 4),
                 "se": se and round(se, 4),
                 "n": len(values),

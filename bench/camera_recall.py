@@ -7,7 +7,7 @@ Same clips, noise and noise level (sigma 0.9, where sampling decides a layout) u
   dynamic  the model's own selection
   oracle   the selection must include the block that filmed the place
   window   no mid bank at all
-  swapped  the mid bank holds another clip's layout at the same camera positions
+  swapped  the blocks that filmed those places hold another clip's layout (same camera)
 A model that recalls has dynamic ~ oracle < window ~ swapped.
 """
 
@@ -45,9 +45,11 @@ def revisit_loss(backbone, clips: Clips, condition: str, sigma: float = 0.9, see
     text = backbone.text_encoder(tokenize(clips.prompts[0]))
     backbone.place.set_clip(clips.xs)
     bf, losses = cfg.block_frames, []
-    latent, pixels = clips.latent, clips.pixels
-    if condition == "swapped":  # the history comes from the next clip (another layout)
-        latent, pixels = latent.roll(1, 0), pixels.roll(1, 0)
+    latent, pixels = clips.latent.clone(), clips.pixels.clone()
+    if condition == "swapped":  # the source blocks' history comes from the next clip (another layout)
+        for m in {m for row in clips.sources if is_mid_revisit(row) for m in row["mid"]}:
+            latent[:, :, m * bf : (m + 1) * bf] = clips.latent[:, :, m * bf : (m + 1) * bf].roll(1, 0)
+            pixels[:, :, m * 16 : (m + 1) * 16] = clips.pixels[:, :, m * 16 : (m + 1) * 16].roll(1, 0)
     try:
         for c, row in enumerate(clips.sources):
             mid = is_mid_revisit(row)

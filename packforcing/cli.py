@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from .config import COMPRESSIONS, POLICIES, PackForcingConfig
+
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".ts")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -37,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--scale", type=int, default=1, help="upscale factor for the written mp4")
     g.add_argument("--camera", default=None, help="camera path of a model with a camera: direction:seconds segments, "
                    "e.g. right:8,left:8 (directions: left, still, right; default: the prompt's pan)")
+    g.add_argument("--compile", action="store_true", help="fast path: torch.compile the transformer, decode one block ahead (for a GPU; off by default)")
     _method_args(g)
 
     a = sub.add_parser("ablate", help="every memory policy on the same prompts and seeds, scored from pixels")
@@ -98,9 +102,17 @@ def _generate(args) -> int:
     from .registry import default_model
     from .video import write_mp4
 
+    _check_output("--out", args.out, VIDEO_SUFFIXES)
+    if args.trace:
+        _check_output("--trace", args.trace)
+    if args.scale < 1:
+        raise ValueError(f"--scale {args.scale} is out of range; allowed 1 or more")
     pipe = PackForcingPipeline.from_name(args.model or default_model(), device=args.device)
+    if args.compile:
+        kernel = pipe.enable_fast_path()
+        print(f"fast path: compiled blocks, decode one block ahead, attention kernel {kernel}", file=sys.stderr)
     config = _config(args, pipe.default_config)
-    pipe.validate(args.prompt, args.seconds, config)
+    pipe.validate(args.prompt, args.seconds, config, args.seed)
     camera = pipe.camera_path(args.camera)
     frames = []
     trace = TraceWriter(args.trace) if args.trace else None
@@ -126,6 +138,19 @@ def _generate(args) -> int:
     write_mp4(np.concatenate(frames), args.out, pipe.fps, args.scale)
     print(f"wrote {args.out}" + (f" and {args.trace}" if args.trace else ""), file=sys.stderr)
     return 0
+
+
+def _check_output(flag: str, path: str, suffixes: tuple[str, ...] = ()) -> None:
+    """Before any generating: the file can be written where it is asked for."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if suffixes and not path.lower().endswith(suffixes):
+        raise ValueError(f"{flag} {path} must end in one of {', '.join(suffixes)} (a container ffmpeg writes H.264 into)")
+    if os.path.isdir(path):
+        raise ValueError(f"{flag} {path} is a folder; give a file name")
+    if not os.path.isdir(folder):
+        raise ValueError(f"{flag} {path}: the folder {folder} does not exist; create it first or choose another")
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"{flag} {path}: the folder {folder} is not writable")
 
 
 def main(argv=None) -> int:

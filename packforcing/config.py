@@ -4,6 +4,7 @@ Every knob of PackForcing lives here. Where the paper leaves a choice open, the 
 says so and explains its default (see shared/DESIGN.md).
 """
 
+import numbers
 from dataclasses import asdict, dataclass, replace
 
 # from least memory to most: the baselines window and full at the two ends
@@ -17,6 +18,7 @@ MAX_PROMPT_CHARS = 500
 MAX_TOP_K = 64
 MAX_MID_CAPACITY = 256
 MAX_SINK_FRAMES = 32
+MAX_SEED = 2**32 - 1
 
 
 @dataclass(frozen=True)
@@ -171,3 +173,34 @@ def _check_choice(name, value, allowed):
 def _check_int(name, value, minimum):
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
         raise ValueError(f"{name}={value!r} must be an integer >= {minimum}")
+
+
+def check_number(name: str, value, low: float, high: float, integer: bool = False):
+    """`value` as an int (integer=True) or a float in [low, high], else a ValueError that
+    names it and the range. Accepts what a UI or an API sends: NaN, inf, 1e30, strings."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a number; got {shown(value)}")
+    allowed = f"allowed {low:,} to {high:,}" if integer else f"allowed {low:g} to {high:g}"
+    if not (low <= value <= high):  # False for NaN; exact for huge ints
+        raise ValueError(f"{name}={_number_text(value)} is out of range; {allowed}")
+    if integer and value != int(value):
+        raise ValueError(f"{name}={_number_text(value)} is not a whole number; {allowed}")
+    return int(value) if integer else float(value)
+
+
+def _number_text(value) -> str:
+    if isinstance(value, int):
+        if abs(value) < 10**15:
+            return f"{value}"
+        return f"{float(value):g}" if value.bit_length() < 1000 else f"a number of about {int(value.bit_length() * 0.30103) + 1} digits"
+    return f"{value:g}"
+
+
+def shown(value, limit: int = 40) -> str:
+    """A value as an error message may quote it: plain values only, cut to `limit`."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return _number_text(value)
+    if value is None or isinstance(value, (bool, float, str)):
+        text = repr(value)
+        return text if len(text) <= limit else text[: limit - 3] + "..."
+    return f"a {type(value).__name__}"

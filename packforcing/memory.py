@@ -9,7 +9,13 @@ cache only as it becomes the recent block (window = sink + recent = 18,720 token
 import math
 from dataclasses import dataclass
 
-from .config import COMPRESSING_POLICIES, POLICIES, PackForcingConfig
+from .config import COMPRESSING_POLICIES, POLICIES, PackForcingConfig, check_number
+
+# What the arithmetic accepts: up to a day of 8K video (beyond that it is not a question
+# about this method, and float seconds lose whole frames).
+MAX_SECONDS = 86_400
+MAX_SIDE = 8192
+MAX_FPS = 240
 
 
 @dataclass(frozen=True)
@@ -67,10 +73,9 @@ def memory_table(
     config: PackForcingConfig = PackForcingConfig(),
     dims: ModelDims = WAN_1_3B,
 ) -> dict:
-    _check_positive(seconds=seconds, width=width, height=height, fps=fps)
+    seconds, fps = _check_positive("seconds", seconds, MAX_SECONDS), int(check_number("fps", fps, 1, MAX_FPS, integer=True))
+    width, height = check_frame_size(width, height, dims)
     per_frame = tokens_per_latent_frame(width, height, dims)
-    if per_frame == 0:
-        raise ValueError(f"resolution {width}x{height} is too small: it yields no tokens")
     per_block = per_frame * config.block_frames
     compressed = compressed_tokens_per_block(width, height, config, dims)
     latent_frames = latent_frames_for(seconds, fps, dims)
@@ -138,7 +143,26 @@ def kv_curve(
     return rows
 
 
-def _check_positive(**values):
-    for name, value in values.items():
-        if not value > 0:
-            raise ValueError(f"{name}={value!r} must be > 0")
+def check_frame_size(width, height, dims: ModelDims = WAN_1_3B) -> tuple[int, int]:
+    """(width, height) as ints, or a ValueError: each side must be a whole number of
+    VAE cells times patches (16 pixels for Wan), else the arithmetic would silently
+    floor it to a smaller frame."""
+    multiple = dims.vae_spatial * max(dims.patch[1:])
+    sides = []
+    for name, value in (("width", width), ("height", height)):
+        value = check_number(name, value, multiple, MAX_SIDE, integer=True)
+        if value % multiple:
+            lower = value // multiple * multiple
+            raise ValueError(
+                f"{name}={value} is not a multiple of {multiple} (the VAE's {dims.vae_spatial} x the patch's {max(dims.patch[1:])}); "
+                f"try {lower} or {lower + multiple}"
+            )
+        sides.append(value)
+    return sides[0], sides[1]
+
+
+def _check_positive(name, value, high) -> float:
+    value = check_number(name, value, 0, high)
+    if value == 0:
+        raise ValueError(f"{name}=0 is out of range; allowed more than 0, up to {high:,}")
+    return value

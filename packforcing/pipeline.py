@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -18,9 +19,10 @@ import torch
 from . import registry
 from .backbone import Backbone
 from .camera import CameraPath
-from .config import MAX_MID_CAPACITY, MAX_PROMPT_CHARS, MAX_TOP_K, PackForcingConfig
+from .config import MAX_MID_CAPACITY, MAX_PROMPT_CHARS, MAX_SEED, MAX_TOP_K, PackForcingConfig, check_number, shown
 from .controls import LiveControls
 from .events import Block, Frames
+from .fastpath import FastPath
 from .sampler import PackForcingSampler, blocks_for
 
 
@@ -43,6 +45,20 @@ class PipelineOutput:
 class PackForcingPipeline:
     def __init__(self, backbone: Backbone):
         self.backbone = backbone
+        # The weights (and the processors' session slot) are shared by every run of this
+        # pipeline; a run holds this lock for each step that touches them (see stream).
+        self.lock = threading.Lock()
+        self.fast: FastPath | None = None
+
+    def enable_fast_path(self, fast: FastPath | None = None) -> str:
+        """Compile the transformer and decode one block ahead (fastpath.py). The first
+        blocks after this pay the compile; a CPU gains little from it. Returns the SDPA
+        kernel self-attention runs in (flash, cudnn, efficient, math or flash_for_cpu)."""
+        fast = fast or FastPath(compile=True, decode_ahead=True)
+        with self.lock:  # compiling rewraps the model's blocks
+            kernel = fast.apply(self.backbone)
+            self.fast = fast
+        return kernel
 
     @classmethod
     def from_name(cls, name: str, device=None, dtype=None) -> PackForcingPipeline:
@@ -74,8 +90,9 @@ class PackForcingPipeline:
     def describe_prompt(self, prompt: str) -> list[str]:
         return self.backbone.describe_prompt(prompt)
 
-    def validate(self, prompt, seconds, config: PackForcingConfig) -> None:
+    def validate(self, prompt, seconds, config: PackForcingConfig, seed=0) -> None:
         """Raise ValueError naming the bad value and what is allowed."""
+        check_number("seed", seed, 0, MAX_SEED, integer=True)
         if not isinstance(prompt, str) or not prompt.strip():
             raise ValueError("prompt is empty; type a description of the video")
         if len(prompt) > MAX_PROMPT_CHARS:
@@ -84,8 +101,8 @@ class PackForcingPipeline:
             self.backbone.validate_prompt(prompt)
         try:
             seconds = float(seconds)
-        except (TypeError, ValueError):
-            raise ValueError(f"duration={seconds!r} is not a number of seconds") from None
+        except (TypeError, ValueError, OverflowError):
+            raise ValueError(f"duration={shown(seconds)} is not a number of seconds") from None
         if not 1 <= seconds <= self.max_seconds:
             raise ValueError(f"duration={seconds:g} s is out of range; allowed 1 to {self.max_seconds:g} s")
         if config.top_k > MAX_TOP_K:
@@ -114,12 +131,32 @@ class PackForcingPipeline:
 
     def stream(self, prompt: str, seconds: float, seed: int = 0, config: PackForcingConfig | None = None, should_stop=None,
                camera: str | CameraPath | None = None, controls: LiveControls | None = None) -> Iterator:
-        """camera: a path such as `right:8,left:8` (directions left, still, right; seconds);
-        controls: live steering (LiveControls.steer), applied from the next block."""
+        """Events of one run. camera: a path such as `right:8,left:8` (directions left,
+        still, right; seconds); controls: live steering (LiveControls.steer), applied from
+        the next block.
+
+        Each step between two events (a block's forwards, its decode, the cache write) runs
+        under `self.lock`, released only when the step has finished: a consumer abandoned or
+        cancelled mid-block (a closed tab, a cancelled job) still owns the model until that
+        block's forward ends, and the next run waits for it instead of interleaving its
+        layers with the abandoned one's."""
         config = config or self.default_config
-        self.validate(prompt, seconds, config)
+        self.validate(prompt, seconds, config, seed)
         path = self.camera_path(camera)
-        sampler = PackForcingSampler(self.backbone, config, seed=int(seed))
+        steps = self._steps(prompt, seconds, int(seed), config, should_stop, path, controls)
+        try:
+            while True:
+                with self.lock:
+                    event = next(steps, None)
+                if event is None:
+                    return
+                yield event
+        finally:
+            steps.close()  # the sampler empties its cache (no forward runs)
+
+    def _steps(self, prompt, seconds, seed, config, should_stop, path, controls) -> Iterator:
+        # built inside the first locked step: installing the processors touches the model
+        sampler = PackForcingSampler(self.backbone, config, seed=seed, decode_ahead=bool(self.fast and self.fast.decode_ahead))
         num_blocks = blocks_for(float(seconds), self.backbone, config)
         yield from sampler.stream(prompt, num_blocks, self.name, should_stop, self.describe_prompt(prompt), path, controls)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 
 import torch
@@ -25,10 +26,11 @@ from .camera import CameraPath
 from .compression import TOKEN_SPAN, fit_lr_to_grid, lr_latent
 from .config import PackForcingConfig
 from .controls import LiveControls
+from .decoding import Decoded, DecodeQueue
 from .events import Block, Frames, RunEnd, RunStart
-from .rope import apply_rotary, grid_positions, rope_cos_sin
+from .rope import apply_rotary, grid_positions, rope_cos_sin, to_device
 from .selection import select_blocks
-from .video import to_uint8
+from .video import to_uint8  # noqa: F401 (imported from here by callers)
 
 
 def blocks_for(seconds: float, backbone: Backbone, config: PackForcingConfig) -> int:
@@ -42,10 +44,11 @@ def euler_step(x, x0, sigma, sigma_next):
 
 
 class PackForcingSampler:
-    def __init__(self, backbone: Backbone, config: PackForcingConfig, seed: int = 0):
+    def __init__(self, backbone: Backbone, config: PackForcingConfig, seed: int = 0, decode_ahead: bool = False):
         self.backbone = backbone
         self.config = config
         self.seed = seed
+        self.decode_ahead = decode_ahead  # decode block N while block N+1 denoises (decoding.py)
         model = backbone.transformer
         cfg = model.config
         self.num_layers = cfg.num_layers
@@ -68,6 +71,7 @@ class PackForcingSampler:
         self.session = CacheSession(self.cache)
         self.slot, self.rope = install(model)
         self._kept: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # block -> (x0 latent, pixels) until compressed
+        self._timesteps: dict[tuple, torch.Tensor] = {}
         self.camera: str | None = None  # the camera direction LiveControls holds (None: not steered live)
 
     def geometry(self) -> dict:
@@ -93,11 +97,21 @@ class PackForcingSampler:
         if self.backbone.on_frame is not None:
             self.backbone.on_frame(frame_offset)
         # one timestep per batch element (a float shares one; training passes a tensor)
-        t = torch.as_tensor(timestep, dtype=torch.float32, device=latent.device).expand(latent.shape[0])
+        t = self._timestep(timestep, latent.device).expand(latent.shape[0])
         try:
             return self.backbone.transformer(latent, timestep=t, encoder_hidden_states=text, return_dict=False)[0]
         finally:
             self.session.set_mode("plain")
+
+    def _timestep(self, timestep, device) -> torch.Tensor:
+        """A float timestep as a device tensor made once per run (a copy per pass would
+        make the host wait for the GPU at every pass)."""
+        if torch.is_tensor(timestep):
+            return timestep.to(device, torch.float32)
+        key = (float(timestep), device)
+        if key not in self._timesteps:
+            self._timesteps[key] = to_device(torch.tensor(float(timestep)), device)
+        return self._timesteps[key]
 
     # --- one block, step by step (sampling, training and probes all go through these) ---
     def begin_block(self, index: int, selection: list[int] | None = None, hook: SelectionHook | None = None) -> None:
@@ -133,7 +147,7 @@ class PackForcingSampler:
             raise ValueError(f"block {index} is not the current block ({self.cache.current}); call begin_block({index}) first")
         cfg, b = self.config, self.backbone
         shape = (text.shape[0], *self.latent_shape[1:])  # one clip per prompt (a probe may batch them)
-        x = torch.randn(shape, generator=self.noise).to(b.device, b.dtype)
+        x = to_device(torch.randn(shape, generator=self.noise), b.device).to(b.dtype)
         sigmas = cfg.sigmas
         guided = cfg.guidance_scale != 1.0
         # prompt and zeroed prompt in one batch. Both halves score the selection alike:
@@ -152,7 +166,7 @@ class PackForcingSampler:
             if cfg.step_rule == "euler":
                 x = euler_step(x.double(), x0.double(), sigma, sigmas[i + 1]).to(b.dtype)
             else:
-                noise = torch.randn(shape, generator=self.noise).to(b.device, b.dtype)
+                noise = to_device(torch.randn(shape, generator=self.noise), b.device).to(b.dtype)
                 x = ((1 - sigmas[i + 1]) * x0.double() + sigmas[i + 1] * noise.double()).to(b.dtype)
         return x0
 
@@ -211,9 +225,10 @@ class PackForcingSampler:
         cfg, b, cache = self.config, self.backbone, self.cache
         t_run = time.perf_counter()
         yield RunStart(prompt=prompt, seed=self.seed, model=model_name, config=cfg.to_dict(), geometry=self.geometry(), num_blocks=num_blocks, understood_words=list(understood or []))
-        decoder = b.codec.stream_decoder()
+        decoder = DecodeQueue(b.codec, self.decode_ahead, b.device)
         bpt = b.dims().bytes_per_token
         frames_total, done, stopped = 0, 0, False
+        waiting: deque = deque()  # (Decoded, trace fields) of blocks whose frames are not out yet
         try:
             text = b.encode_prompt(prompt).to(b.device, b.dtype)
             for index in range(num_blocks):
@@ -232,31 +247,37 @@ class PackForcingSampler:
                 snapshot = self._snapshot()
                 block = self.write_block(index, x0, text)
                 t1 = time.perf_counter()
-                # 4. pixels
-                pixels = decoder.decode_next(x0)
+                # 4. pixels: decoded now, or queued while the next block denoises
+                decoded = decoder.submit(x0)
                 t2 = time.perf_counter()
-                frames = to_uint8(pixels)
-                frames_total += frames.shape[0]
-                yield Frames(block=index, frames=frames, fps=b.fps)
                 # 5. the cache moves on
-                self.admit(block, x0, pixels, text)
+                self.admit(block, x0, decoded, text)
                 t3 = time.perf_counter()
-                done = index + 1
-                # 6. the trace
-                yield Block(
-                    **snapshot,
-                    kv_bytes=cache.kv_bytes(),
-                    full_cache_bytes=done * self.tokens_per_block * bpt,
-                    seconds=time.perf_counter() - t0,
-                    timings={"transformer": t1 - t0, "decode": t2 - t1, "compress": t3 - t2},
-                    evicted=list(cache.evicted),
-                    video_seconds=frames_total / b.fps,
-                    frames_total=frames_total,
-                    camera=view,
-                )
+                trace = dict(snapshot, kv_bytes=cache.kv_bytes(), full_cache_bytes=(index + 1) * self.tokens_per_block * bpt,
+                             seconds=t3 - t0, evicted=list(cache.evicted), timings={"transformer": t1 - t0, "compress": t3 - t2}, camera=view)
+                waiting.append((decoded, trace))
+                # 6. frames, then trace, of the blocks whose decode is due; the first block's
+                # at once (the first frame's latency is the inline one)
+                frames_total, done = yield from self._release(waiting, decoder.lag if index else 0, frames_total, done)
+            frames_total, done = yield from self._release(waiting, 0, frames_total, done)
         finally:
+            decoder.close()
             self.reset()
         yield RunEnd(blocks=done, seconds=time.perf_counter() - t_run, stopped=stopped)
+
+    def _release(self, waiting: deque, keep: int, frames_total: int, done: int):
+        """Frames, then trace, of the waiting blocks but the last `keep`, in block order."""
+        fps = self.backbone.fps
+        while len(waiting) > keep:
+            decoded, trace = waiting.popleft()
+            frames = decoded.frames()
+            frames_total += frames.shape[0]
+            done = trace["block"] + 1
+            yield Frames(block=trace["block"], frames=frames, fps=fps)
+            timings = trace.pop("timings")
+            timings = {"transformer": timings["transformer"], "decode": decoded.seconds, "compress": timings["compress"]}
+            yield Block(**trace, timings=timings, video_seconds=frames_total / fps, frames_total=frames_total)
+        return frames_total, done
 
     def admit(self, block: BlockKV, latent: torch.Tensor, pixels: torch.Tensor, text: torch.Tensor) -> None:
         """The written block joins the cache; the block leaving the recent window goes
@@ -268,6 +289,7 @@ class PackForcingSampler:
         leaving = cache.pop_overflow()
         if leaving is not None:
             latent, px = self._kept.pop(leaving.index)
+            px = px.pixels() if isinstance(px, Decoded) else px  # decoded ahead: ready by now
             if cfg.policy == "full":
                 cache.archive(leaving)
             elif cfg.compresses_mid:

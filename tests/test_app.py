@@ -1,10 +1,12 @@
 """The studio's handlers without a browser: inputs validated, runs stream, files written."""
 
 import os
+import re
 
 import pytest
+from PIL import Image
 
-from app.handlers import Run, build_config, calculator, load_trace, replay_figures
+from app.handlers import Run, build_config, calculator, load_trace, plain, replay_figures
 from packforcing.config import PackForcingConfig
 
 TRACE = os.path.join(os.path.dirname(__file__), "data", "trace_dynamic.jsonl")
@@ -18,7 +20,57 @@ def test_calculator_defaults_reproduce_the_paper():
 
 def test_calculator_bad_input_is_a_message():
     table, _ = calculator(832, 480, 16, -5, 8, 16, 24)
-    assert table.startswith("**Error:**") and "seconds=-5" in table
+    assert table.startswith("**Error:**") and "seconds=\\-5" in table
+
+
+@pytest.mark.parametrize("args, message", [
+    ((832, 480, 16, float("inf"), 8, 16, 24), "seconds=inf is out of range; allowed 0 to 86400"),
+    ((832, 480, 16, 1e300, 8, 16, 24), "seconds=1e+300 is out of range; allowed 0 to 86400"),
+    ((833, 480, 16, 120, 8, 16, 24), "width=833 is not a multiple of 16 (the VAE's 8 x the patch's 2); try 832 or 848"),
+    ((832, 480, float("nan"), 120, 8, 16, 24), "fps=nan is out of range; allowed 1 to 240"),
+    ((832, 480, 16, 120, 8, 1e30, 24), "top_k=1e+30 is out of range; allowed 0 to 64"),
+    ((832, 480, 16, 120, None, 16, 24), "sink_frames must be a number; got None"),
+])
+def test_calculator_range_checks_every_number(args, message):
+    table, _ = calculator(*args)
+    assert table.startswith("**Error:**") and message in table.replace("\\", ""), table
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"sink_frames": float("nan")}, "sink_frames=nan is out of range; allowed 0 to 32"),
+    ({"top_k": float("inf")}, "top_k=inf is out of range; allowed 0 to 64"),
+    ({"mid_capacity": 2.5}, "mid_capacity=2.5 is not a whole number"),
+    ({"rope_repair": "yes"}, "rope_repair must be true or false; got 'yes'"),
+])
+def test_config_numbers_from_the_ui_are_range_checked(overrides, message):
+    args = dict(model="tiny-random", sink_frames=8, top_k=16, mid_capacity=24, policy="dynamic", rope_repair=True, compression="lr")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        build_config(**{**args, **overrides})
+
+
+@pytest.mark.parametrize("seed, seconds, message", [
+    (10**30, 4, "seed=1e+30 is out of range; allowed 0 to 4,294,967,295"),
+    (-1, 4, "seed=-1 is out of range"),
+    (0, float("nan"), "duration=nan s is out of range"),
+    (0, 10**400, "duration=a number of about 401 digits is not a number of seconds"),
+])
+def test_seed_and_duration_are_range_checked(seed, seconds, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        Run("tiny-random", "a red circle", seconds, seed, PackForcingConfig())
+
+
+@pytest.mark.parametrize("model", [None, ["embedded"], "<b>x</b>"])
+def test_unknown_models_are_named_plainly(model):
+    with pytest.raises(ValueError, match="is not available here; choose one of") as error:
+        Run(model, "a red circle", 4, 0, PackForcingConfig())
+    assert "object at 0x" not in str(error.value)
+
+
+def test_user_text_is_escaped_for_markdown():
+    text = plain("<img src=x> **bold** [a](http://x) $x$ `c`\nnext")
+    assert "<" not in text and ">" not in text and "**" not in text and "](" not in text and "\n" not in text
+    # every markdown character is backslash-escaped, so it renders as itself
+    assert text == "&lt;img src=x&gt; \\*\\*bold\\*\\* \\[a\\]\\(http\\://x\\) \\$x\\$ \\`c\\` next"
 
 
 @pytest.mark.parametrize(
@@ -47,7 +99,7 @@ def test_run_streams_segments_figures_and_final_files(tmp_path):
     updates = list(run.updates())
     blocks = [u for u in updates if "segment" in u]
     assert len(blocks) == 3 and all(os.path.getsize(u["segment"]) > 0 and u["segment"].endswith(".ts") for u in blocks)
-    assert blocks[0]["preview"].shape == (256, 256, 3)
+    assert Image.open(blocks[0]["preview"]).size == (256, 256) and os.path.dirname(blocks[0]["preview"]) == str(tmp_path)
     assert all(len(u["figures"]) == 4 for u in blocks)
     last = updates[-1]
     assert last["done"] and last["status"].startswith("Done: 3 blocks")
@@ -69,7 +121,7 @@ def test_trace_replay_and_malformed_files(tmp_path):
     assert last == 19 and len(replay_figures(events, 5)) == 4
     bad = tmp_path / "bad.jsonl"
     bad.write_text("this is not a trace\n")
-    with pytest.raises(ValueError, match="line 1 is not a valid trace event"):
+    with pytest.raises(ValueError, match="line 1 is not JSON"):
         load_trace(str(bad))
     with pytest.raises(ValueError, match="no file"):
         load_trace(None)
@@ -97,3 +149,28 @@ def test_ablation_rejects_unknown_configuration():
 
     with pytest.raises(ValueError, match="configuration 'bogus' is not known; choose one of window"):
         AblationRun("tiny-random", "a red circle", 3, 0, "window", "bogus")
+
+
+def test_a_session_keeps_its_newest_run_folder_and_loses_all_when_it_ends(tmp_path, monkeypatch):
+    from app import sessions
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
+    made = [sessions.new_run_dir("s1") for _ in range(5)]
+    other = sessions.new_run_dir("s2")
+    assert [os.path.isdir(d) for d in made] == [False, False, False, True, True] and os.path.isdir(other)
+    flag = sessions.begin_run("s1", "generate")
+    sessions.end_session("s1")  # the tab closes while a run still writes into its folder
+    assert flag.is_set() and os.path.isdir(made[-1])
+    sessions.end_run("s1", "generate", flag)
+    assert not any(os.path.isdir(d) for d in made) and os.path.isdir(other)
+
+
+def test_stop_before_the_run_starts_reaches_it():
+    from app import sessions
+
+    sessions.arm_stop("s3", "generate")  # the run was submitted
+    sessions.request_stop("s3", "generate")  # Stop, while it waits in the queue
+    flag = sessions.begin_run("s3", "generate")  # the run starts
+    assert flag.is_set()
+    sessions.end_run("s3", "generate", flag)
+    assert not sessions.begin_run("s3", "generate").is_set()  # the next run starts afresh

@@ -1,13 +1,10 @@
 """Drives the real app in headless Chromium: the video streams and plays before the run
-ends, every panel gains data, Stop stops a run, an empty prompt shows an error."""
+ends, every panel gains data, Stop stops a run, an empty prompt shows an error, user text
+shows as text."""
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -20,33 +17,9 @@ if CHROMIUM is None and not os.environ.get("CI"):
 PANELS = ["panel-occupancy", "panel-selection", "panel-rope", "panel-memory"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def app_url():
-    port = _free_port()
-    env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False"}
-    proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            break
-        except OSError:
-            if proc.poll() is not None:
-                raise RuntimeError(f"app exited: {proc.stdout.read()}") from None
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        raise RuntimeError("app did not start within 120 s")
-    yield url
-    proc.terminate()
-    proc.wait(timeout=20)
+def app_url(studio):
+    return studio.url
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +73,7 @@ def _set_seconds(page, seconds):
 
 def test_generate_streams_video_and_panels(page):
     _set_prompt(page, "a red circle and a blue square, camera pans right")
-    _set_seconds(page, 30)
+    _set_seconds(page, 60)  # long enough to be still running at the Stop below, on a busy machine
     page.click("#generate")
     # the video element receives a stream and plays while the run is still going
     page.wait_for_function(
@@ -137,6 +110,21 @@ def test_empty_prompt_shows_error_and_app_keeps_serving(page):
     _set_seconds(page, 2)
     page.click("#generate")
     page.wait_for_function("() => /Done/.test(document.querySelector('#status').innerText)", timeout=120_000)
+
+
+def test_user_text_is_shown_as_text(page):
+    """The prompt comes back in the status line and the warning (the embedded model names
+    what it did not understand): as typed, never as an image or bold text."""
+    typed = "<img src=x> **bold**"
+    _set_prompt(page, typed)
+    page.click("#generate")
+    page.wait_for_function("() => /has no known word/.test(document.querySelector('#status').innerText)", timeout=30_000)
+    assert typed in _status(page)
+    assert page.locator("#status img").count() == 0
+    assert page.locator("#status strong").all_inner_texts() == ["Error:"]  # only the studio's own emphasis
+    toast = page.locator(".toast-body").first
+    toast.wait_for(timeout=10_000)
+    assert typed in toast.inner_text() and toast.locator("img, strong").count() == 0
 
 
 def test_ablation_streams_two_configs_side_by_side(page):

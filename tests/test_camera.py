@@ -151,3 +151,17 @@ def test_revisit_sources_of_the_out_and_back_path():
     assert rows[8]["recent"] == [7] and not is_mid_revisit(rows[8])  # the turn: the recent block holds it
     assert rows[15]["sink"] == [0]  # back at the start: the sink holds it
     assert not any(is_mid_revisit(r) for r in revisit_sources(positions(["right"] * 8)))  # no place seen twice
+
+
+def test_the_studio_buttons_steer_their_own_session_only():
+    from types import SimpleNamespace
+
+    from app.handlers import live_controls, steerer
+
+    mine, other = live_controls("session-a"), live_controls("session-b")
+    steerer("left")(SimpleNamespace(session_hash="session-a"))
+    assert mine.poll() == (None, "left")
+    assert other.poll() == (None, None)  # another browser's run is not steered
+    steerer("still")(SimpleNamespace(session_hash="no-run"))  # no run: nothing to steer, no error
+    fresh = live_controls("session-a")  # a new run starts unsteered
+    assert fresh.poll() == (None, None)

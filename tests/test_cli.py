@@ -33,3 +33,36 @@ def test_bad_input_exits_2_and_names_the_value(tmp_path, capsys, args, message):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err
     assert not (tmp_path / "v.mp4").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--out", "/nonexistent-dir/a.mp4"], "--out /nonexistent-dir/a.mp4: the folder /nonexistent-dir does not exist"),
+    (["--out", "clip.txt"], "--out clip.txt must end in one of .mp4, .mkv, .mov, .ts"),
+    (["--trace", "/nonexistent-dir/t.jsonl"], "--trace /nonexistent-dir/t.jsonl: the folder /nonexistent-dir does not exist"),
+])
+def test_output_paths_are_checked_before_the_model_loads(tmp_path, capsys, monkeypatch, args, message):
+    import packforcing.pipeline
+
+    def no_model(*a, **k):
+        raise AssertionError("the model was loaded before the output path was checked")
+
+    monkeypatch.setattr(packforcing.pipeline.PackForcingPipeline, "from_name", no_model)
+    base = ["generate", "--model", "embedded", "--prompt", "a red circle", "--seconds", "2", "--out", str(tmp_path / "v.mp4")]
+    assert main(base + args) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--width", "833"], "width=833 is not a multiple of 16 (the VAE's 8 x the patch's 2); try 832 or 848"),
+    (["--height", "470"], "height=470 is not a multiple of 16"),
+    (["--seconds", "1e300"], "seconds=1e+300 is out of range; allowed 0 to 86400"),
+    (["--seconds", "nan"], "seconds=nan is out of range"),
+])
+def test_memory_rejects_what_the_grid_cannot_take(capsys, args, message):
+    assert main(["memory", "--seconds", "120", *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_memory_at_a_multiple_of_16_still_computes(capsys):
+    assert main(["memory", "--seconds", "120", "--width", "848", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["tokens_per_latent_frame"] == 30 * 53  # (480/16) x (848/16)

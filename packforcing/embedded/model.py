@@ -193,7 +193,7 @@ def load_embedded(directory: str) -> Backbone:
 
 def _unavailable() -> str | None:
     if not os.path.exists(os.path.join(EMBEDDED_DIR, "generator.safetensors")):
-        return f"embedded weights not found in {EMBEDDED_DIR} (train them with python -m packforcing.embedded.train)"
+        return "embedded weights not found in assets/embedded/ (train them with python -m packforcing.embedded.train)"
     return None
 
 
