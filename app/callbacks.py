@@ -44,10 +44,11 @@ def generate(model, prompt, seconds, seed, sink_frames, top_k, mid_capacity, pol
             return
         try:
             config = build_config(model, sink_frames, top_k, mid_capacity, policy, rope_repair, compression, recache)
-            run = Run(model, prompt, seconds, seed, config, sessions.new_run_dir(session), flag, camera=camera, controls=live_controls(session))
+            run = Run(model, prompt, seconds, seed, config, stop=flag, camera=camera, controls=live_controls(session))
         except ValueError as e:
             yield (*(nothing,) * 6, _refused(e), nothing, nothing, nothing)
             return
+        run.use_folder(sessions.new_run_dir(session))  # only now: it retires the session's older folders
         for update in run.updates():
             figures = update.get("figures") or (nothing,) * 4
             yield (
@@ -74,10 +75,11 @@ def ablate(model, prompt, seconds, seed, preset_a, preset_b, switch_at=8, switch
             yield (*(nothing,) * 12, "Stopped before it started.", nothing)
             return
         try:
-            lab = AblationRun(model, prompt, seconds, seed, preset_a, preset_b, flag, sessions.new_run_dir(session), switch_at, switch_to)
+            lab = AblationRun(model, prompt, seconds, seed, preset_a, preset_b, flag, switch_at, switch_to)
         except ValueError as e:
             yield (*(nothing,) * 12, _refused(e), nothing)
             return
+        lab.use_folder(sessions.new_run_dir(session))
         for a, b, comparison in lab.updates():
             sides = []
             for update in (a, b):

@@ -119,17 +119,27 @@ class Run:
         self.pipe.validate(prompt, seconds, config, seed)
         self.camera, self.controls = self.pipe.camera_path(camera), controls
         self.prompt, self.seconds, self.seed, self.config = prompt, float(seconds), int(seed), config
-        self.dir = workdir or tempfile.mkdtemp(prefix="packforcing-run-")
-        self.trace_path = os.path.join(self.dir, "trace.jsonl")
-        self.video_path = os.path.join(self.dir, "video.mp4")
+        self.dir = None
+        if workdir:
+            self.use_folder(workdir)
         self.events: list = []
         self.frames: list[np.ndarray] = []
         self.projection = kv_curve(self.seconds, config=config)
         self.stop_requested = stop or threading.Event()
         self.switched = ""  # the status line's note of the last prompt switch
 
+    def use_folder(self, folder: str | None) -> None:
+        """Where the run writes its files (a new temporary folder if None). The studio gives
+        the folder only once the request is valid: a new folder retires the session's older ones."""
+        self.dir = folder or tempfile.mkdtemp(prefix="packforcing-run-")
+        os.makedirs(self.dir, exist_ok=True)
+        self.trace_path = os.path.join(self.dir, "trace.jsonl")
+        self.video_path = os.path.join(self.dir, "video.mp4")
+
     def updates(self):
         """Yields dicts with keys segment, preview, figures, status, done."""
+        if self.dir is None:
+            self.use_folder(None)
         started = time.perf_counter()
         with TraceWriter(self.trace_path) as trace:
             for event in self.pipe.stream(self.prompt, self.seconds, self.seed, self.config, should_stop=self.stop_requested.is_set,
@@ -222,19 +232,21 @@ class AblationRun:
     Both samplers share the model's weights (each claims it per forward), so nothing is loaded twice."""
 
     def __init__(self, model: str, prompt: str, seconds: float, seed: int, preset_a: str, preset_b: str, stop: threading.Event | None = None,
-                 workdir: str | None = None, switch_at=None, switch_to: str = ""):
+                 switch_at=None, switch_to: str = ""):
         presets = ablation_presets(model)
         for preset in (preset_a, preset_b):
             if not isinstance(preset, str) or preset not in presets:
                 raise ValueError(f"configuration {shown(preset)} is not known; choose one of {', '.join(presets)}")
         self.names = (preset_a, preset_b)
         self.stop_requested = stop or threading.Event()
-        folders = [os.path.join(workdir, side) if workdir else None for side in ("a", "b")]
-        for folder in filter(None, folders):
-            os.makedirs(folder, exist_ok=True)
         if switch_to and switch_to.strip():  # both sides switch the same prompt at the same time
             prompt = [(0.0, prompt), (check_number("switch at", switch_at, 0, float(seconds)), switch_to)]
-        self.runs = [Run(model, prompt, seconds, seed, presets[p], folder, self.stop_requested) for p, folder in zip(self.names, folders)]
+        self.runs = [Run(model, prompt, seconds, seed, presets[p], stop=self.stop_requested) for p in self.names]
+
+    def use_folder(self, folder: str) -> None:
+        """Both sides write into one folder (a/ and b/): one run folder per ablation."""
+        for run, side in zip(self.runs, ("a", "b")):
+            run.use_folder(os.path.join(folder, side))
 
     def updates(self):
         """Yields (update of A or None, update of B or None, comparison markdown or None)."""

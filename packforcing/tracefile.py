@@ -13,12 +13,14 @@ import json
 import os
 
 from .config import RECACHE_MODES, PackForcingConfig, check_number, shown
+from .controls import CAMERA_DIRECTIONS
 from .events import RunEnd, event_from_dict
 
 MAX_TRACE_BYTES = 4 * 2**20  # a 120-s run's trace is about 0.4 MB
 MAX_TRACE_BLOCKS = 256  # the longest run any model here makes is 120 blocks
 MAX_TEXT = 2000
 PARTITIONS = ("sink", "mid_selected", "mid_archived", "recent", "current")
+CAMERA_KEYS = ("direction", "x", "end", "period", "view")
 BIG = 10**15  # counts of bytes and tokens: far above any real run, exact as a float
 
 
@@ -178,6 +180,8 @@ def _block(where: str, d: dict, index: int, run: dict) -> dict:
     made = (index + 1) * geometry["seconds_per_block"]
     out["video_seconds"] = _field(where, d, "video_seconds", _float, 0, made, required=False) or 0.0
     out["frames_total"] = _field(where, d, "frames_total", _int, 0, round(made * geometry["fps"]), required=False) or 0
+    if d.get("camera") is not None:
+        out["camera"] = _field(where, d, "camera", _camera)
     out["prompt"] = _field(where, d, "prompt", _text, required=False) or ""
     if d.get("selection_change") is not None:
         out["selection_change"] = _field(where, d, "selection_change", _float, 0, 1)
@@ -194,6 +198,13 @@ def _switch(where: str, d: dict, index: int, run: dict) -> dict:
         raise ValueError(f"{where}: recache={shown(out['recache'])} is not allowed; choose one of {', '.join(RECACHE_MODES)}")
     out["recached"] = _field(where, d, "recached", _ids, index - 1, index)
     return out
+
+
+def _camera(name, value):
+    """Where a block looked: a direction and a few positions in the model's units."""
+    if not isinstance(value, dict) or value.get("direction") not in CAMERA_DIRECTIONS or not set(value) <= set(CAMERA_KEYS):
+        raise ValueError(f"{name} must be an object with a direction ({', '.join(CAMERA_DIRECTIONS)}) and numbers {', '.join(CAMERA_KEYS[1:])}")
+    return {k: v if k == "direction" else _float(f"{name}[{k}]", v, -BIG, BIG) for k, v in value.items()}
 
 
 def _ids(name, value, upto, most):
