@@ -7,6 +7,7 @@ its re-cache: the same latents as the run, each block's K/V written under the ne
 
 import pytest
 import torch
+from dense_reference import one_thread  # noqa: F401  (fixture)
 
 from packforcing.backbones.tiny import build_tiny_random
 from packforcing.config import PackForcingConfig
@@ -22,6 +23,7 @@ A, B = "a red circle", "a green square"
 # 1 s per block on the tiny model; hr+lr: a re-compressed mid block uses both branches
 CFG = PackForcingConfig(top_k=2, mid_capacity=4, compression="hr+lr")
 S, N = 6, 8  # switch before block 6: sink [0, 1], mid [2, 3, 4], recent [5], nothing evicted
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -209,6 +211,7 @@ def test_hysteresis_keeps_a_selected_block_until_beaten_by_the_margin():
     assert pick(0.4) == [2, 3]  # 2 beats 4 by 0.5 of a range of 1.0, more than the margin 0.4
     assert pick(0.6) == [3, 4]  # ... less than 0.6: 4 stays
     assert selection_change([3, 4], [2, 3]) == 0.5 and selection_change([], [2]) is None and selection_change([2], [2]) == 0.0
+    assert selection_change([2], [2, 3, 4, 5]) == 0.75  # 3 of the 4 selected are new (the bank grew)
 
 
 def test_selection_change_in_the_trace_and_hysteresis_lowers_it(backbone):

@@ -4,10 +4,14 @@ Ablation view runs the same switch with re-cache on and off."""
 
 from types import SimpleNamespace
 
+import pytest
+from dense_reference import one_thread  # noqa: F401  (fixture)
+
 from app.handlers import AblationRun, Run, live_controls, switch_prompt
 from packforcing.config import PackForcingConfig
 
 SMALL = PackForcingConfig(top_k=2, mid_capacity=4)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_switch_button_queues_a_checked_prompt_for_the_sessions_run():
