@@ -3,7 +3,8 @@
     python -m bench.switch > bench/switch.json                 # the shipped weights
     python -m bench.switch --model NAME --seeds 2 --seconds 16  # other weights, a quicker run
 
-Switch: red objects, then the same scene with green ones from 8 s. Per re-cache option:
+Switch: red objects, then the same scene with green ones from 8 s. Per re-cache option,
+and a control that never switches (the same frames measured):
 green's share of frames before the switch (wanted < 20%), green's share from 3 s after it
 (wanted >= 50%), red's share after / before (wanted < 30%), and the re-cache's cost. A
 frame "has" a colour when the model's evaluator detects an object of that colour in it.
@@ -18,9 +19,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 
 import numpy as np
+import torch
 
 from packforcing import registry
 from packforcing.config import RECACHE_MODES
@@ -55,12 +58,19 @@ def colour_share(frames, colour: str) -> float | None:
     return float(np.mean([any(obj[0] == colour for obj in objs) for objs in detect(frames)]))
 
 
+def _log(what: str, row: dict) -> dict:
+    print(what, json.dumps(row), file=sys.stderr, flush=True)  # partial results while it runs
+    return row
+
+
 def switch_row(pipe, mode, at, seconds, seeds, pairs) -> dict:
     rows = []
     for before, after in pairs:
         for seed in range(seeds):
-            frames, blocks, switches = run(pipe, [(0, before), (at, after)], seconds, seed, pipe.default_config.replace(recache=mode))
-            start = {b.block: b.frames_total for b in blocks}.get(switches[0].block - 1, 0)  # the switch's first frame
+            schedule = [(0, before)] if mode == "no switch" else [(0, before), (at, after)]
+            frames, blocks, switches = run(pipe, schedule, seconds, seed, pipe.default_config.replace(recache="none" if mode == "no switch" else mode))
+            first = next(b.block for b in blocks if b.video_seconds > at)  # the first block at or after the switch
+            start = {b.block: b.frames_total for b in blocks}.get(first - 1, 0)
             settled = start + 3 * pipe.fps
             red_before = colour_share(frames[:start], "red")
             red_after = colour_share(frames[settled:], "red")
@@ -70,10 +80,10 @@ def switch_row(pipe, mode, at, seconds, seeds, pairs) -> dict:
                 "red_before": red_before,
                 "red_after": red_after,
                 "red_after_over_before": None if not red_before else red_after / red_before,
-                "recache_seconds": switches[0].seconds,
-                "recached_blocks": len(switches[0].recached),
+                "recache_seconds": switches[0].seconds if switches else None,
+                "recached_blocks": len(switches[0].recached) if switches else None,
             })
-    return _mean(rows)
+    return _log(f"recache={mode}", _mean(rows))
 
 
 def flicker(frames, frames_total: list[int]) -> dict:
@@ -96,7 +106,7 @@ def stability_row(pipe, hysteresis, seconds, seeds, prompts) -> dict:
                 scores = evaluator.score(frames, blocks, prompt, seed)
                 row.update({k: scores.get(k) for k in ("revisit_consistency", "revisit_contrast", "revisit_source_attended", "faithfulness")})
             rows.append(row)
-    return _mean(rows)
+    return _log(f"hysteresis={hysteresis}", _mean(rows))
 
 
 def _mean(rows: list[dict]) -> dict:
@@ -117,7 +127,9 @@ def main(argv=None) -> None:
     p.add_argument("--stability-seconds", type=float, default=32.0)
     p.add_argument("--hysteresis", type=float, nargs="+", default=[0.0, 0.1, 0.3])
     p.add_argument("--prompts", type=int, default=2, help="use the first N prompt pairs and stability prompts")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (the embedded model runs op by op: one is fastest)")
     args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
     pairs, prompts = SWITCHES[: args.prompts], STABILITY_PROMPTS[: args.prompts]
     pipe = PackForcingPipeline.from_name(args.model)
     started = time.perf_counter()
@@ -125,7 +137,7 @@ def main(argv=None) -> None:
         "model": args.model,
         "command": "python -m bench.switch " + " ".join(argv or []),
         "switch": {"prompts": pairs, "at_seconds": args.switch_at, "seconds": args.seconds, "seeds": args.seeds, "wanted": WANTED,
-                   "by_recache": {mode: switch_row(pipe, mode, args.switch_at, args.seconds, args.seeds, pairs) for mode in RECACHE_MODES}},
+                   "by_recache": {mode: switch_row(pipe, mode, args.switch_at, args.seconds, args.seeds, pairs) for mode in ("no switch", *RECACHE_MODES)}},
         "stability": {"prompts": prompts, "seconds": args.stability_seconds, "seeds": args.seeds,
                       "by_hysteresis": {str(h): stability_row(pipe, h, args.stability_seconds, args.seeds, prompts) for h in args.hysteresis}},
     }
@@ -134,6 +146,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    import sys
-
     main(sys.argv[1:])
