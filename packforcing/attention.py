@@ -90,7 +90,7 @@ class CacheSession:
             query_sum = query_sum + b.query_sum.to(query_sum)
         key_sums = {m: b.key_sum for m, b in cache.mid.items()}
         scores = factorised_scores(query_sum, key_sums, q_raw.shape[-1], cache.config.score_head_fraction)
-        selected = select_blocks(list(cache.mid), cache.config, scores)
+        selected = select_blocks(list(cache.mid), cache.config, scores, previous=cache.previous_selected)
         if self.hook is not None:
             required = [m for m in self.hook.required if m in cache.mid]
             if required:

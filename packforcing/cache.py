@@ -47,6 +47,7 @@ class KVCache:
         self.recent: dict[int, BlockKV] = {}
         self.current: int | None = None
         self.selected: list[int] = []
+        self.previous_selected: list[int] = []  # the last block's selection (hysteresis, stability)
         self.scores: dict[int, float] = {}
         self.selection_set = False  # this block's mid blocks are chosen (by policy, scores or override)
         self.shifts: dict[int, float] = {}
@@ -58,6 +59,7 @@ class KVCache:
     def begin_block(self, index: int, start_frame: float) -> None:
         self.current = index
         self.current_start = float(start_frame)
+        self.previous_selected = self.selected
         self.selected, self.scores, self.shifts, self.evicted = [], {}, {}, []
         self.selection_set = False
         self._rotation, self._bias = None, None
@@ -108,6 +110,7 @@ class KVCache:
 
     def clear(self) -> None:
         self.sink.clear(), self.mid.clear(), self.recent.clear()
+        self.selected, self.previous_selected = [], []
         self._rotation, self._bias = None, None
         self.current = None
 
