@@ -25,5 +25,7 @@ if __name__ == "__main__":
     torch.set_num_threads(int(os.environ.get("PACKFORCING_THREADS", "1")))
     # show_error=False: an unexpected exception reaches the browser as a bare "Error"
     # (the handlers turn every bad input into a plain message themselves). Uploads are
-    # traces, capped at the size packforcing.tracefile accepts.
-    demo.launch(show_error=False, max_file_size=MAX_TRACE_BYTES)
+    # traces, capped at the size packforcing.tracefile accepts. Gradio keeps each session's
+    # latest outputs (a few MB of figures) for up to 10,000 sessions by default, and API
+    # clients never close theirs: the 64 most recently used sessions are kept.
+    demo.launch(show_error=False, max_file_size=MAX_TRACE_BYTES, state_session_capacity=64)

@@ -32,7 +32,8 @@ def _refused(e: ValueError) -> str:
 
 
 @gpu
-def generate(model, prompt, seconds, seed, sink_frames, top_k, mid_capacity, policy, rope_repair, compression, camera, request: gr.Request = None):
+def generate(model, prompt, seconds, seed, sink_frames, top_k, mid_capacity, policy, rope_repair, compression, camera, recache="all",
+             request: gr.Request = None):
     """Streams: video segment, preview, four figures, status, final video, trace, camera figure."""
     nothing = gr.skip()
     session = _session(request)
@@ -42,11 +43,12 @@ def generate(model, prompt, seconds, seed, sink_frames, top_k, mid_capacity, pol
             yield (*(nothing,) * 6, "Stopped before it started.", nothing, nothing, nothing)
             return
         try:
-            config = build_config(model, sink_frames, top_k, mid_capacity, policy, rope_repair, compression)
-            run = Run(model, prompt, seconds, seed, config, sessions.new_run_dir(session), flag, camera=camera, controls=live_controls(session))
+            config = build_config(model, sink_frames, top_k, mid_capacity, policy, rope_repair, compression, recache)
+            run = Run(model, prompt, seconds, seed, config, stop=flag, camera=camera, controls=live_controls(session))
         except ValueError as e:
             yield (*(nothing,) * 6, _refused(e), nothing, nothing, nothing)
             return
+        run.use_folder(sessions.new_run_dir(session))  # only now: it retires the session's older folders
         for update in run.updates():
             figures = update.get("figures") or (nothing,) * 4
             yield (
@@ -63,7 +65,7 @@ def generate(model, prompt, seconds, seed, sink_frames, top_k, mid_capacity, pol
 
 
 @gpu
-def ablate(model, prompt, seconds, seed, preset_a, preset_b, request: gr.Request = None):
+def ablate(model, prompt, seconds, seed, preset_a, preset_b, switch_at=8, switch_to="", request: gr.Request = None):
     """Streams, for each side: video segment, preview, four figures; then status and the comparison."""
     nothing = gr.skip()
     session = _session(request)
@@ -73,10 +75,11 @@ def ablate(model, prompt, seconds, seed, preset_a, preset_b, request: gr.Request
             yield (*(nothing,) * 12, "Stopped before it started.", nothing)
             return
         try:
-            lab = AblationRun(model, prompt, seconds, seed, preset_a, preset_b, flag, sessions.new_run_dir(session))
+            lab = AblationRun(model, prompt, seconds, seed, preset_a, preset_b, flag, switch_at, switch_to)
         except ValueError as e:
             yield (*(nothing,) * 12, _refused(e), nothing)
             return
+        lab.use_folder(sessions.new_run_dir(session))
         for a, b, comparison in lab.updates():
             sides = []
             for update in (a, b):
@@ -91,15 +94,15 @@ def ablate(model, prompt, seconds, seed, preset_a, preset_b, request: gr.Request
 # Validators: Gradio runs them when a run is submitted, before it is queued (browser and
 # API clients alike). They arm the session's stop flag; the run checks its inputs itself.
 # (Gradio hands gr.Request only to a named parameter, hence the full signatures.)
-def arm_generate(model, prompt, seconds, seed, sink_frames, top_k, mid_capacity, policy, rope_repair, compression, camera,
-                  request: gr.Request = None):
+def arm_generate(model, prompt, seconds, seed, sink_frames, top_k, mid_capacity, policy, rope_repair, compression, camera, recache="all",
+                 request: gr.Request = None):
     sessions.arm_stop(_session(request), "generate")
-    return [gr.validate(True, "")] * 11
+    return [gr.validate(True, "")] * 12
 
 
-def arm_ablation(model, prompt, seconds, seed, preset_a, preset_b, request: gr.Request = None):
+def arm_ablation(model, prompt, seconds, seed, preset_a, preset_b, switch_at=8, switch_to="", request: gr.Request = None):
     sessions.arm_stop(_session(request), "ablation")
-    return [gr.validate(True, "")] * 6
+    return [gr.validate(True, "")] * 8
 
 
 def stopper(view: str):

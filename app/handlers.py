@@ -16,7 +16,7 @@ from packforcing import registry
 from packforcing.ablation import ablation_configs
 from packforcing.config import MAX_MID_CAPACITY, MAX_SINK_FRAMES, MAX_TOP_K, PackForcingConfig, check_number, shown
 from packforcing.controls import LiveControls
-from packforcing.events import Block, Frames, RunEnd, RunStart, TraceWriter
+from packforcing.events import Block, Frames, RunEnd, RunStart, Switch, TraceWriter
 from packforcing.memory import kv_curve, memory_table
 from packforcing.tracefile import read_trace
 from packforcing.video import write_mp4
@@ -55,6 +55,20 @@ def steerer(direction: str):
     return steer
 
 
+def switch_prompt(model, prompt, request: gr.Request = None) -> str:
+    """The Switch button: this session's streaming run takes `prompt` from its next block
+    (a status line; the prompt is checked as Generate checks it)."""
+    controls = _controls.get(getattr(request, "session_hash", None))
+    try:
+        if controls is None:
+            raise ValueError("nothing is streaming: press Generate, then Switch while the video streams")
+        get_pipeline(model).validate_prompt(prompt)
+        controls.switch_prompt(prompt)
+    except ValueError as e:
+        return f"⚠️ **Error:** {plain(e)}"
+    return "Switching: the new prompt applies from the next block."
+
+
 def check_model(name) -> str:
     """`name` if it is a model that can run here, else a plain ValueError."""
     usable = [m for m, reason in registry.available_models().items() if reason is None]
@@ -81,11 +95,13 @@ def cache_numbers(sink_frames, top_k, mid_capacity) -> dict:
                 mid_capacity=check_number("mid_capacity", mid_capacity, 0, MAX_MID_CAPACITY, integer=True))
 
 
-def build_config(model: str, sink_frames, top_k, mid_capacity, policy, rope_repair, compression) -> PackForcingConfig:
+def build_config(model: str, sink_frames, top_k, mid_capacity, policy, rope_repair, compression, recache=None) -> PackForcingConfig:
     if not isinstance(rope_repair, bool):
         raise ValueError(f"rope_repair must be true or false; got {shown(rope_repair)}")
-    return registry.get(check_model(model)).default_config.replace(
+    base = registry.get(check_model(model)).default_config
+    return base.replace(
         **cache_numbers(sink_frames, top_k, mid_capacity), policy=policy, rope_repair=rope_repair, compression=compression,
+        recache=base.recache if recache is None else recache,
     )
 
 
@@ -103,16 +119,27 @@ class Run:
         self.pipe.validate(prompt, seconds, config, seed)
         self.camera, self.controls = self.pipe.camera_path(camera), controls
         self.prompt, self.seconds, self.seed, self.config = prompt, float(seconds), int(seed), config
-        self.dir = workdir or tempfile.mkdtemp(prefix="packforcing-run-")
-        self.trace_path = os.path.join(self.dir, "trace.jsonl")
-        self.video_path = os.path.join(self.dir, "video.mp4")
+        self.dir = None
+        if workdir:
+            self.use_folder(workdir)
         self.events: list = []
         self.frames: list[np.ndarray] = []
         self.projection = kv_curve(self.seconds, config=config)
         self.stop_requested = stop or threading.Event()
+        self.switched = ""  # the status line's note of the last prompt switch
+
+    def use_folder(self, folder: str | None) -> None:
+        """Where the run writes its files (a new temporary folder if None). The studio gives
+        the folder only once the request is valid: a new folder retires the session's older ones."""
+        self.dir = folder or tempfile.mkdtemp(prefix="packforcing-run-")
+        os.makedirs(self.dir, exist_ok=True)
+        self.trace_path = os.path.join(self.dir, "trace.jsonl")
+        self.video_path = os.path.join(self.dir, "video.mp4")
 
     def updates(self):
         """Yields dicts with keys segment, preview, figures, status, done."""
+        if self.dir is None:
+            self.use_folder(None)
         started = time.perf_counter()
         with TraceWriter(self.trace_path) as trace:
             for event in self.pipe.stream(self.prompt, self.seconds, self.seed, self.config, should_stop=self.stop_requested.is_set,
@@ -133,11 +160,14 @@ class Run:
                 if isinstance(event, RunStart):
                     words = plain(", ".join(event.understood_words) or "none")
                     yield {"status": f"Generating {event.num_blocks} blocks with **{plain(event.model)}** · understood: {words}"}
+                elif isinstance(event, Switch):
+                    done = f"re-cached {len(event.recached)} blocks in {event.seconds:.2f} s" if event.recached else f"re-cache {event.recache}"
+                    self.switched = f" · prompt switched before block {event.block + 1} ({done})"
                 elif isinstance(event, Block):
                     segment, preview = self._pending
                     status = (f"Block {event.block + 1} · {event.video_seconds:.0f} s of video in {time.perf_counter() - started:.1f} s · "
                               f"attending {event.context_tokens:,} tokens · KV {event.kv_bytes / 1024:,.0f} KB "
-                              f"(a full cache: {event.full_cache_bytes / 1024:,.0f} KB)")
+                              f"(a full cache: {event.full_cache_bytes / 1024:,.0f} KB)") + self.switched
                     if event.camera is not None:
                         status += f" · camera {event.camera['direction']} at {event.camera['x']:.0f}"
                     yield {"segment": segment, "preview": preview, "figures": figures_at(self.events, None, self.projection), "status": status,
@@ -192,7 +222,9 @@ def replay_figures(events, block):
 
 def ablation_presets(model: str) -> dict[str, PackForcingConfig]:
     """The ablation lab's named configurations, built on the model's own defaults."""
-    return ablation_configs(registry.get(check_model(model)).default_config)
+    base = registry.get(check_model(model)).default_config
+    # the same switch with and without re-writing the cache (Switch at / to, in the view)
+    return ablation_configs(base) | {"dynamic, re-cache all": base.replace(recache="all"), "dynamic, no re-cache": base.replace(recache="none")}
 
 
 class AblationRun:
@@ -200,17 +232,21 @@ class AblationRun:
     Both samplers share the model's weights (each claims it per forward), so nothing is loaded twice."""
 
     def __init__(self, model: str, prompt: str, seconds: float, seed: int, preset_a: str, preset_b: str, stop: threading.Event | None = None,
-                 workdir: str | None = None):
+                 switch_at=None, switch_to: str = ""):
         presets = ablation_presets(model)
         for preset in (preset_a, preset_b):
             if not isinstance(preset, str) or preset not in presets:
                 raise ValueError(f"configuration {shown(preset)} is not known; choose one of {', '.join(presets)}")
         self.names = (preset_a, preset_b)
         self.stop_requested = stop or threading.Event()
-        folders = [os.path.join(workdir, side) if workdir else None for side in ("a", "b")]
-        for folder in filter(None, folders):
-            os.makedirs(folder, exist_ok=True)
-        self.runs = [Run(model, prompt, seconds, seed, presets[p], folder, self.stop_requested) for p, folder in zip(self.names, folders)]
+        if switch_to and switch_to.strip():  # both sides switch the same prompt at the same time
+            prompt = [(0.0, prompt), (check_number("switch at", switch_at, 0, float(seconds)), switch_to)]
+        self.runs = [Run(model, prompt, seconds, seed, presets[p], stop=self.stop_requested) for p in self.names]
+
+    def use_folder(self, folder: str) -> None:
+        """Both sides write into one folder (a/ and b/): one run folder per ablation."""
+        for run, side in zip(self.runs, ("a", "b")):
+            run.use_folder(os.path.join(folder, side))
 
     def updates(self):
         """Yields (update of A or None, update of B or None, comparison markdown or None)."""
@@ -238,7 +274,15 @@ class AblationRun:
         out = {}
         evaluator = registry.get(run.pipe.name).evaluator
         if run.frames and blocks and evaluator is not None:
-            out.update(evaluator.report(evaluator.score(np.concatenate(run.frames), blocks, run.prompt, run.seed)))
+            out.update(evaluator.report(evaluator.score(np.concatenate(run.frames), blocks, blocks[0].prompt, run.seed)))
+        for switch in (e for e in run.events if isinstance(e, Switch)):
+            out[f"switch before block {switch.block + 1}"] = (f"re-cached {len(switch.recached)} blocks in {switch.seconds:.2f} s"
+                                                              if switch.recached else "no re-cache")
+            after = [b for b in blocks if b.block >= switch.block]
+            if evaluator is not None and after:
+                start = next((b.frames_total for b in blocks if b.block == switch.block - 1), 0)
+                score = evaluator.score(np.concatenate(run.frames)[start:], after, switch.prompt, run.seed).get("faithfulness")
+                out["faithfulness to the new prompt, after the switch"] = "n/a" if score is None else f"{score:.3f}"
         if blocks:
             out["KV bytes at the end"] = f"{blocks[-1].kv_bytes / 1024:,.0f} KB"
             out["attended tokens (last block)"] = f"{blocks[-1].context_tokens:,}"

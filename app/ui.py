@@ -5,7 +5,15 @@ from __future__ import annotations
 import gradio as gr
 
 from packforcing import registry
-from packforcing.config import COMPRESSIONS, MAX_MID_CAPACITY, MAX_SINK_FRAMES, MAX_TOP_K, POLICIES, PackForcingConfig
+from packforcing.config import (
+    COMPRESSIONS,
+    MAX_MID_CAPACITY,
+    MAX_SINK_FRAMES,
+    MAX_TOP_K,
+    POLICIES,
+    RECACHE_MODES,
+    PackForcingConfig,
+)
 from packforcing.memory import PAPER_FPS, PAPER_HEIGHT, PAPER_SECONDS, PAPER_WIDTH
 from visualizers import empty_figure
 
@@ -21,11 +29,11 @@ from .callbacks import (
     on_trace_upload,
     stopper,
 )
-from .handlers import ablation_presets, calculator, steerer
+from .handlers import ablation_presets, calculator, steerer, switch_prompt
 
 PANEL_HELP = {
     "occupancy": "Top: tokens each block attends, by partition, under the dashed bounded context, which never grows. Below: archived mid blocks, held in memory (compressed) but not attended.",
-    "selection": "Each row is a generated block, each column a compressed mid block. Colour = how much the current queries want that block; squares = the top-k actually attended. Old blocks keep getting picked: attention demand spans the whole history.",
+    "selection": "Each row is a generated block, each column a compressed mid block. Colour = how much the current queries want that block; squares = the top-k actually attended. Old blocks keep getting picked: attention demand spans the whole history. The title's selection change: the share of selected blocks that are new since the block before (swaps can flicker).",
     "rope": "Keys are cached already rotated at the time they were generated. Before attending, selected blocks are moved (rotated in time) so that sink, mid and recent sit side by side before the current block: the gaps left by unselected or evicted blocks close.",
     "camera": "Models with a camera (the embedded one): bars show where each block was filmed on the wrapping panorama, coloured by the partition that holds it now; the band is where the camera looks. When it comes back to a place, the mid-bank block that filmed it should turn orange (attended).",
     "memory": "Bytes of K/V actually held by this run vs a full cache. Below: the same policies for the real Wan2.1-1.3B at 832x480 (about 4 GB vs 138 GB at 120 s).",
@@ -42,7 +50,7 @@ def _model_note() -> str:
 
 def _defaults_for(model):
     c = registry.get(model).default_config
-    return c.sink_frames, c.top_k, c.mid_capacity, c.policy, c.rope_repair, c.compression
+    return c.sink_frames, c.top_k, c.mid_capacity, c.policy, c.rope_repair, c.compression, c.recache
 
 
 def _examples(model: str) -> list[str]:
@@ -75,7 +83,7 @@ def build_demo() -> gr.Blocks:
 
 
 def _cache_controls(config) -> list:
-    """Sink, top-k, capacity, policy, RoPE repair, compression: the model's defaults."""
+    """Sink, top-k, capacity, policy, RoPE repair, compression, re-cache: the model's defaults."""
     with gr.Accordion("Advanced: the cache", open=False):
         controls = [
             gr.Slider(0, MAX_SINK_FRAMES, value=config.sink_frames, step=config.block_frames, label="Sink frames (latent frames, multiple of 4)"),
@@ -84,6 +92,8 @@ def _cache_controls(config) -> list:
             gr.Radio(list(POLICIES), value=config.policy, label="Selection policy"),
             gr.Checkbox(value=config.rope_repair, label="RoPE repair (pack attended blocks in time)"),
             gr.Radio(list(COMPRESSIONS), value=config.compression, label="Compression"),
+            gr.Radio(list(RECACHE_MODES), value=config.recache, label="Re-cache on a prompt switch (blocks re-written under the new prompt)",
+                     elem_id="recache"),
         ]
         gr.Markdown(_model_note())
     return controls
@@ -117,12 +127,15 @@ def _generate_tab(usable: list[str], model0: str, examples: list[str]) -> None:
                                 placeholder="e.g. right:8,left:8 (direction:seconds; empty: the prompt's pan)")
             with gr.Row():
                 go_btn = gr.Button("Generate", variant="primary", elem_id="generate")
+                # while a run streams: edit the prompt, Switch, and it applies from the next block
+                switch_btn = gr.Button("Switch prompt", elem_id="switch")
                 stop_btn = gr.Button("Stop", variant="stop", elem_id="stop")
             with gr.Row():
                 # steer the next block while the video streams
                 steer_btns = {d: gr.Button(label, elem_id=f"camera-{d}", size="sm")
                               for d, label in (("left", "← left"), ("still", "■ still"), ("right", "right →"))}
             status = gr.Markdown("Ready.", elem_id="status")
+            switch_status = gr.Markdown(elem_id="switch-status")
         with gr.Column(scale=3):
             with gr.Row():
                 video = gr.Video(label="Streaming video", streaming=True, autoplay=True, elem_id="stream")
@@ -136,8 +149,10 @@ def _generate_tab(usable: list[str], model0: str, examples: list[str]) -> None:
     # Submitting arms a stop flag (the validator) before the run is queued: a Stop while it
     # waits keeps it from starting; a Stop while it runs ends it after the block in flight,
     # with its video and trace so far. So does a closed tab (unload, in build_demo).
-    go_btn.click(generate, [model, prompt, seconds, seed, *cache, camera], outputs, concurrency_limit=1, concurrency_id="gpu",
+    *knobs, recache = cache
+    go_btn.click(generate, [model, prompt, seconds, seed, *knobs, camera, recache], outputs, concurrency_limit=1, concurrency_id="gpu",
                  api_name="generate", validator=arm_generate)
+    switch_btn.click(switch_prompt, [model, prompt], switch_status, queue=False, api_name="switch")
     for direction, btn in steer_btns.items():
         btn.click(steerer(direction), None, None, queue=False)
     stop_btn.click(stopper("generate"), None, None, queue=False, api_name="stop")
@@ -159,6 +174,10 @@ def _ablation_tab(usable: list[str], model0: str, examples: list[str]) -> None:
     with gr.Row():
         preset_a = gr.Dropdown(presets, value="window", label="Left", elem_id="preset-a")
         preset_b = gr.Dropdown(presets, value="dynamic", label="Right", elem_id="preset-b")
+    with gr.Row():  # compare re-cache on vs off: the two re-cache presets and a switch
+        switch_to = gr.Textbox(label="Switch to (optional: both sides switch the prompt)", value="", max_lines=1, scale=3,
+                               elem_id="ablation-switch-to")
+        switch_at = gr.Number(value=8, label="Switch at (seconds)", scale=1, elem_id="ablation-switch-at")
     with gr.Row():
         a_go = gr.Button("Run both", variant="primary", elem_id="ablation-run")
         a_stop = gr.Button("Stop", variant="stop")
@@ -174,7 +193,7 @@ def _ablation_tab(usable: list[str], model0: str, examples: list[str]) -> None:
                          for key, label in (("occupancy", "Occupancy"), ("selection", "Top-k selection"), ("rope", "RoPE offsets"), ("memory", "KV memory"))]
                 side_outputs += [side_video, side_preview, *plots]
     comparison = gr.Markdown(elem_id="ablation-table")
-    a_go.click(ablate, [a_model, a_prompt, a_seconds, a_seed, preset_a, preset_b], side_outputs + [a_status, comparison],
+    a_go.click(ablate, [a_model, a_prompt, a_seconds, a_seed, preset_a, preset_b, switch_at, switch_to], side_outputs + [a_status, comparison],
                concurrency_limit=1, concurrency_id="gpu", api_name="ablate", validator=arm_ablation)
     a_stop.click(stopper("ablation"), None, None, queue=False, api_name="stop_ablation")
 

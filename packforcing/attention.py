@@ -90,7 +90,7 @@ class CacheSession:
             query_sum = query_sum + b.query_sum.to(query_sum)
         key_sums = {m: b.key_sum for m, b in cache.mid.items()}
         scores = factorised_scores(query_sum, key_sums, q_raw.shape[-1], cache.config.score_head_fraction)
-        selected = select_blocks(list(cache.mid), cache.config, scores)
+        selected = select_blocks(list(cache.mid), cache.config, scores, previous=cache.previous_selected)
         if self.hook is not None:
             required = [m for m in self.hook.required if m in cache.mid]
             if required:
@@ -121,6 +121,7 @@ class SessionSlot:
     can share one set of weights and take turns (each claims the slot per forward)."""
 
     session: CacheSession | None = None
+    copy_kept = False  # set by a CUDA-graph compile, whose outputs are overwritten at the next replay
 
 
 class PackForcingAttnProcessor:
@@ -137,9 +138,20 @@ class PackForcingAttnProcessor:
         q_raw, k_raw = query, key
         if rotary_emb is not None:
             query, key = apply_rotary(query, *rotary_emb), apply_rotary(key, *rotary_emb)
-        out = self.slot.session.attend(self.layer, query, key, value, q_raw, k_raw)
-        out = out.flatten(2, 3).type_as(query)
+        out = _cache_attend(self, query, key, value, q_raw, k_raw).flatten(2, 3).type_as(query)
         return attn.to_out[1](attn.to_out[0](out))
+
+
+@torch.compiler.disable
+def _cache_attend(processor: PackForcingAttnProcessor, q, k, v, q_raw, k_raw) -> torch.Tensor:
+    """Where compiled code stops: the cache is host-side Python (dicts of blocks, the
+    selection), so the compiler traces the projections, norms and RoPE around it and
+    never the context, whose length it never sees. The layer is read here, not in the
+    traced processor, so one compiled graph serves every layer."""
+    session = processor.slot.session
+    if processor.slot.copy_kept and session.mode in ("write", "compressed"):
+        k, v, k_raw = k.clone(), v.clone(), k_raw.clone()
+    return session.attend(processor.layer, q, k, v, q_raw, k_raw)
 
 
 def install(transformer) -> tuple[SessionSlot, PositionedRotaryEmbed]:

@@ -13,6 +13,7 @@ import torch
 from .compression import HRCompressor
 from .config import PackForcingConfig
 from .memory import ModelDims, compressed_grid
+from .rope import to_device
 
 
 class Codec(Protocol):
@@ -111,10 +112,15 @@ class WanVAECodec:
         shape = (1, cfg.z_dim, 1, 1, 1)
         self.mean = torch.tensor(cfg.latents_mean[: cfg.z_dim]).view(shape)
         self.std = torch.tensor(cfg.latents_std[: cfg.z_dim]).view(shape)
+        self._placed: dict = {}  # (device, dtype) -> (mean, std): copied once, not at every decode
 
     def stats(self, like):
-        """The latent normalisation (mean, std), on `like`'s device and dtype."""
-        return self.mean.to(like), self.std.to(like)
+        """The latent normalisation (mean, std), on `like`'s device and dtype; copied
+        there once, not at every decode and compression."""
+        key = (like.device, like.dtype)
+        if key not in self._placed:
+            self._placed[key] = tuple(to_device(t, like.device).to(like.dtype) for t in (self.mean, self.std))
+        return self._placed[key]
 
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
         dtype = next(self.vae.parameters()).dtype

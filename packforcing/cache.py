@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .config import PackForcingConfig
-from .rope import rotate_in_time, temporal_rotation
+from .rope import rotate_in_time, temporal_rotation, to_device
 
 
 @dataclass
@@ -47,6 +47,7 @@ class KVCache:
         self.recent: dict[int, BlockKV] = {}
         self.current: int | None = None
         self.selected: list[int] = []
+        self.previous_selected: list[int] = []  # the last block's selection (hysteresis, stability)
         self.scores: dict[int, float] = {}
         self.selection_set = False  # this block's mid blocks are chosen (by policy, scores or override)
         self.shifts: dict[int, float] = {}
@@ -58,6 +59,7 @@ class KVCache:
     def begin_block(self, index: int, start_frame: float) -> None:
         self.current = index
         self.current_start = float(start_frame)
+        self.previous_selected = self.selected
         self.selected, self.scores, self.shifts, self.evicted = [], {}, {}, []
         self.selection_set = False
         self._rotation, self._bias = None, None
@@ -108,6 +110,7 @@ class KVCache:
 
     def clear(self) -> None:
         self.sink.clear(), self.mid.clear(), self.recent.clear()
+        self.selected, self.previous_selected = [], []
         self._rotation, self._bias = None, None
         self.current = None
 
@@ -151,10 +154,10 @@ class KVCache:
         if any(self.shifts[b.index] for b in blocks):
             if self._rotation is None:
                 deltas = torch.cat([torch.full((b.tokens,), self.shifts[b.index]) for b in blocks])
-                # on the keys' device once: copied from the host at every layer of every
-                # pass, they are the likely cause of window's FPS without decode falling
-                # from 26.8 to 22.4 on an H100 (README, not yet measured again)
-                self._rotation = tuple(t.to(keys.device) for t in temporal_rotation(deltas, keys.shape[-1]))
+                # on the keys' device once, queued without a host sync: copied from the
+                # host at every layer of every pass, they are the likely cause of window's
+                # FPS without decode falling from 26.8 to 22.4 on an H100 (README)
+                self._rotation = tuple(to_device(t, keys.device) for t in temporal_rotation(deltas, keys.shape[-1]))
             keys = rotate_in_time(keys, *self._rotation)
         return keys, values
 

@@ -7,7 +7,7 @@ import json
 import os
 import sys
 
-from .config import COMPRESSIONS, POLICIES, PackForcingConfig
+from .config import COMPRESSIONS, POLICIES, RECACHE_MODES, PackForcingConfig
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".ts")
 
@@ -40,6 +40,11 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--scale", type=int, default=1, help="upscale factor for the written mp4")
     g.add_argument("--camera", default=None, help="camera path of a model with a camera: direction:seconds segments, "
                    "e.g. right:8,left:8 (directions: left, still, right; default: the prompt's pan)")
+    g.add_argument("--switch", action="append", default=[], metavar="SECONDS:PROMPT",
+                   help='switch the prompt from SECONDS on (repeatable), e.g. --switch "8:a green square"')
+    g.add_argument("--recache", help=f"what a switch re-writes under the new prompt: {', '.join(RECACHE_MODES)}")
+    g.add_argument("--no-recache", action="store_true", help="same as --recache none")
+    g.add_argument("--compile", action="store_true", help="fast path: torch.compile the transformer, decode one block ahead (for a GPU; off by default)")
     _method_args(g)
 
     a = sub.add_parser("ablate", help="every memory policy on the same prompts and seeds, scored from pixels")
@@ -72,8 +77,33 @@ def _config(args, base: PackForcingConfig = PackForcingConfig()) -> PackForcingC
         "kv_source": args.kv_source,
         "rope_repair": False if args.no_rope_repair else None,
         "guidance_scale": args.guidance_scale,
+        "recache": _recache(args),
     }
     return base.replace(**{k: v for k, v in chosen.items() if v is not None})
+
+
+def _recache(args) -> str | None:
+    recache, off = getattr(args, "recache", None), getattr(args, "no_recache", False)
+    if off and recache not in (None, "none"):
+        raise ValueError(f"--no-recache contradicts --recache {recache}; give one of them")
+    return "none" if off else recache
+
+
+def _schedule(prompt: str, switches: list[str]) -> str | list[tuple[float, str]]:
+    """--prompt A --switch 8:B -> [(0, A), (8, B)]."""
+    if not switches:
+        return prompt
+    schedule = [(0.0, prompt)]
+    for switch in switches:
+        seconds, sep, text = switch.partition(":")
+        try:
+            at = float(seconds)
+        except ValueError:
+            at = None
+        if not sep or at is None:
+            raise ValueError(f"--switch {switch!r} is not SECONDS:PROMPT (e.g. --switch \"8:a green square\")")
+        schedule.append((at, text))
+    return schedule
 
 
 def _memory(args) -> int:
@@ -96,7 +126,7 @@ def _generate(args) -> int:
     import numpy as np
     from tqdm import tqdm
 
-    from .events import Block, Frames, RunStart, TraceWriter
+    from .events import Block, Frames, RunStart, Switch, TraceWriter
     from .pipeline import PackForcingPipeline
     from .registry import default_model
     from .video import write_mp4
@@ -106,15 +136,19 @@ def _generate(args) -> int:
         _check_output("--trace", args.trace)
     if args.scale < 1:
         raise ValueError(f"--scale {args.scale} is out of range; allowed 1 or more")
+    prompt = _schedule(args.prompt, args.switch)
     pipe = PackForcingPipeline.from_name(args.model or default_model(), device=args.device)
+    if args.compile:
+        kernel = pipe.enable_fast_path()
+        print(f"fast path: compiled blocks, decode one block ahead, attention kernel {kernel}", file=sys.stderr)
     config = _config(args, pipe.default_config)
-    pipe.validate(args.prompt, args.seconds, config, args.seed)
+    pipe.validate(prompt, args.seconds, config, args.seed)
     camera = pipe.camera_path(args.camera)
     frames = []
     trace = TraceWriter(args.trace) if args.trace else None
     bar = None
     try:
-        for event in pipe.stream(args.prompt, args.seconds, args.seed, config, camera=camera):
+        for event in pipe.stream(prompt, args.seconds, args.seed, config, camera=camera):
             if trace:
                 trace.write(event)
             if isinstance(event, RunStart):
@@ -123,6 +157,9 @@ def _generate(args) -> int:
                     print(f"understood: {' '.join(event.understood_words)}", file=sys.stderr)
             elif isinstance(event, Frames):
                 frames.append(event.frames)
+            elif isinstance(event, Switch):
+                done = f"re-cached blocks {event.recached} in {event.seconds:.2f} s" if event.recached else "no re-cache"
+                tqdm.write(f"switch at block {event.block}: {event.prompt!r} ({done})", file=sys.stderr)
             elif isinstance(event, Block):
                 bar.update(1)
                 bar.set_postfix(kv=f"{event.kv_bytes / 2**20:.1f}MiB", ctx=event.context_tokens)

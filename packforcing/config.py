@@ -13,6 +13,7 @@ COMPRESSING_POLICIES = ("dynamic", "fifo", "random")  # the ones with a compress
 COMPRESSIONS = ("lr", "hr", "hr+lr")
 KV_SOURCES = ("context-pass", "projection")
 STEP_RULES = ("renoise", "euler")
+RECACHE_MODES = ("none", "recent", "sink+recent", "all")
 # What one request may ask for: the pipeline refuses more, the studio's controls end here.
 MAX_PROMPT_CHARS = 500
 MAX_TOP_K = 64
@@ -59,6 +60,23 @@ class PackForcingConfig:
     # step's queries by then) scores, on pre-RoPE queries and keys: content affinity,
     # independent of where the block sits in time.
 
+    # Not in the paper: selection hysteresis. A selected mid block stays selected until a
+    # challenger outscores it by this fraction of the block's score range (max - min over
+    # the bank). 0 = off, the paper's fresh top-k per block; > 0 trades how fast the
+    # selection follows the queries for fewer swaps (the unofficial implementation reports
+    # that swaps flicker). Dynamic policy only.
+    selection_hysteresis: float = 0.0
+
+    # Prompt switches (not in the paper): which cached blocks a switch re-writes under the
+    # new prompt (clean pass; compressed mid blocks re-run their compressed pass).
+    # none | recent | sink+recent | all. LongLive re-caches everything its model attends
+    # (its short window) once per switch, so no stale prompt steers what follows. Here the
+    # attended context also holds the sink and the mid bank, which would remember the old
+    # prompt forever: the default re-writes all of it. The cost is bounded by the cache
+    # (one clean pass per cached block, one compressed pass per mid block) and each switch
+    # event reports it; `recent` is the cheap option (LongLive's window alone).
+    recache: str = "all"
+
     # RoPE repair: move attended blocks to packed temporal positions (paper fig. 2c).
     rope_repair: bool = True
 
@@ -84,6 +102,9 @@ class PackForcingConfig:
         _check_choice("compression", self.compression, COMPRESSIONS)
         _check_choice("kv_source", self.kv_source, KV_SOURCES)
         _check_choice("step_rule", self.step_rule, STEP_RULES)
+        _check_choice("recache", self.recache, RECACHE_MODES)
+        if not isinstance(self.selection_hysteresis, (int, float)) or not 0.0 <= self.selection_hysteresis <= 1.0:
+            raise ValueError(f"selection_hysteresis={self.selection_hysteresis!r} must be in [0, 1] (0 = off)")
         _check_int("block_frames", self.block_frames, 1)
         _check_int("sink_frames", self.sink_frames, 0)
         if self.sink_frames % self.block_frames:

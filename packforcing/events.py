@@ -1,7 +1,8 @@
 """Typed trace events: the only link between the sampler, the figures and the app.
 
 The sampler yields, in order: one RunStart, then per generated block one Frames
-(pixels, never written to JSONL) and one Block, and finally one RunEnd.
+(pixels, never written to JSONL) and one Block, and finally one RunEnd. A prompt
+switch yields one Switch just before the first block it applies to.
 `write_jsonl` / `read_jsonl` round-trip every event except Frames.
 
 Public field names of the "block" event (a stable interface, documented in README):
@@ -20,7 +21,13 @@ Public field names of the "block" event (a stable interface, documented in READM
 Extra fields (also stable): evicted, positions, tokens, video_seconds, frames_total, timings,
 camera (models with a camera, else null: direction, x = the view's left edge at the block's
 start and end = at its end, in the model's units, period = where x wraps, view = the view's
-width in those units).
+width in those units),
+prompt (the prompt in force), selection_change (fraction of mid_selected that the previous
+block did not select; null when either selected nothing).
+
+The "switch" event: block (the first block under the new prompt), prompt, recache (the
+config's option), recached (block indices whose K/V were re-written; empty for none),
+seconds (wall time the re-cache cost).
 """
 
 from __future__ import annotations
@@ -75,7 +82,19 @@ class Block:
     frames_total: int = 0  # pixel frames emitted so far
     timings: dict[str, float] = field(default_factory=dict)  # seconds: transformer, decode, compress
     camera: dict | None = None  # models with a camera: where this block looked (see README)
+    prompt: str = ""  # the prompt in force (empty in traces written before prompt switching)
+    selection_change: float | None = None  # fraction of mid_selected new since the previous block
     type: str = "block"
+
+
+@dataclass
+class Switch:
+    block: int  # the first block generated under the new prompt
+    prompt: str
+    recache: str  # the config's option: none | recent | sink+recent | all
+    recached: list[int]  # blocks whose K/V were re-written under the new prompt
+    seconds: float  # wall time of the text encoding and the re-cache
+    type: str = "switch"
 
 
 @dataclass
@@ -87,7 +106,7 @@ class RunEnd:
     type: str = "end"
 
 
-EVENT_TYPES = {"run": RunStart, "frames": Frames, "block": Block, "end": RunEnd}
+EVENT_TYPES = {"run": RunStart, "frames": Frames, "block": Block, "switch": Switch, "end": RunEnd}
 _INT_KEYED = ("selection_scores", "rope_shift", "positions")
 
 
@@ -102,7 +121,7 @@ def event_from_dict(d: dict):
         raise ValueError(f"trace line must be a JSON object, got {type(d).__name__}")
     kind = d.get("type")
     if kind not in EVENT_TYPES or kind == "frames":
-        raise ValueError(f"unknown trace event type {kind!r}; allowed: run, block, end")
+        raise ValueError(f"unknown trace event type {kind!r}; allowed: run, block, switch, end")
     cls = EVENT_TYPES[kind]
     names = {f.name for f in fields(cls)}
     required = {f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING}
@@ -114,7 +133,19 @@ def event_from_dict(d: dict):
         for key in _INT_KEYED:
             if key in kwargs:
                 kwargs[key] = {int(k): float(v) for k, v in kwargs[key].items()}
+    if cls is Switch:
+        _check_switch(kwargs)
     return cls(**kwargs)
+
+
+def _check_switch(d: dict) -> None:
+    if not isinstance(d["block"], int) or isinstance(d["block"], bool) or d["block"] < 0:
+        raise ValueError(f"'switch' event has block={d['block']!r}; it must be a block index >= 0")
+    if not isinstance(d["prompt"], str):
+        raise ValueError(f"'switch' event has prompt={d['prompt']!r}; it must be text")
+    recached = d["recached"]
+    if not isinstance(recached, list) or not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < d["block"] for i in recached):
+        raise ValueError(f"'switch' event at block {d['block']} has recached={recached!r}; it must list earlier block indices")
 
 
 class TraceWriter:

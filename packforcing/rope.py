@@ -55,6 +55,15 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return out.type_as(x)
 
 
+def to_device(t: torch.Tensor, device) -> torch.Tensor:
+    """A host tensor on `device` without stalling the host: a plain copy from pageable
+    memory waits for the GPU to drain; a pinned one is queued behind its work."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
+
+
 def temporal_rotation(deltas: torch.Tensor, head_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
     """cos/sin (1, S, 1, t_dim) moving each token by its own delta (latent frames), fp32."""
     t_dim, _, _ = rope_split(head_dim)
@@ -84,6 +93,7 @@ class PositionedRotaryEmbed(nn.Module):
         self.frame_offset = 0.0
         self.spacing = (1.0, 1.0, 1.0)
         self.center = (0.0, 0.0, 0.0)
+        self._last: tuple | None = None  # (placement, (cos, sin)): a block's passes share one placement
 
     def place(self, frame_offset: float = 0.0, spacing=(1.0, 1.0, 1.0), center=(0.0, 0.0, 0.0)) -> None:
         self.frame_offset, self.spacing, self.center = float(frame_offset), tuple(spacing), tuple(center)
@@ -91,6 +101,9 @@ class PositionedRotaryEmbed(nn.Module):
     def forward(self, hidden_states: torch.Tensor):
         _, _, frames, height, width = hidden_states.shape
         p_t, p_h, p_w = self.patch_size
-        t, h, w = grid_positions(frames // p_t, height // p_h, width // p_w, self.frame_offset, self.spacing, self.center)
-        cos, sin = rope_cos_sin(t, h, w, self.head_dim)
-        return cos.to(hidden_states.device), sin.to(hidden_states.device)
+        grid = (frames // p_t, height // p_h, width // p_w)
+        key = (grid, self.frame_offset, self.spacing, self.center, hidden_states.device)
+        if self._last is None or self._last[0] != key:  # made and copied once per block, not per pass
+            cos, sin = rope_cos_sin(*grid_positions(*grid, self.frame_offset, self.spacing, self.center), self.head_dim)
+            self._last = key, (to_device(cos, hidden_states.device), to_device(sin, hidden_states.device))
+        return self._last[1]

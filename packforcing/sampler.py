@@ -8,13 +8,17 @@ Per block (Self-Forcing's causal few-step schedule):
   5. the block that leaves the recent window is compressed into the mid bank (or kept
      whole by `full`, or dropped by `window`), evicting the oldest if the bank is full;
   6. yield the block's trace event.
+Before a block, a prompt switch (scheduled, or from LiveControls) re-writes the cached
+blocks config.recache names under the new prompt and yields a Switch event.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import torch
 
@@ -25,10 +29,12 @@ from .camera import CameraPath
 from .compression import TOKEN_SPAN, fit_lr_to_grid, lr_latent
 from .config import PackForcingConfig
 from .controls import LiveControls
-from .events import Block, Frames, RunEnd, RunStart
-from .rope import apply_rotary, grid_positions, rope_cos_sin
-from .selection import select_blocks
-from .video import to_uint8
+from .decoding import Decoded, DecodeQueue
+from .events import Block, Frames, RunEnd, RunStart, Switch
+from .rope import apply_rotary, grid_positions, rope_cos_sin, to_device
+from .selection import select_blocks, selection_change
+from .switching import recache
+from .video import to_uint8  # noqa: F401 (imported from here by callers)
 
 
 def blocks_for(seconds: float, backbone: Backbone, config: PackForcingConfig) -> int:
@@ -41,11 +47,24 @@ def euler_step(x, x0, sigma, sigma_next):
     return x0 + (sigma_next / sigma) * (x - x0)
 
 
+@dataclass
+class Kept:
+    """What moving a block on and re-writing it need, while it is cached: its clean
+    latent, the selection it attended, its pixels until it is compressed (a Decoded while
+    decoding ahead) and from then on the LR branch's input."""
+
+    latent: torch.Tensor
+    selected: list[int]
+    pixels: torch.Tensor | Decoded | None = None
+    lr: torch.Tensor | None = None
+
+
 class PackForcingSampler:
-    def __init__(self, backbone: Backbone, config: PackForcingConfig, seed: int = 0):
+    def __init__(self, backbone: Backbone, config: PackForcingConfig, seed: int = 0, decode_ahead: bool = False):
         self.backbone = backbone
         self.config = config
         self.seed = seed
+        self.decode_ahead = decode_ahead  # decode block N while block N+1 denoises (decoding.py)
         model = backbone.transformer
         cfg = model.config
         self.num_layers = cfg.num_layers
@@ -67,7 +86,8 @@ class PackForcingSampler:
         self.selection_rng = torch.Generator().manual_seed(seed + 1)
         self.session = CacheSession(self.cache)
         self.slot, self.rope = install(model)
-        self._kept: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # block -> (x0 latent, pixels) until compressed
+        self.kept: dict[int, Kept] = {}  # every cached block's (bounded by the cache)
+        self._timesteps: dict[tuple, torch.Tensor] = {}
         self.camera: str | None = None  # the camera direction LiveControls holds (None: not steered live)
 
     def geometry(self) -> dict:
@@ -93,11 +113,21 @@ class PackForcingSampler:
         if self.backbone.on_frame is not None:
             self.backbone.on_frame(frame_offset)
         # one timestep per batch element (a float shares one; training passes a tensor)
-        t = torch.as_tensor(timestep, dtype=torch.float32, device=latent.device).expand(latent.shape[0])
+        t = self._timestep(timestep, latent.device).expand(latent.shape[0])
         try:
             return self.backbone.transformer(latent, timestep=t, encoder_hidden_states=text, return_dict=False)[0]
         finally:
             self.session.set_mode("plain")
+
+    def _timestep(self, timestep, device) -> torch.Tensor:
+        """A float timestep as a device tensor made once per run (a copy per pass would
+        make the host wait for the GPU at every pass)."""
+        if torch.is_tensor(timestep):
+            return timestep.to(device, torch.float32)
+        key = (float(timestep), device)
+        if key not in self._timesteps:
+            self._timesteps[key] = to_device(torch.tensor(float(timestep)), device)
+        return self._timesteps[key]
 
     # --- one block, step by step (sampling, training and probes all go through these) ---
     def begin_block(self, index: int, selection: list[int] | None = None, hook: SelectionHook | None = None) -> None:
@@ -133,7 +163,7 @@ class PackForcingSampler:
             raise ValueError(f"block {index} is not the current block ({self.cache.current}); call begin_block({index}) first")
         cfg, b = self.config, self.backbone
         shape = (text.shape[0], *self.latent_shape[1:])  # one clip per prompt (a probe may batch them)
-        x = torch.randn(shape, generator=self.noise).to(b.device, b.dtype)
+        x = to_device(torch.randn(shape, generator=self.noise), b.device).to(b.dtype)
         sigmas = cfg.sigmas
         guided = cfg.guidance_scale != 1.0
         # prompt and zeroed prompt in one batch. Both halves score the selection alike:
@@ -152,7 +182,7 @@ class PackForcingSampler:
             if cfg.step_rule == "euler":
                 x = euler_step(x.double(), x0.double(), sigma, sigmas[i + 1]).to(b.dtype)
             else:
-                noise = torch.randn(shape, generator=self.noise).to(b.device, b.dtype)
+                noise = to_device(torch.randn(shape, generator=self.noise), b.device).to(b.dtype)
                 x = ((1 - sigmas[i + 1]) * x0.double() + sigmas[i + 1] * noise.double()).to(b.dtype)
         return x0
 
@@ -162,15 +192,23 @@ class PackForcingSampler:
         self._forward(x0, 0.0, text, "write", block, frame_offset=start)
         return block
 
+    def lr_input(self, pixels: torch.Tensor) -> torch.Tensor | None:
+        """The LR branch's input for a block's pixels (None when the config has no LR branch)."""
+        if self.config.compression not in ("lr", "hr+lr"):
+            return None
+        return fit_lr_to_grid(lr_latent(pixels, self.backbone.codec).to(self.backbone.dtype), self.grid, self.backbone.patch)
+
     def compress(self, block: BlockKV, latent: torch.Tensor, pixels: torch.Tensor, text: torch.Tensor) -> BlockKV:
         """Full-resolution block -> compressed tokens -> per-layer K/V."""
+        return self._compress(block, latent, self.lr_input(pixels), text)
+
+    def _compress(self, block: BlockKV, latent: torch.Tensor, lr: torch.Tensor | None, text: torch.Tensor) -> BlockKV:
+        """compress() from the LR branch's input (lr_input(pixels)), which a re-cache keeps."""
         cfg, b = self.config, self.backbone
         model = b.transformer
         patch = b.patch
-        grid_latent_shape = (1, self.latent_shape[1], self.grid[0] * patch[0], self.grid[1] * patch[1], self.grid[2] * patch[2])
-        if cfg.compression in ("lr", "hr+lr"):
-            lr = fit_lr_to_grid(lr_latent(pixels, b.codec).to(b.dtype), self.grid, patch)
-        else:
+        if lr is None:
+            grid_latent_shape = (1, self.latent_shape[1], self.grid[0] * patch[0], self.grid[1] * patch[1], self.grid[2] * patch[2])
             lr = torch.zeros(grid_latent_shape, device=b.device, dtype=b.dtype)
         hr = b.hr_compressor(latent.to(b.dtype)) if cfg.compression in ("hr", "hr+lr") else None
         out = BlockKV(index=block.index, start_frame=block.start_frame, tokens=self.compressed_tokens, compressed=True)
@@ -206,23 +244,30 @@ class PackForcingSampler:
     # interleaved streams (the ablation view) never restore each other's grad mode
     @torch.no_grad()
     def stream(self, prompt: str, num_blocks: int, model_name: str, should_stop: Callable[[], bool] | None = None, understood=None,
-               camera: CameraPath | None = None, controls: LiveControls | None = None) -> Iterator:
-        """camera: the path of a model with a camera; controls: polled once per block (steering)."""
+               camera: CameraPath | None = None, controls: LiveControls | None = None, switches: dict[int, str] | None = None) -> Iterator:
+        """camera: the path of a model with a camera; controls: polled once per block (prompt
+        switch, steering); switches: {block: prompt} from that block on (a prompt queued in
+        controls wins over a scheduled one at the same block)."""
         cfg, b, cache = self.config, self.backbone, self.cache
         t_run = time.perf_counter()
         yield RunStart(prompt=prompt, seed=self.seed, model=model_name, config=cfg.to_dict(), geometry=self.geometry(), num_blocks=num_blocks, understood_words=list(understood or []))
-        decoder = b.codec.stream_decoder()
+        decoder = DecodeQueue(b.codec, self.decode_ahead, b.device)
         bpt = b.dims().bytes_per_token
         frames_total, done, stopped = 0, 0, False
+        waiting: deque = deque()  # (Decoded, trace fields) of blocks whose frames are not out yet
         try:
             text = b.encode_prompt(prompt).to(b.device, b.dtype)
             for index in range(num_blocks):
                 if should_stop is not None and should_stop():
                     stopped = True
                     break
-                if controls is not None:
-                    _, held = controls.poll()
-                    self.camera = held or self.camera
+                switch = self._poll(index, switches, controls)
+                if switch is not None:
+                    frames_total, done = yield from self._release(waiting, 0, frames_total, done)  # the old prompt's blocks first
+                    t0 = time.perf_counter()
+                    prompt, text = switch, b.encode_prompt(switch).to(b.device, b.dtype)
+                    recached = self.recache(text, cfg.recache)
+                    yield Switch(block=index, prompt=prompt, recache=cfg.recache, recached=recached, seconds=time.perf_counter() - t0)
                 t0 = time.perf_counter()
                 view = self.move_camera(index, prompt, camera)
                 # 1. selection (dynamic is scored inside the first forward)
@@ -232,53 +277,85 @@ class PackForcingSampler:
                 snapshot = self._snapshot()
                 block = self.write_block(index, x0, text)
                 t1 = time.perf_counter()
-                # 4. pixels
-                pixels = decoder.decode_next(x0)
+                # 4. pixels: decoded now, or queued while the next block denoises
+                decoded = decoder.submit(x0)
                 t2 = time.perf_counter()
-                frames = to_uint8(pixels)
-                frames_total += frames.shape[0]
-                yield Frames(block=index, frames=frames, fps=b.fps)
                 # 5. the cache moves on
-                self.admit(block, x0, pixels, text)
+                self.admit(block, x0, decoded, text)
                 t3 = time.perf_counter()
-                done = index + 1
-                # 6. the trace
-                yield Block(
-                    **snapshot,
-                    kv_bytes=cache.kv_bytes(),
-                    full_cache_bytes=done * self.tokens_per_block * bpt,
-                    seconds=time.perf_counter() - t0,
-                    timings={"transformer": t1 - t0, "decode": t2 - t1, "compress": t3 - t2},
-                    evicted=list(cache.evicted),
-                    video_seconds=frames_total / b.fps,
-                    frames_total=frames_total,
-                    camera=view,
-                )
+                trace = dict(snapshot, kv_bytes=cache.kv_bytes(), full_cache_bytes=(index + 1) * self.tokens_per_block * bpt,
+                             seconds=t3 - t0, evicted=list(cache.evicted), timings={"transformer": t1 - t0, "compress": t3 - t2}, camera=view,
+                             prompt=prompt)
+                waiting.append((decoded, trace))
+                # 6. frames, then trace, of the blocks whose decode is due; the first block's
+                # at once (the first frame's latency is the inline one)
+                frames_total, done = yield from self._release(waiting, decoder.lag if index else 0, frames_total, done)
+            frames_total, done = yield from self._release(waiting, 0, frames_total, done)
         finally:
+            decoder.close()
             self.reset()
         yield RunEnd(blocks=done, seconds=time.perf_counter() - t_run, stopped=stopped)
+
+    def _release(self, waiting: deque, keep: int, frames_total: int, done: int):
+        """Frames, then trace, of the waiting blocks but the last `keep`, in block order."""
+        fps = self.backbone.fps
+        while len(waiting) > keep:
+            decoded, trace = waiting.popleft()
+            frames = decoded.frames()
+            frames_total += frames.shape[0]
+            done = trace["block"] + 1
+            yield Frames(block=trace["block"], frames=frames, fps=fps)
+            timings = trace.pop("timings")
+            timings = {"transformer": timings["transformer"], "decode": decoded.seconds, "compress": timings["compress"]}
+            yield Block(**trace, timings=timings, video_seconds=frames_total / fps, frames_total=frames_total)
+        return frames_total, done
+
+    def _poll(self, index: int, switches: dict[int, str] | None, controls: LiveControls | None) -> str | None:
+        """The prompt switched to before block `index`, if any. Reads the live controls
+        once per block and keeps the camera direction they hold."""
+        prompt = (switches or {}).get(index)
+        if controls is not None:
+            live, held = controls.poll()
+            self.camera = held or self.camera
+            prompt = live or prompt
+        return prompt
 
     def admit(self, block: BlockKV, latent: torch.Tensor, pixels: torch.Tensor, text: torch.Tensor) -> None:
         """The written block joins the cache; the block leaving the recent window goes
         to the mid bank (compressed from its kept latent and pixels, or whole for
         `full`). Sampling, training and the recall probe all move the cache this way."""
-        cache, cfg = self.cache, self.config
+        cache = self.cache
         cache.add_block(block)
-        self._kept[block.index] = (latent, pixels)
+        sink = block.index in cache.sink  # sinks are never compressed
+        self.kept[block.index] = Kept(latent, list(cache.selected), None if sink else pixels)
+        self.retire(text)
+        held = set(cache.sink) | set(cache.mid) | set(cache.recent)
+        for gone in [k for k in self.kept if k not in held]:
+            del self.kept[gone]
+
+    def retire(self, text: torch.Tensor) -> None:
+        """The block leaving the recent window, if any, goes to the mid bank (or away)."""
+        cache, cfg = self.cache, self.config
         leaving = cache.pop_overflow()
-        if leaving is not None:
-            latent, px = self._kept.pop(leaving.index)
-            if cfg.policy == "full":
-                cache.archive(leaving)
-            elif cfg.compresses_mid:
-                cache.archive(self.compress(leaving, latent, px, text))
-        for kept in [k for k in self._kept if k in cache.sink]:
-            del self._kept[kept]  # sinks are never compressed
+        if leaving is None:
+            return
+        kept = self.kept[leaving.index]
+        if kept.pixels is not None:  # its LR input replaces its pixels, which nothing needs after
+            px = kept.pixels.pixels() if isinstance(kept.pixels, Decoded) else kept.pixels  # decoded ahead: ready by now
+            kept.lr, kept.pixels = self.lr_input(px), None
+        if cfg.policy == "full":
+            cache.archive(leaving)
+        elif cfg.compresses_mid:
+            cache.archive(self._compress(leaving, kept.latent, kept.lr, text))
+
+    def recache(self, text: torch.Tensor, mode: str) -> list[int]:
+        """Re-write the cached blocks `mode` names (config.recache) under `text`; their indices."""
+        return recache(self, text, mode)
 
     def reset(self) -> None:
         """Empty the cache and drop the kept blocks (the end of a run or a training clip)."""
         self.cache.clear()
-        self._kept.clear()
+        self.kept.clear()
         self.session.set_hook(None)
         self.camera = None
 
@@ -299,4 +376,5 @@ class PackForcingSampler:
             positions={b.index: b.start_frame for b in list(cache.sink.values()) + list(cache.mid.values()) + list(cache.recent.values())}
             | {cache.current: cache.current_start},
             tokens=cache.partition_tokens(),
+            selection_change=selection_change(cache.previous_selected, cache.selected),
         )

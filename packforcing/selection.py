@@ -31,8 +31,10 @@ def select_blocks(
     config: PackForcingConfig,
     scores: dict[int, float] | None = None,
     generator: torch.Generator | None = None,
+    previous: list[int] | None = None,
 ) -> list[int]:
-    """Mid-bank blocks to attend, in temporal order."""
+    """Mid-bank blocks to attend, in temporal order. `previous`: the last block's
+    selection, which config.selection_hysteresis favours (dynamic only)."""
     k = config.top_k
     if config.policy == "full":
         return list(bank)
@@ -50,9 +52,21 @@ def select_blocks(
     missing = [m for m in bank if m not in scores]
     if missing:
         raise ValueError(f"dynamic selection is missing scores for mid blocks {missing}")
+    if config.selection_hysteresis > 0 and previous:
+        # a selected block keeps its place until a challenger beats it by the margin
+        margin = config.selection_hysteresis * (max(scores[m] for m in bank) - min(scores[m] for m in bank))
+        scores = {m: scores[m] + (margin if m in previous else 0.0) for m in bank}
     # Ties break towards the newer block, so a flat score degrades to FIFO.
     ranked = sorted(bank, key=lambda m: (scores[m], m), reverse=True)
     return sorted(ranked[:k])
+
+
+def selection_change(previous: list[int], selected: list[int]) -> float | None:
+    """Fraction of the selected mid blocks that the previous block did not select (0 =
+    the same blocks, 1 = all new); None when either block selected nothing."""
+    if not previous or not selected:
+        return None
+    return len(set(selected) - set(previous)) / len(selected)
 
 
 def include_required(selected: list[int], required: list[int], scores: dict[int, float], k: int) -> list[int]:

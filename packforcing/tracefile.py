@@ -12,13 +12,15 @@ from __future__ import annotations
 import json
 import os
 
-from .config import PackForcingConfig, check_number, shown
+from .config import RECACHE_MODES, PackForcingConfig, check_number, shown
+from .controls import CAMERA_DIRECTIONS
 from .events import RunEnd, event_from_dict
 
 MAX_TRACE_BYTES = 4 * 2**20  # a 120-s run's trace is about 0.4 MB
 MAX_TRACE_BLOCKS = 256  # the longest run any model here makes is 120 blocks
 MAX_TEXT = 2000
 PARTITIONS = ("sink", "mid_selected", "mid_archived", "recent", "current")
+CAMERA_KEYS = ("direction", "x", "end", "period", "view")
 BIG = 10**15  # counts of bytes and tokens: far above any real run, exact as a float
 
 
@@ -66,6 +68,8 @@ def check_trace(records: list[tuple[int, object]]) -> list:
         if kind == "block":
             events.append(event_from_dict(_block(f"{where} (block {blocks})", record, blocks, run)))
             blocks += 1
+        elif kind == "switch":
+            events.append(event_from_dict(_switch(where, record, blocks, run)))
         elif kind == "end":
             events.append(event_from_dict(_end(where, record, blocks)))
         else:
@@ -77,9 +81,9 @@ def check_trace(records: list[tuple[int, object]]) -> list:
 
 def _kind(number: int, record) -> str:
     kind = record.get("type") if isinstance(record, dict) else None
-    if kind not in ("run", "block", "end"):
+    if kind not in ("run", "block", "switch", "end"):
         what = f"type {shown(kind)}" if isinstance(record, dict) else f"a JSON {type(record).__name__}"
-        raise ValueError(f"line {number} is not a trace event ({what}); each line is an object with type run, block or end")
+        raise ValueError(f"line {number} is not a trace event ({what}); each line is an object with type run, block, switch or end")
     return kind
 
 
@@ -176,7 +180,31 @@ def _block(where: str, d: dict, index: int, run: dict) -> dict:
     made = (index + 1) * geometry["seconds_per_block"]
     out["video_seconds"] = _field(where, d, "video_seconds", _float, 0, made, required=False) or 0.0
     out["frames_total"] = _field(where, d, "frames_total", _int, 0, round(made * geometry["fps"]), required=False) or 0
+    if d.get("camera") is not None:
+        out["camera"] = _field(where, d, "camera", _camera)
+    out["prompt"] = _field(where, d, "prompt", _text, required=False) or ""
+    if d.get("selection_change") is not None:
+        out["selection_change"] = _field(where, d, "selection_change", _float, 0, 1)
     return out
+
+
+def _switch(where: str, d: dict, index: int, run: dict) -> dict:
+    """A prompt switch before block `index` (the next block in the file)."""
+    if _field(where, d, "block", _int, 0, MAX_TRACE_BLOCKS) != index or index >= run["num_blocks"]:
+        raise ValueError(f"{where}: a switch with block={d['block']} comes before block {index}; it must name that block")
+    out = {"type": "switch", "block": index, "prompt": _field(where, d, "prompt", _text), "seconds": _field(where, d, "seconds", _float, 0, 10**6)}
+    out["recache"] = d.get("recache")
+    if out["recache"] not in RECACHE_MODES:
+        raise ValueError(f"{where}: recache={shown(out['recache'])} is not allowed; choose one of {', '.join(RECACHE_MODES)}")
+    out["recached"] = _field(where, d, "recached", _ids, index - 1, index)
+    return out
+
+
+def _camera(name, value):
+    """Where a block looked: a direction and a few positions in the model's units."""
+    if not isinstance(value, dict) or value.get("direction") not in CAMERA_DIRECTIONS or not set(value) <= set(CAMERA_KEYS):
+        raise ValueError(f"{name} must be an object with a direction ({', '.join(CAMERA_DIRECTIONS)}) and numbers {', '.join(CAMERA_KEYS[1:])}")
+    return {k: v if k == "direction" else _float(f"{name}[{k}]", v, -BIG, BIG) for k, v in value.items()}
 
 
 def _ids(name, value, upto, most):

@@ -174,3 +174,16 @@ def test_stop_before_the_run_starts_reaches_it():
     assert flag.is_set()
     sessions.end_run("s3", "generate", flag)
     assert not sessions.begin_run("s3", "generate").is_set()  # the next run starts afresh
+
+
+def test_a_refused_request_retires_no_run_folder(tmp_path, monkeypatch):
+    import types
+
+    from app import callbacks, sessions
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
+    older, newest = sessions.new_run_dir("s4"), sessions.new_run_dir("s4")
+    request = types.SimpleNamespace(session_hash="s4")
+    updates = list(callbacks.generate("tiny-random", "", 2, 0, 4, 2, 4, "dynamic", True, "lr", "", request=request))
+    assert "prompt is empty" in updates[-1][6]
+    assert os.path.isdir(older) and os.path.isdir(newest) and len(list(tmp_path.glob("packforcing-run-*"))) == 2

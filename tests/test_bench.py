@@ -18,19 +18,26 @@ def _load_bench(name="gpu"):
 
 def test_gpu_bench_smoke_on_cpu(capsys):
     bench = _load_bench()
-    bench.main(["--tiny", "--device", "cpu", "--seconds", "1", "--policies", "window,dynamic"])
+    bench.main(["--tiny", "--device", "cpu", "--seconds", "1", "--eager-seconds", "1", "--policies", "window,dynamic",
+                "--backend", "aot_eager", "--sections", "eager"])
     out = json.loads(capsys.readouterr().out)
     assert out["weights"] == "random (tiny)" and out["gpu"] == "cpu"
-    assert set(out["policies"]) == {"window", "dynamic"}
+    assert set(out["policies"]) == {"window", "dynamic"} and out["skipped"] == [] and "errors" not in out
     for row in out["policies"].values():
-        assert row["frames"] > 0 and row["kv_bytes"] > 0
-        assert row["fps_without_decode"] > row["fps_with_decode"] > 0
-        assert row["first_frame_s"] > 0
-    assert out["dynamic_vs_window_fps"] > 0
+        assert row["frames"] == 13 and row["kv_gb"] > 0 and row["first_frame_s"] > 0
+        assert row["fps_with_decode"] > 0 and row["new_compiled_graphs"] == 0  # compiled while warming up
+    assert out["compile"]["compiled_graphs"] > 0 and out["compile"]["compile_and_warmup_s"] > 0
+    assert out["compile"]["frames"]["ok"] == out["compile"]["frames"]["total"]  # no frame fell back to eager
+    assert out["policies"]["dynamic"]["psnr_vs_eager_db"][0] > 60  # the same frames, up to float rounding
+    assert out["dynamic_vs_window_fps"] > 0 and out["fast_vs_eager_fps_same_blocks"]["blocks"] == 1
+    assert out["sdpa"]["default"] == "flash_for_cpu"
     assert out["paper_a100"]["dynamic"] == {"fps": 15, "kv_gb": 4.2, "peak_gb": 27}
+    assert out["peers"]["Hybrid Forcing"] == {"gpu": "H100", "fps": 29.5}
 
 
 def test_gpu_bench_rejects_unknown_policy():
     bench = _load_bench()
     with pytest.raises(SystemExit):
         bench.main(["--tiny", "--device", "cpu", "--policies", "window,lru"])
+    with pytest.raises(SystemExit):
+        bench.main(["--tiny", "--device", "cpu", "--sections", "eager,everything"])

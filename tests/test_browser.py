@@ -167,3 +167,33 @@ def test_camera_buttons_steer_the_next_block_while_streaming(page):
     assert _panel_points(page, "panel-camera") >= 3, "the camera panel has no bars"
     page.click("#stop")
     page.wait_for_function("() => /Stopped/.test(document.querySelector('#status').innerText)", timeout=30_000)
+
+
+def _switch_marks(page, elem_id) -> int:
+    return page.evaluate(
+        """id => { const el = document.querySelector('#' + id + ' .js-plotly-plot');
+                  return el && el.layout && el.layout.shapes ? el.layout.shapes.filter(s => s.name === 'switch').length : 0; }""",
+        elem_id,
+    )
+
+
+def test_switch_prompt_mid_stream_marks_the_panels(page):
+    page.get_by_role("tab", name="Generate").click()
+    _set_prompt(page, "a red circle, camera pans right")
+    _set_seconds(page, 40)
+    page.click("#generate")
+    _wait_for_block(page, 3)
+    _set_prompt(page, "a green circle, camera pans right")  # the prompt box stays editable while streaming
+    page.click("#switch")
+    page.wait_for_function("() => /next block/.test(document.querySelector('#switch-status').innerText)", timeout=30_000)
+    page.wait_for_function("() => /prompt switched before block/.test(document.querySelector('#status').innerText)", timeout=90_000)
+    page.wait_for_function(
+        """() => ['panel-occupancy', 'panel-memory'].every(id => { const el = document.querySelector('#' + id + ' .js-plotly-plot');
+                  return el && el.layout && el.layout.shapes && el.layout.shapes.some(s => s.name === 'switch'); })""", timeout=60_000)
+    assert _switch_marks(page, "panel-occupancy") >= 1 and _switch_marks(page, "panel-memory") >= 1
+    rope_title = page.evaluate("() => document.querySelector('#panel-rope .js-plotly-plot').layout.title.text")
+    assert "re-cached" in rope_title
+    _wait_for_block(page, 12)
+    page.screenshot(path=str(ROOT / "assets" / "switch.png"), full_page=True)
+    page.click("#stop")
+    page.wait_for_function("() => /Stopped/.test(document.querySelector('#status').innerText)", timeout=30_000)

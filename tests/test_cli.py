@@ -35,6 +35,31 @@ def test_bad_input_exits_2_and_names_the_value(tmp_path, capsys, args, message):
     assert not (tmp_path / "v.mp4").exists()
 
 
+def test_switch_and_no_recache_reach_the_trace(tmp_path):
+    trace = tmp_path / "t.jsonl"
+    code = main(["generate", "--model", "embedded", "--prompt", "a red circle", "--seconds", "2", "--switch", "1:a green square",
+                 "--no-recache", "--out", str(tmp_path / "v.mp4"), "--trace", str(trace)])
+    assert code == 0
+    events = [json.loads(line) for line in trace.read_text().splitlines()]
+    assert events[0]["config"]["recache"] == "none"
+    switch = [e for e in events if e["type"] == "switch"]
+    assert [(s["block"], s["prompt"], s["recached"]) for s in switch] == [(1, "a green square", [])]
+    assert [e["prompt"] for e in events if e["type"] == "block"] == ["a red circle", "a green square"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--switch", "soon:a green square"], "--switch 'soon:a green square' is not SECONDS:PROMPT"),
+    (["--switch", "5:a green square"], "switch at 5 s is past the end of the 2-s video"),
+    (["--recache", "most"], "recache='most' is not allowed; choose one of none, recent, sink+recent, all"),
+    (["--recache", "all", "--no-recache"], "--no-recache contradicts --recache all"),
+])
+def test_bad_switch_options_exit_2_and_name_the_value(tmp_path, capsys, args, message):
+    base = ["generate", "--model", "embedded", "--prompt", "a red circle", "--seconds", "2", "--out", str(tmp_path / "v.mp4")]
+    assert main(base + args) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "v.mp4").exists()
+
+
 @pytest.mark.parametrize("args, message", [
     (["--out", "/nonexistent-dir/a.mp4"], "--out /nonexistent-dir/a.mp4: the folder /nonexistent-dir does not exist"),
     (["--out", "clip.txt"], "--out clip.txt must end in one of .mp4, .mkv, .mov, .ts"),

@@ -1,9 +1,10 @@
 """Where compressed tokens sit in RoPE, hand-worked.
 
 A compressed token summarises 2 latent frames x 4 x 4 full-resolution tokens, so it sits
-at the centre of that region: block 3 (frames 12-15) at 192x128 (a 4 x 8 x 12 token
-grid) compresses to a 2 x 2 x 3 grid at t in {12.5, 14.5}, h in {1.5, 5.5}, w in
-{1.5, 5.5, 9.5}, row-major."""
+at the centre of that region: block 3 (frames 12-15) at 256x192 (a 4 x 12 x 16 token
+grid) compresses to a 2 x 3 x 4 grid at t in {12.5, 14.5}, h in {1.5, 5.5, 9.5}, w in
+{1.5, 5.5, 9.5, 13.5}, row-major. Every axis differs in length, so no axis can stand in
+for another."""
 
 import itertools
 
@@ -19,14 +20,14 @@ from packforcing.sampler import PackForcingSampler
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-CENTRES = [(12.5, 1.5, 1.5), (12.5, 1.5, 5.5), (12.5, 1.5, 9.5), (12.5, 5.5, 1.5), (12.5, 5.5, 5.5), (12.5, 5.5, 9.5),
-           (14.5, 1.5, 1.5), (14.5, 1.5, 5.5), (14.5, 1.5, 9.5), (14.5, 5.5, 1.5), (14.5, 5.5, 5.5), (14.5, 5.5, 9.5)]
+AXES = ((12.5, 14.5), (1.5, 5.5, 9.5), (1.5, 5.5, 9.5, 13.5))  # t, h, w centres, by hand
+CENTRES = list(itertools.product(*AXES))  # row-major: w fastest
 POSITIONS = tuple(torch.tensor(axis, dtype=torch.float64) for axis in zip(*CENTRES))
 
 
 @pytest.fixture(scope="module")
 def backbone():
-    backbone = fold_backbone(192, 128)
+    backbone = fold_backbone(256, 192)
     hr = HRCompressor(16, backbone.transformer.config.num_attention_heads * 12, (8, 8, 16, 16))
     torch.nn.init.normal_(hr.net[-1].weight, std=0.1)  # a trained-looking branch, not a zero one
     backbone.hr_compressor = hr.eval()
@@ -37,14 +38,14 @@ def compress(backbone, monkeypatch=None, **config):
     """Compress block 3 (frames 12-15); record layer 0's self-attention input and RoPE."""
     sampler = PackForcingSampler(backbone, PackForcingConfig(sink_frames=4, top_k=2, mid_capacity=3, **config), seed=0)
     g = torch.Generator().manual_seed(5)
-    latent = torch.randn(1, 16, 4, 16, 24, generator=g)
-    pixels = torch.rand(1, 3, 16, 128, 192, generator=g) * 2 - 1
+    latent = torch.randn(1, 16, 4, 24, 32, generator=g)
+    pixels = torch.rand(1, 3, 16, 192, 256, generator=g) * 2 - 1
     text = backbone.encode_prompt("a compressed block")
     seen = {}
     hook = backbone.transformer.blocks[0].attn1.register_forward_pre_hook(lambda m, args: seen.update(hidden=args[0], rotary=args[3]))
     try:
         with torch.no_grad():
-            out = sampler.compress(BlockKV(3, 12.0, 384), latent, pixels, text)
+            out = sampler.compress(BlockKV(3, 12.0, 768), latent, pixels, text)
     finally:
         hook.remove()
     return out, seen, latent, pixels
@@ -52,12 +53,15 @@ def compress(backbone, monkeypatch=None, **config):
 
 def lr_tokens(backbone, pixels):
     """The LR branch, written out: pool 2 x 4 x 4, re-encode, the backbone's patch embedding."""
-    latent = backbone.codec.encode(F.avg_pool3d(pixels, (2, 4, 4)))  # (1, 16, 2, 4, 6)
+    latent = backbone.codec.encode(F.avg_pool3d(pixels, (2, 4, 4)))  # (1, 16, 2, 6, 8)
     return backbone.transformer.patch_embedding(latent).flatten(2).transpose(1, 2)
 
 
 def test_the_hand_worked_centres_are_the_grid_row_major():
-    assert CENTRES == [(12.5 + 2 * f, 1.5 + 4 * i, 1.5 + 4 * j) for f, i, j in itertools.product(range(2), range(2), range(3))]
+    assert CENTRES[:6] == [(12.5, 1.5, 1.5), (12.5, 1.5, 5.5), (12.5, 1.5, 9.5), (12.5, 1.5, 13.5), (12.5, 5.5, 1.5), (12.5, 5.5, 5.5)]
+    assert len(CENTRES) == 24 and CENTRES[-1] == (14.5, 9.5, 13.5)
+    # each axis: the region's first token + (span - 1) / 2, one span apart (2 frames, 4 tokens)
+    assert AXES == (tuple(12 + 0.5 + 2 * i for i in range(2)), tuple(1.5 + 4 * i for i in range(3)), tuple(1.5 + 4 * i for i in range(4)))
 
 
 def test_context_pass_rotates_at_the_region_centres(backbone):
@@ -69,7 +73,7 @@ def test_context_pass_rotates_at_the_region_centres(backbone):
     attn = backbone.transformer.blocks[0].attn1
     with torch.no_grad():
         raw = attn.norm_k(attn.to_k(seen["hidden"])).unflatten(2, (attn.heads, -1))
-    assert (out.index, out.start_frame, out.tokens, out.compressed) == (3, 12.0, 12, True)
+    assert (out.index, out.start_frame, out.tokens, out.compressed) == (3, 12.0, 24, True)
     assert torch.allclose(out.keys[0], rotate(raw, *POSITIONS), atol=1e-5)
     assert torch.equal(out.key_sum, raw.sum(1))  # scored on pre-RoPE keys
     # negative control: the corner of the region (12, 0, 0), not its centre

@@ -140,7 +140,9 @@ def test_ruff_is_clean():
 
 # private names of other libraries the code has to reach (diffusers' decoder cache size,
 # torch's fused foreach ops) and the marker `install` leaves on a transformer
-FOREIGN_PRIVATE = {"_cached_conv_counts", "_foreach_copy_", "_foreach_lerp_", "_packforcing_slot"}
+# our tags on a diffusers model (_packforcing_*), and torch's compiler config and counters
+# (torch._dynamo: the documented way to allow or forbid recompiles and count graphs)
+FOREIGN_PRIVATE = {"_cached_conv_counts", "_foreach_copy_", "_foreach_lerp_", "_packforcing_slot", "_packforcing_compiled", "_dynamo"}
 
 
 def private_uses(source: str) -> list[str]:

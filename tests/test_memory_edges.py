@@ -11,7 +11,16 @@ import torch
 
 from packforcing.compression import HRCompressor
 from packforcing.config import PackForcingConfig
-from packforcing.memory import compressed_tokens_per_block, kv_curve, latent_frames_for, memory_table
+from packforcing.memory import (
+    PAPER_FPS,
+    PAPER_HEIGHT,
+    PAPER_SECONDS,
+    PAPER_WIDTH,
+    compressed_tokens_per_block,
+    kv_curve,
+    latent_frames_for,
+    memory_table,
+)
 from packforcing.sampler import blocks_for
 
 BPT = 184_320  # bytes per token of Wan 1.3B: K and V, 30 layers, 1536 wide, bf16
@@ -63,12 +72,18 @@ def test_no_sink_the_first_block_is_recent():
     assert [r["window"] // BPT for r in rows] == [256, 256, 256, 256]
 
 
+def test_the_papers_geometry_is_the_default():
+    assert (PAPER_WIDTH, PAPER_HEIGHT, PAPER_FPS, PAPER_SECONDS) == (832, 480, 16, 120.0)
+    assert memory_table(PAPER_SECONDS)["num_blocks"] == 120  # 120 s x 16 FPS / 4 / 4
+
+
 def test_bounded_context_formula_hand_counted_off_the_paper_geometry():
     # 640x352: latent 80 x 44 -> 40 x 22 = 880 tokens per latent frame; compressed
     # 2 x (44 // 8) x (80 // 8) = 100. Context: 8 sink frames + 16 x 100 + recent + current.
     table = memory_table(30, 640, 352)
     assert (table["tokens_per_latent_frame"], table["tokens_per_block"], table["compressed_tokens_per_block"]) == (880, 3520, 100)
     assert table["context_tokens"] == 8 * 880 + 16 * 100 + 3520 + 3520 == 15680
+    assert all(type(table[k]) is int for k in ("tokens_per_latent_frame", "tokens_per_block", "context_tokens"))
     assert table["sink_tokens"] == 7040 and table["recent_tokens"] == 3520
     assert table["compression_ratio"] == 35.2
     with pytest.raises(ValueError, match="width=100 is not a multiple of 16"):  # the patch grid would floor it to 96
@@ -82,7 +97,8 @@ def test_compressed_count_is_what_the_hr_branch_outputs(block_frames):
     config = PackForcingConfig(block_frames=block_frames, sink_frames=0)
     for width, height in [(832, 480), (128, 128), (100, 60), (200, 136)]:
         by_hand = (block_frames // 2) * (height // 64) * (width // 64)
-        assert compressed_tokens_per_block(width, height, config) == by_hand, (width, height)
+        count = compressed_tokens_per_block(width, height, config)
+        assert count == by_hand and type(count) is int, (width, height, count)
     if block_frames >= 2:  # and the convolutions themselves, on 200x136's 17 x 25 latent
         with torch.no_grad():
             out = HRCompressor(16, 8, (4, 4, 4, 4))(torch.zeros(1, 16, block_frames, 17, 25))

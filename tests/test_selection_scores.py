@@ -34,9 +34,9 @@ def stream():
         block = s.pending.index if s.pending is not None else sampler.cache.current
         log.append((s.mode, block, args[0].detach().clone(), args[3]))
 
-    def counting(bank, config, scores=None, generator=None):
+    def counting(*args, **kwargs):
         selections.append(sampler.cache.current)
-        return select_blocks(bank, config, scores, generator)
+        return select_blocks(*args, **kwargs)
 
     handle = attn.register_forward_pre_hook(record)
     original, attention.select_blocks = attention.select_blocks, counting

@@ -4,12 +4,15 @@ timings, the run's end, the frame each pass is told about, and the refusals.
 The fold backbone at 64x64: 16 tokens per latent frame, 64 per block, 2 per compressed
 block; a block is 4 latent frames = 16 pixel frames = 1 s at 16 FPS."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 from dense_reference import fold_backbone, one_thread  # noqa: F401  (fixture)
 
 from packforcing.config import PackForcingConfig
+from packforcing.controls import LiveControls
 from packforcing.events import Block, Frames, RunEnd, RunStart
 from packforcing.sampler import PackForcingSampler
 from packforcing.video import to_uint8
@@ -42,6 +45,8 @@ def test_geometry_hand_counted(run):
         "bytes_per_token": 2 * 2 * 48 * 4,  # K and V, 2 layers, 48 wide, fp32
         "latent_shape": [16, 4, 8, 8], "pixel_size": [64, 64], "fps": 16, "frames_per_latent": 4, "seconds_per_block": 1.0,
     }
+    at_24 = PackForcingSampler(dataclasses.replace(fold_backbone(64, 64), fps=24), CONFIG).geometry()
+    assert at_24["seconds_per_block"] == 16 / 24  # 4 latent frames x 4 pixel frames at 24 FPS
 
 
 def test_counters_timings_and_the_end(run):
@@ -128,9 +133,19 @@ def test_a_guided_batch_of_clips_keeps_each_clip_to_its_own_cache_rows():
 @pytest.mark.parametrize("policy, banks, kv_tokens", [
     ("full", [[], [], [], [1], [1, 2]], [64, 128, 192, 256, 320]),  # every block kept whole
     ("window", [[], [], [], [], []], [64, 128, 128, 128, 128]),  # sink + recent only
-])
+], ids=["full", "window"])
 def test_full_keeps_every_block_whole_and_window_none(policy, banks, kv_tokens):
     sampler = PackForcingSampler(fold_backbone(64, 64), PackForcingConfig(policy=policy, sink_frames=4), seed=0)
     blocks = [e for e in sampler.stream("x", 5, "fold") if isinstance(e, Block)]
     assert [e.mid_bank for e in blocks] == banks and [e.mid_selected for e in blocks] == banks
     assert [e.kv_bytes for e in blocks] == [t * 768 for t in kv_tokens]  # 768 bytes per token (K, V, 2 layers, 48 wide, fp32)
+
+
+def test_a_steered_camera_ends_with_its_run():
+    # the next run on the same sampler starts from the model's default, not the last steer
+    backbone, seen = fold_backbone(64, 64), []
+    backbone.move_camera = lambda index, direction, prompt: seen.append(direction) or {"direction": direction}
+    sampler = PackForcingSampler(backbone, PackForcingConfig(policy="window", sink_frames=4), seed=0)
+    list(sampler.stream("x", 2, "fold", controls=LiveControls(camera="left")))
+    list(sampler.stream("x", 2, "fold"))
+    assert seen == ["left", "left", None, None]

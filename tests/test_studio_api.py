@@ -92,7 +92,7 @@ def test_too_few_inputs_get_a_plain_error(studio):
         "data": ["tiny-random", "a red circle"], "fn_index": _fn_index(client, "/generate"), "session_hash": "few-inputs"})
     assert response.status_code == 400
     detail = response.json()["detail"].strip("'")  # Gradio quotes a gr.Error here
-    assert detail.startswith("this endpoint takes 11 inputs (Model, Prompt, Duration (seconds), Seed,") and detail.endswith("; 2 were sent")
+    assert detail.startswith("this endpoint takes 12 inputs (Model, Prompt, Duration (seconds), Seed,") and detail.endswith("; 2 were sent")
     assert "object at 0x" not in detail and "/" not in detail
 
 

@@ -4,7 +4,6 @@ plain message (line, field, what is allowed) and no server path."""
 
 import json
 import os
-import time
 import tracemalloc
 
 import pytest
@@ -81,18 +80,18 @@ def test_size_is_capped_before_reading(tmp_path):
         read_trace(str(big))
 
 
-def test_a_trace_bomb_is_refused_at_once_and_small(tmp_path):
-    """1.8 KB claiming 5e5 s of video: before, 87 s and +840 MB of figures."""
+def test_a_trace_bomb_is_refused_before_anything_is_built(tmp_path):
+    """1.8 KB claiming 5e5 s of video: before, +840 MB of figures (bench/hardening.py
+    times it on a running server)."""
     lines = _lines()[:3]
     lines[2]["video_seconds"] = 5e5
     path = _write(tmp_path, lines)
     tracemalloc.start()
-    started = time.perf_counter()
     with pytest.raises(ValueError, match="video_seconds=500000 is out of range"):
         load_trace(path)
-    took, peak = time.perf_counter() - started, tracemalloc.get_traced_memory()[1]
+    peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    assert took < 2 and peak < 5e6
+    assert peak < 5e6
 
 
 def test_replay_draws_only_the_real_blocks_and_checks_the_slider():
@@ -115,3 +114,12 @@ def test_a_bad_upload_clears_the_replay_and_says_why(tmp_path):
     assert all(fig.layout.annotations[0].text == "Upload a trace to replay it" for fig in figures)
     events, slider, status, *_ = on_trace_upload(TRACE)
     assert len(events) == 22 and slider["value"] == 19 and status == "Loaded 20 blocks."
+
+
+def test_a_camera_entry_is_kept_and_checked(tmp_path):
+    camera = {"direction": "left", "x": 12.5, "end": 10.0, "period": 64.0, "view": 16.0}
+    assert read_trace(_with(tmp_path, 1, camera=camera))[1].camera == camera
+    with pytest.raises(ValueError, match=r"line 2 \(block 0\): camera must be an object with a direction"):
+        read_trace(_with(tmp_path, 1, camera={"direction": "<img src=x>", "x": 1}))
+    with pytest.raises(ValueError, match=r"camera\[x\]=inf is out of range"):
+        read_trace(_with(tmp_path, 1, camera={"direction": "left", "x": float("inf")}))

@@ -11,8 +11,10 @@ import math
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from packforcing.events import Block, RunStart
+from packforcing.events import Block, RunStart, Switch
 from packforcing.events import block_events as _blocks
+
+from . import switches as _switches
 
 PARTITION_COLORS = {
     "sink": "#7c6cf0",
@@ -45,7 +47,7 @@ def _style(fig: go.Figure, title: str, x: str, y: str) -> go.Figure:
         font=dict(color="#8a8f98"),
         # the legend sits at the foot of the figure (not a fraction of the plot's height
         # below it), so a legend of several rows cannot climb onto the x-axis title
-        margin=dict(l=50, r=10, t=40, b=80),
+        margin=dict(l=50, r=10, t=40 + 18 * title.count("<br>"), b=80),  # a second title line: a switch, the selection change
         legend=dict(orientation="h", yref="container", yanchor="bottom", y=0, font=dict(size=10)),
         hoverlabel=dict(namelength=-1),
         height=320,
@@ -99,6 +101,7 @@ def occupancy_figure(events) -> go.Figure:
     held = max(b.tokens.get("mid_archived", 0) for b in blocks)
     fig.update_yaxes(title_text="held", range=[0, max(held, 1) * 1.15], row=2, col=1)  # no negative ticks while empty
     fig.update_annotations(font_size=11)
+    _switches.mark_blocks(fig, events)
     return fig.update_layout(height=480)  # its legend has six rows
 
 
@@ -125,7 +128,8 @@ def selection_figure(events) -> go.Figure:
     sel_y = [b.block for b in rows for _ in b.mid_selected]
     fig.add_trace(go.Scatter(x=sel_x, y=sel_y, mode="markers", name="selected (top-k)", marker=dict(symbol="square-open", size=9, color="#f0a030", line=dict(width=2)),
                              hovertext=[f"block {m} selected for block {y}" for m, y in zip(sel_x, sel_y)], hoverinfo="text"))
-    fig = _style(fig, "Top-k selection: attention demand spans the whole history", "mid-bank block (time it was generated)", "generated block")
+    fig = _style(fig, "Top-k selection: attention demand spans the whole history" + _switches.stability(events),
+                 "mid-bank block (time it was generated)", "generated block")
     fig.update_xaxes(type="linear")
     return fig
 
@@ -159,6 +163,7 @@ def rope_figure(events, block: int | None = None) -> go.Figure:
     title = f"RoPE packing, block {b.block}: the gaps close"
     if not repair:
         title = f"RoPE repair off, block {b.block}: gaps stay open"
+    title += _switches.mark_recached(fig, events, b)  # a second line
     fig = _style(fig, title, "temporal position (latent frames)", "")
     fig.update_yaxes(tickvals=[0, 1], ticktext=["keys placed", "generated"], range=[-0.4, 1.4], automargin=True)
     fig.update_layout(height=380, margin_b=140)  # room for a legend of three rows
@@ -187,6 +192,7 @@ def memory_figure(events, projection: list[dict] | None = None) -> go.Figure:
             fig.add_trace(go.Scatter(x=px, y=ys, name=f"real model, {key}", line=dict(color=color, dash=dash, width=2), opacity=0.8,
                                      hovertext=[f"{key} at {s:.0f} s: {v:.2f} GB" for s, v in zip(px, ys)], hoverinfo="text"), row=2, col=1)
     fig = _style(fig, "KV memory: bounded vs a full cache", "video seconds", "KB")
+    _switches.mark_seconds(fig, events)
     if projection:
         fig.update_yaxes(title_text="GB", row=2, col=1)
     fig.update_layout(height=320 * rows)
@@ -223,5 +229,5 @@ def _gb(value: float) -> str:
 def figures_at(events, upto_block: int | None = None, projection: list[dict] | None = None) -> tuple[go.Figure, go.Figure, go.Figure, go.Figure]:
     """The four panels as they looked right after `upto_block` (trace replay)."""
     if upto_block is not None:
-        events = [e for e in events if not isinstance(e, Block) or e.block <= upto_block]
+        events = [e for e in events if not isinstance(e, (Block, Switch)) or e.block <= upto_block]
     return occupancy_figure(events), selection_figure(events), rope_figure(events), memory_figure(events, projection)

@@ -1,6 +1,7 @@
 """Each decision test, against the one-line change that breaks what it pins.
 
     .venv/bin/python tests/mutation/checks.py          # JSON: every test failed on its break?
+    .venv/bin/python tests/mutation/checks.py -k rope,memory  # only test ids containing these
 
 For every entry the change is made in a temporary copy of the repository, only that test
 runs, and it must fail (the test's reference is not the code it checks). Entries that
@@ -39,6 +40,9 @@ BREAKS = [
     (f"{CD}::test_context_concatenates_in_packed_order_and_rotates_by_the_shift", CACHE,
      "return list(self.sink.values()) + [self.mid[m] for m in self.selected] + list(self.recent.values())",
      "return [self.mid[m] for m in self.selected] + list(self.sink.values()) + list(self.recent.values())", "mid concatenated before sink"),
+    (f"{CD}::test_proportional_bias_is_the_log_of_the_exact_ratio", CACHE,
+     "weight = math.log(self.tokens_per_block / self.compressed_tokens)", "weight = math.log(self.tokens_per_block // self.compressed_tokens)",
+     "integer ratio"),
     (f"{CD}::test_token_accounting_hand_counted", CACHE,
      "(c.sink_blocks + c.recent_blocks + 1) * self.tokens_per_block", "(c.sink_blocks + c.recent_blocks) * self.tokens_per_block", "bound forgets the current block"),
     (f"{CD}::test_dynamic_waits_for_its_scores_the_others_do_not", CACHE,
@@ -81,6 +85,8 @@ BREAKS = [
      "angles = positions.to(torch.float64)[:, None] * inv_freq[None, :]", "angles = -positions.to(torch.float64)[:, None] * inv_freq[None, :]", "tables the other way round"),
     (f"{RD}::test_positioned_rope_equals_wan_rotary_pos_embed[5]", ROPE,
      "tt = t0 + ct + st * torch.arange", "tt = ct + st * torch.arange", "frame offset ignored"),
+    (f"{RD}::test_a_fresh_wrapper_is_wan_rotary_pos_embed_itself", ROPE,
+     "self.spacing = (1.0, 1.0, 1.0)", "self.spacing = (2.0, 1.0, 1.0)", "an unplaced wrapper spaced wrong"),
     (f"{RD}::test_attention_output_equals_wan_attn_processor", ROPE,
      "cos, sin = cos[..., 0::2], sin[..., 1::2]", "cos, sin = cos[..., 0::2], -sin[..., 1::2]", "rotates the other way"),
     (f"{RD}::test_written_keys_and_a_temporal_shift_equal_wan_keys_at_the_new_frame", ROPE,
@@ -88,7 +94,7 @@ BREAKS = [
     (f"{RD}::test_shift_moves_only_the_temporal_channels_by_exactly_delta", ROPE,
      "return torch.cat([temporal, keys[..., t_dim:]], dim=-1)", "return torch.cat([temporal[..., :2], keys[..., 2:]], dim=-1)", "only the first pair moved"),
     (f"{CP}::test_the_hand_worked_centres_are_the_grid_row_major", CP,
-     "(12.5, 1.5, 1.5), (12.5, 1.5, 5.5), (12.5, 1.5, 9.5)", "(12.5, 1.5, 1.5), (12.5, 1.5, 9.5), (12.5, 1.5, 5.5)", "the hand table itself, out of order"),
+     "(1.5, 5.5, 9.5, 13.5))", "(1.5, 9.5, 5.5, 13.5))", "the hand table itself, out of order"),
     (f"{CP}::test_context_pass_rotates_at_the_region_centres", SAMP,
      "center = tuple((s - 1) / 2 for s in TOKEN_SPAN)", "center = tuple(s / 2 for s in TOKEN_SPAN)", "centre off by half a token"),
     (f"{CP}::test_projection_keys_are_the_layers_own_projections_at_the_centres", SAMP,
@@ -109,6 +115,9 @@ BREAKS = [
      "recent_blocks = min(config.recent_blocks, blocks_done - sink_blocks)", "recent_blocks = config.recent_blocks", "recent window counted before it exists"),
     (f"{ME}::test_no_sink_the_first_block_is_recent", MEM,
      "return full_res + min(past, capacity) * compressed", "return full_res + past * compressed", "bank capacity ignored"),
+    (f"{ME}::test_bounded_context_formula_hand_counted_off_the_paper_geometry", MEM,
+     "(width // dims.vae_spatial // pw)", "(width / dims.vae_spatial // pw)", "token counts become floats"),
+    (f"{ME}::test_the_papers_geometry_is_the_default", MEM, "832, 480, 16, 120.0", "832, 480, 16, 121.0", "paper length off by a second"),
     (f"{ME}::test_bounded_context_formula_hand_counted_off_the_paper_geometry", MEM,
      "context = sink_tokens + config.top_k * compressed + recent_tokens + per_block", "context = sink_tokens + config.top_k * compressed + recent_tokens",
      "context forgets the current block"),
@@ -137,6 +146,10 @@ BREAKS = [
     (f"{SC}::test_a_guided_batch_of_clips_keeps_each_clip_to_its_own_cache_rows", ATT,
      "ctx_k, ctx_v = ctx_k.repeat(repeats, 1, 1, 1), ctx_v.repeat(repeats, 1, 1, 1)",
      "ctx_k, ctx_v = ctx_k.repeat_interleave(repeats, 0), ctx_v.repeat_interleave(repeats, 0)", "cache rows interleaved, not tiled"),
+    (f"{SC}::test_full_keeps_every_block_whole_and_window_none[full]", SAMP,
+     "                cache.archive(leaving)\n", "                pass\n", "full drops the block leaving the recent window"),
+    (f"{SC}::test_a_steered_camera_ends_with_its_run", SAMP,
+     "        self.session.set_hook(None)\n        self.camera = None\n", "        self.session.set_hook(None)\n", "the last steer leaks into the next run"),
     (f"{SC}::test_refusals_name_the_problem", SAMP, "if self.compressed_tokens == 0 and config.compresses_mid:", "if False:", "too small a frame accepted"),
 ]
 
@@ -149,9 +162,10 @@ def main():
     import torch  # noqa: F401
 
     report = []
+    only = sys.argv[sys.argv.index("-k") + 1].split(",") if "-k" in sys.argv else [""]  # substrings of the test ids
     try:
         copy_repo(workdir)
-        for test, path, before, after, why in BREAKS:
+        for test, path, before, after, why in [b for b in BREAKS if any(o in b[0] for o in only)]:
             target = os.path.join(workdir, path)
             original = open(target).read()
             entry = {"test": test, "change": f"{path}: `{before.strip()}` -> `{after.strip()}`", "why": why}
