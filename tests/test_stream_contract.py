@@ -133,7 +133,7 @@ def test_a_guided_batch_of_clips_keeps_each_clip_to_its_own_cache_rows():
 @pytest.mark.parametrize("policy, banks, kv_tokens", [
     ("full", [[], [], [], [1], [1, 2]], [64, 128, 192, 256, 320]),  # every block kept whole
     ("window", [[], [], [], [], []], [64, 128, 128, 128, 128]),  # sink + recent only
-])
+], ids=["full", "window"])
 def test_full_keeps_every_block_whole_and_window_none(policy, banks, kv_tokens):
     sampler = PackForcingSampler(fold_backbone(64, 64), PackForcingConfig(policy=policy, sink_frames=4), seed=0)
     blocks = [e for e in sampler.stream("x", 5, "fold") if isinstance(e, Block)]

@@ -1,7 +1,7 @@
 """Each decision test, against the one-line change that breaks what it pins.
 
     .venv/bin/python tests/mutation/checks.py          # JSON: every test failed on its break?
-    .venv/bin/python tests/mutation/checks.py -k rope  # only the tests whose id contains "rope"
+    .venv/bin/python tests/mutation/checks.py -k rope,memory  # only test ids containing these
 
 For every entry the change is made in a temporary copy of the repository, only that test
 runs, and it must fail (the test's reference is not the code it checks). Entries that
@@ -162,10 +162,10 @@ def main():
     import torch  # noqa: F401
 
     report = []
-    only = sys.argv[sys.argv.index("-k") + 1] if "-k" in sys.argv else ""  # a substring of the test ids to check
+    only = sys.argv[sys.argv.index("-k") + 1].split(",") if "-k" in sys.argv else [""]  # substrings of the test ids
     try:
         copy_repo(workdir)
-        for test, path, before, after, why in [b for b in BREAKS if only in b[0]]:
+        for test, path, before, after, why in [b for b in BREAKS if any(o in b[0] for o in only)]:
             target = os.path.join(workdir, path)
             original = open(target).read()
             entry = {"test": test, "change": f"{path}: `{before.strip()}` -> `{after.strip()}`", "why": why}

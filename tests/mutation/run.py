@@ -258,7 +258,7 @@ class Mutator(ast.NodeVisitor):
             self.add(s, f"{hi}:", f"[:{hi}] -> [{hi}:]")
 
 
-def mutants_of(path: str) -> list[dict]:
+def mutants_of(path: str, root: str = ROOT) -> list[dict]:
     source = open(path).read()
     lines = source.split("\n")
     tree = ast.parse(source)
@@ -273,7 +273,7 @@ def mutants_of(path: str) -> list[dict]:
             m.skip.update(range(node.lineno, node.end_lineno + 1))
     m.visit(tree)
     out, seen = [], set()
-    rel = os.path.relpath(path, ROOT)
+    rel = os.path.relpath(path, root)
     for line, col, end, new, what in m.edits:
         text = lines[line - 1]
         if text.strip().startswith("#"):
@@ -378,7 +378,15 @@ def main():
     bad = [m for m in modules if m not in TARGETS]
     if bad:
         sys.exit(f"--files: {bad} are not mutation targets; choose from {', '.join(TARGETS)}")
-    mutants = [dict(mu, module=m) for m in modules for mu in mutants_of(os.path.join(ROOT, "packforcing", m + ".py"))]
+    # the copy is made first and the mutants come from it, so a change to the worktree
+    # while the run starts cannot shift the lines under them
+    workdir = tempfile.mkdtemp(prefix="packforcing-mutants-")
+    copy_repo(workdir)
+    try:
+        mutants = [dict(mu, module=m) for m in modules for mu in mutants_of(os.path.join(workdir, "packforcing", m + ".py"), workdir)]
+    except BaseException:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise
     if args.only:
         wanted = {(f.split(":")[0].removesuffix(".py"), int(f.split(":")[1])) for f in args.only.split(",")}
         mutants = [mu for mu in mutants if (mu["module"], mu["line"]) in wanted]
@@ -386,6 +394,7 @@ def main():
     if args.sample and args.sample < total:
         mutants = sorted(random.Random(args.seed).sample(mutants, args.sample), key=lambda mu: (mu["module"], mu["line"]))
     if args.list:
+        shutil.rmtree(workdir, ignore_errors=True)
         for mu in mutants:
             print(f"{mu['file']}:{mu['line']}: {mu['change']}\n    - {mu['before']}\n    + {mu['after']}")
         print(f"{len(mutants)} of {total} mutants")
@@ -399,12 +408,10 @@ def main():
     import torch  # noqa: F401  imported once, before forking; the package is imported fresh per child
 
     torch.set_num_threads(1)
-    workdir = tempfile.mkdtemp(prefix="packforcing-mutants-")
     result_path = os.path.join(workdir, "failed.json")
     report = {"mutants_generated": total, "mutants_run": len(mutants), "sample_seed": args.seed if args.sample else None,
               "killed": 0, "survived": [], "timeouts": [], "crashed": [], "killed_by": {}}
     try:
-        copy_repo(workdir)
         baseline, seconds = run_in_child(workdir, tests_for("cache", True), args.timeout * 3, result_path)
         if baseline != "survived":
             sys.exit(f"the unmutated tests do not pass ({baseline}); fix them first: {open(result_path).read() if os.path.exists(result_path) else ''}")
@@ -413,6 +420,8 @@ def main():
             target = os.path.join(workdir, mu["file"])
             original = open(target).read()
             lines = original.split("\n")
+            if mu["before"] not in lines[mu["line"] - 1]:
+                sys.exit(f"{mu['file']}:{mu['line']} no longer reads `{mu['before']}`: the copy changed under the run")
             lines[mu["line"] - 1] = lines[mu["line"] - 1].replace(mu["before"], mu["after"], 1)
             try:
                 with open(target, "w") as f:
