@@ -147,7 +147,7 @@ BREAKS = [
      "ctx_k, ctx_v = ctx_k.repeat(repeats, 1, 1, 1), ctx_v.repeat(repeats, 1, 1, 1)",
      "ctx_k, ctx_v = ctx_k.repeat_interleave(repeats, 0), ctx_v.repeat_interleave(repeats, 0)", "cache rows interleaved, not tiled"),
     (f"{SC}::test_full_keeps_every_block_whole_and_window_none[full]", SAMP,
-     "                cache.archive(leaving)\n", "                pass\n", "full drops the block leaving the recent window"),
+     "            cache.archive(leaving)\n", "            pass\n", "full drops the block leaving the recent window"),
     (f"{SC}::test_a_steered_camera_ends_with_its_run", SAMP,
      "        self.session.set_hook(None)\n        self.camera = None\n", "        self.session.set_hook(None)\n", "the last steer leaks into the next run"),
     (f"{SC}::test_refusals_name_the_problem", SAMP, "if self.compressed_tokens == 0 and config.compresses_mid:", "if False:", "too small a frame accepted"),
