@@ -35,7 +35,7 @@ PANEL_HELP = {
     "occupancy": "Top: tokens each block attends, by partition, under the dashed bounded context, which never grows. Below: archived mid blocks, held in memory (compressed) but not attended.",
     "selection": "Each row is a generated block, each column a compressed mid block. Colour = how much the current queries want that block; squares = the top-k actually attended. Old blocks keep getting picked: attention demand spans the whole history. The title's selection change: the share of selected blocks that are new since the block before (swaps can flicker).",
     "rope": "Keys are cached already rotated at the time they were generated. Before attending, selected blocks are moved (rotated in time) so that sink, mid and recent sit side by side before the current block: the gaps left by unselected or evicted blocks close.",
-    "camera": "Models with a camera (the embedded one): bars show where each block was filmed on the wrapping panorama, coloured by the partition that holds it now; the band is where the camera looks. When it comes back to a place, the mid-bank block that filmed it should turn orange (attended).",
+    "camera": "Models with a camera input (none is shipped yet; docs/embedded-v11.md): bars show where each block was filmed on the wrapping panorama, coloured by the partition that holds it now; the band is where the camera looks. When it comes back to a place, the mid-bank block that filmed it should turn orange (attended).",
     "memory": "Bytes of K/V actually held by this run vs a full cache. Below: the same policies for the real Wan2.1-1.3B at 832x480 (about 4 GB vs 138 GB at 120 s).",
 }
 

@@ -142,7 +142,7 @@ class PackForcingPipeline:
             return None
         path = camera if isinstance(camera, CameraPath) else CameraPath.parse(camera)
         if not self.has_camera:
-            raise ValueError(f"model {self.name!r} has no camera to steer; the embedded model has one")
+            raise ValueError(f"model {self.name!r} has no camera to steer (no shipped model takes a camera path yet)")
         return path
 
     def stream(self, prompt: str | Schedule, seconds: float, seed: int = 0, config: PackForcingConfig | None = None, should_stop=None,

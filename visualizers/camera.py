@@ -47,7 +47,7 @@ def camera_figure(events, block: int | None = None) -> go.Figure:
     """Bars: each block's filmed panorama span at its time; band: the shown block's view."""
     blocks = [b for b in block_events(events) if b.camera is not None]
     if not blocks:
-        return empty_figure("This model has no camera (the embedded model has one)")
+        return empty_figure("This model has no camera input (none is shipped yet)")
     shown = next((b for b in blocks if b.block == block), blocks[-1])
     fig = go.Figure()
     legend = set()
