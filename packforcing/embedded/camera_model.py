@@ -24,6 +24,7 @@ import torch
 from einops import repeat
 
 from . import panorama as world
+from .model import EMBEDDED_HR_WIDTHS, EMBEDDED_TRANSFORMER, _PromptEncoder
 
 HARMONICS = 32  # cos/sin of 1..32 cycles per panorama: a 16-px kernel when matched
 
@@ -107,21 +108,8 @@ class PlaceEmbedding(torch.nn.Module):
 # of a 12-block mid bank, 8 compressed tokens a block). A block pans a whole view, so a
 # place is held by one or two blocks and top-4 can hold the block filmed there.
 STEPS = 6
-TRANSFORMER = dict(
-    patch_size=(1, 4, 4),
-    num_attention_heads=2,
-    attention_head_dim=64,
-    in_channels=16,
-    out_channels=16,
-    text_dim=64,
-    freq_dim=64,
-    ffn_dim=512,
-    num_layers=4,
-    cross_attn_norm=True,
-    qk_norm="rms_norm_across_heads",
-    eps=1e-6,
-    rope_max_seq_len=1024,
-)
+# v10's transformer with 4x4 patches: a 1-s block is 64 tokens, so 8 compressed tokens are 8x
+TRANSFORMER = {**EMBEDDED_TRANSFORMER, "patch_size": (1, 4, 4)}
 
 
 def default_config():
@@ -145,7 +133,6 @@ def build(seed: int = 0):
     from ..backbone import Backbone
     from ..compression import HRCompressor
     from .codec import WorldCodec
-    from .model import EMBEDDED_HR_WIDTHS, _PromptEncoder
     from .vocab import TinyTextEncoder, describe_prompt, validate_prompt
 
     torch.manual_seed(seed)

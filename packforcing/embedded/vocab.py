@@ -178,3 +178,15 @@ class TinyTextEncoder(nn.Module):
         mask[mask.all(dim=1), 0] = False
         x = self.norm(self.encoder(x, src_key_padding_mask=mask))
         return x.masked_fill(pad[..., None], 0.0)
+
+
+def check_objects(objects) -> tuple:
+    """The (colour, shape) pairs a world is built from, as tuples; a count or word the
+    vocabulary does not have is refused, naming it."""
+    objects = tuple(tuple(o) for o in objects)
+    if not 1 <= len(objects) <= MAX_OBJECTS:
+        raise ValueError(f"objects={objects}: need 1..{MAX_OBJECTS} (colour, shape) pairs")
+    for colour, shape in objects:
+        if colour not in COLOURS or shape not in SHAPES:
+            raise ValueError(f"object ({colour!r}, {shape!r}) not allowed: colours {COLOURS}, shapes {SHAPES}")
+    return objects

@@ -66,13 +66,8 @@ class WorldSpec:
     seed: int = 0
 
     def __post_init__(self):
-        objects = tuple(tuple(o) for o in self.objects)
+        objects = vocab.check_objects(self.objects)
         object.__setattr__(self, "objects", objects)
-        if not 1 <= len(objects) <= vocab.MAX_OBJECTS:
-            raise ValueError(f"objects={objects}: need 1..{vocab.MAX_OBJECTS} (colour, shape) pairs")
-        for colour, shape in objects:
-            if colour not in vocab.COLOURS or shape not in vocab.SHAPES:
-                raise ValueError(f"object ({colour!r}, {shape!r}) not allowed: colours {vocab.COLOURS}, shapes {vocab.SHAPES}")
         if len(set(objects)) != len(objects):
             raise ValueError(f"objects={objects}: duplicates")
         for name, allowed in (("pan", vocab.PANS), ("speed", vocab.SPEEDS), ("motion", vocab.MOTIONS),
