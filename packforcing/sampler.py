@@ -341,8 +341,10 @@ class PackForcingSampler:
             return
         kept = self.kept[leaving.index]
         if kept.pixels is not None:  # its LR input replaces its pixels, which nothing needs after
-            px = kept.pixels.pixels() if isinstance(kept.pixels, Decoded) else kept.pixels  # decoded ahead: ready by now
-            kept.lr, kept.pixels = self.lr_input(px), None
+            if cfg.compresses_mid:  # window drops the block and full keeps it whole: neither needs an LR input
+                px = kept.pixels.pixels() if isinstance(kept.pixels, Decoded) else kept.pixels  # decoded ahead: ready by now
+                kept.lr = self.lr_input(px)
+            kept.pixels = None
         if cfg.policy == "full":
             cache.archive(leaving)
         elif cfg.compresses_mid:
