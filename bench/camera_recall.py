@@ -20,6 +20,7 @@ import random
 import torch
 
 from packforcing.attention import SelectionHook
+from packforcing.decoding import Decoded
 from packforcing.embedded import camera_model
 from packforcing.embedded.camera_data import Clips, is_mid_revisit, make_clips, revisit_sources
 from packforcing.embedded.panorama import positions
@@ -60,9 +61,9 @@ def revisit_loss(backbone, clips: Clips, condition: str, sigma: float = 0.9, see
             if mid:
                 losses.append(((v - (noise - x0)) ** 2).mean().item())
             hist = latent[:, :, c * bf : (c + 1) * bf]
-            sampler.admit(sampler.write_block(c, hist, text), hist, pixels[:, :, c * 16 : (c + 1) * 16], text)
+            sampler.memory.admit(sampler.write_block(c, hist, text), hist, Decoded(pixels=pixels[:, :, c * 16 : (c + 1) * 16]), text)
     finally:
-        sampler.reset()
+        sampler.memory.reset()
     return sum(losses) / len(losses)
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 import packforcing.attention as attention_module
+from packforcing.decoding import Decoded
 from packforcing.fastpath import conv_layout, host_syncs, sdpa_backend_used
 from packforcing.rope import rotate_in_time, temporal_rotation, to_device
 from packforcing.sampler import PackForcingSampler
@@ -76,13 +77,13 @@ def breakdown(backbone, config, num_blocks, steady_from, device) -> dict:
                 pixels = decoder.decode_next(x0)
                 to_uint8(pixels)
                 t2 = time.perf_counter()
-                sampler.admit(block, x0, pixels, text)
+                sampler.memory.admit(block, x0, Decoded(pixels=pixels), text)
                 sync(device)
                 rows.append({"transformer": t1 - t0 - scored[0], "selection": scored[0], "decode": t2 - t1,
                              "compression": time.perf_counter() - t2, "host": enqueued - t0 - scored[0]})
     finally:
         attention_module.factorised_scores = plain
-        sampler.reset()
+        sampler.memory.reset()
     steady = rows[steady_from:]
     # host: the transformer stage's Python and launches, overlapped with the GPU's work
     # (on a CPU the same time as the transformer); it is the limit only if it is larger

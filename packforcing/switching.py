@@ -2,21 +2,16 @@
 blocks a switch re-writes (config.recache).
 
 A switch applies at a block boundary: from the first block that starts at or after its
-time. The sampler then re-writes the chosen blocks by replaying them (`recache`).
+time. The block memory then re-writes the chosen blocks by replaying them
+(block_memory.BlockMemory.recache).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
-
-import torch
 
 from .cache import KVCache
-
-if TYPE_CHECKING:
-    from .sampler import PackForcingSampler
 
 Schedule = Sequence[tuple[float, str]]
 
@@ -73,27 +68,3 @@ def recache_targets(cache: KVCache, mode: str) -> list[int]:
         raise ValueError(f"recache={mode!r} is not allowed; choose one of {', '.join(chosen)}")
     return sorted(chosen[mode])
 
-
-def recache(sampler: PackForcingSampler, text: torch.Tensor, mode: str) -> list[int]:
-    """Re-write the sampler's cached blocks that `mode` names under `text`; returns their
-    indices. The cache is rebuilt in temporal order: a re-written block gets a clean pass
-    attending what it attended when generated (the sink and recent blocks before it, the
-    mid blocks it selected that are still cached), then moves on as it did (a mid block
-    re-runs its compressed pass); the others keep their K/V. With `all` and nothing
-    evicted yet, the cache ends as if `text` had written it from the start."""
-    cache = sampler.cache
-    targets = recache_targets(cache, mode)
-    if not targets:
-        return []
-    where = {i: part for part, blocks in (("sink", cache.sink), ("mid", cache.mid), ("recent", cache.recent)) for i in blocks}
-    old = {**cache.sink, **cache.mid, **cache.recent}
-    cache.clear()
-    for index in sorted(old):
-        block, kept = old[index], sampler.kept[index]
-        if index not in targets:
-            cache.archive(block) if where[index] == "mid" else cache.add_block(block)
-            continue
-        sampler.begin_block(index, selection=[m for m in kept.selected if m in cache.mid])
-        cache.add_block(sampler.write_block(index, kept.latent, text))
-        sampler.retire(text)
-    return targets

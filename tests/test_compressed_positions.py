@@ -45,7 +45,7 @@ def compress(backbone, monkeypatch=None, **config):
     hook = backbone.transformer.blocks[0].attn1.register_forward_pre_hook(lambda m, args: seen.update(hidden=args[0], rotary=args[3]))
     try:
         with torch.no_grad():
-            out = sampler.compress(BlockKV(3, 12.0, 768), latent, pixels, text)
+            out = sampler.memory.compress(BlockKV(3, 12.0, 768), latent, sampler.memory.lr_input(pixels), text)
     finally:
         hook.remove()
     return out, seen, latent, pixels

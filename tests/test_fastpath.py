@@ -29,7 +29,7 @@ def blocks(sampler, count, text, start=0):
     for index in range(start, start + count):
         sampler.begin_block(index)
         x0 = sampler.denoise_block(index, text)
-        sampler.admit(sampler.write_block(index, x0, text), x0, None, text)
+        sampler.memory.admit(sampler.write_block(index, x0, text), x0, None, text)
         out.append(x0)
     return out
 

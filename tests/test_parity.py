@@ -58,13 +58,13 @@ def cached_blocks(backbone, config, text, seed):
     sampler = PackForcingSampler(backbone, config, seed=seed)
     out = []
     for c in range(BLOCKS):
-        sampler.cache.begin_block(c, c * config.block_frames)
-        sampler.cache.set_selection(list(sampler.cache.mid))
+        sampler.memory.cache.begin_block(c, c * config.block_frames)
+        sampler.memory.cache.set_selection(list(sampler.memory.cache.mid))
         x0 = sampler.denoise_block(c, text)
-        sampler.cache.add_block(sampler.write_block(c, x0, text))
-        leaving = sampler.cache.pop_overflow()
+        sampler.memory.cache.add_block(sampler.write_block(c, x0, text))
+        leaving = sampler.memory.cache.pop_overflow()
         if leaving is not None:
-            sampler.cache.archive(leaving)
+            sampler.memory.cache.archive(leaving)
         out.append(x0)
     return out
 

@@ -7,7 +7,8 @@ from packforcing.config import PackForcingConfig
 from packforcing.events import Block, Frames, RunEnd, RunStart, read_jsonl, write_jsonl
 from packforcing.events import block_events as blocks_of
 from packforcing.pipeline import PackForcingPipeline
-from packforcing.sampler import PackForcingSampler, euler_step
+from packforcing.sampler import PackForcingSampler
+from packforcing.scheduler import euler_step
 
 FIELDS = ["block", "sink", "mid_bank", "mid_selected", "recent", "current", "selection_scores", "rope_shift",
           "kv_bytes", "full_cache_bytes", "context_tokens", "seconds"]
@@ -42,7 +43,7 @@ def test_kv_bytes_flat_after_bank_full_and_ordering(backbone):
 
 def test_trace_fields_consistent_with_cache(backbone):
     def check(sampler, e):
-        cache = sampler.cache
+        cache = sampler.memory.cache
         held = sum(t.numel() * t.element_size() for part in (cache.sink, cache.mid, cache.recent)
                    for b in part.values() for t in b.keys + b.values)
         assert e.kv_bytes == held
@@ -118,7 +119,7 @@ def test_stop_ends_run_and_frees_cache(backbone):
         if isinstance(e, Block):
             seen.append(e)
         events.append(e)
-    assert len(seen) == 3 and events[-1].stopped and sampler.cache.kv_bytes() == 0
+    assert len(seen) == 3 and events[-1].stopped and sampler.memory.cache.kv_bytes() == 0
 
 
 def test_every_compression_and_kv_source_runs_with_same_memory(backbone):

@@ -12,6 +12,7 @@ from dense_reference import brute_force_scores, fold_backbone, one_thread, top_k
 import packforcing.attention as attention
 from packforcing.attention import SelectionHook
 from packforcing.config import PackForcingConfig
+from packforcing.decoding import Decoded
 from packforcing.events import Block
 from packforcing.sampler import PackForcingSampler
 from packforcing.selection import factorised_scores, include_required, score_matrix, select_blocks
@@ -30,12 +31,12 @@ def stream():
     log, selections = [], []
 
     def record(module, args):
-        s = sampler.session
-        block = s.pending.index if s.pending is not None else sampler.cache.current
+        s = sampler.memory.session
+        block = s.pending.index if s.pending is not None else sampler.memory.cache.current
         log.append((s.mode, block, args[0].detach().clone(), args[3]))
 
     def counting(*args, **kwargs):
-        selections.append(sampler.cache.current)
+        selections.append(sampler.memory.cache.current)
         return select_blocks(*args, **kwargs)
 
     handle = attn.register_forward_pre_hook(record)
@@ -119,7 +120,7 @@ def test_training_hook_gets_the_scored_query_and_its_required_blocks():
     backbone = fold_backbone(64, 64, heads=HEADS)
     sampler = PackForcingSampler(backbone, PackForcingConfig(sink_frames=4, top_k=1, mid_capacity=3, query_stride=STRIDE), seed=0)
     attn, log = backbone.transformer.blocks[0].attn1, []
-    handle = attn.register_forward_pre_hook(lambda m, args: log.append((sampler.session.mode, sampler.cache.current, args[0].detach().clone(), None)))
+    handle = attn.register_forward_pre_hook(lambda m, args: log.append((sampler.memory.session.mode, sampler.memory.cache.current, args[0].detach().clone(), None)))
     text, selected = backbone.encode_prompt("a red ball rolls"), []
     try:
         with torch.no_grad():
@@ -127,9 +128,9 @@ def test_training_hook_gets_the_scored_query_and_its_required_blocks():
                 hook = SelectionHook(required=[1, 99])
                 sampler.begin_block(c, hook=hook)
                 x0 = sampler.denoise_block(c, text)
-                selected.append(list(sampler.cache.selected))
-                recent = list(sampler.cache.recent)
-                sampler.admit(sampler.write_block(c, x0, text), x0, backbone.codec.decode(x0), text)
+                selected.append(list(sampler.memory.cache.selected))
+                recent = list(sampler.memory.cache.recent)
+                sampler.memory.admit(sampler.write_block(c, x0, text), x0, Decoded(pixels=backbone.codec.decode(x0)), text)
                 if c >= 3:  # the query sum it was scored with: this block's first pass and the recent block's write
                     current = projections(attn, passes(log, "denoise", c)[0][0])[0][:, ::STRIDE].sum(1)
                     written = sum(projections(attn, h)[0][:, ::STRIDE].sum(1) for m, b, h, _ in log if m == "write" and b in recent)

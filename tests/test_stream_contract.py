@@ -13,6 +13,7 @@ from dense_reference import fold_backbone, one_thread  # noqa: F401  (fixture)
 
 from packforcing.config import PackForcingConfig
 from packforcing.controls import LiveControls
+from packforcing.decoding import Decoded
 from packforcing.events import Block, Frames, RunEnd, RunStart
 from packforcing.sampler import PackForcingSampler
 from packforcing.video import to_uint8
@@ -112,9 +113,9 @@ def test_a_guided_batch_of_clips_keeps_each_clip_to_its_own_cache_rows():
             for c in range(4):  # the public block loop
                 sampler.begin_block(c)
                 x0 = sampler.denoise_block(c, text)
-                sampler.admit(sampler.write_block(c, x0, text), x0, backbone.codec.decode(x0), text)
+                sampler.memory.admit(sampler.write_block(c, x0, text), x0, Decoded(pixels=backbone.codec.decode(x0)), text)
                 out.append(x0)
-        assert sampler.cache.mid[1].keys[0].shape[0] == 2  # one cache row per clip
+        assert sampler.memory.cache.mid[1].keys[0].shape[0] == 2  # one cache row per clip
         clips[other] = torch.stack(out)
     a, b = clips.values()
     assert torch.allclose(a[:, 0], b[:, 0], atol=1e-5)  # clip 0 alike whatever clip 1 asked for
@@ -126,8 +127,8 @@ def test_a_guided_batch_of_clips_keeps_each_clip_to_its_own_cache_rows():
             sampler.begin_block(c)
             x0 = sampler.denoise_block(c, text)
             if c == 3:
-                assert list(sampler.cache.scores) == [1] and sampler.cache.selected == [1]
-            sampler.admit(sampler.write_block(c, x0, text), x0, backbone.codec.decode(x0), text)
+                assert list(sampler.memory.cache.scores) == [1] and sampler.memory.cache.selected == [1]
+            sampler.memory.admit(sampler.write_block(c, x0, text), x0, Decoded(pixels=backbone.codec.decode(x0)), text)
 
 
 @pytest.mark.parametrize("policy, banks, kv_tokens", [

@@ -12,6 +12,7 @@ from dense_reference import one_thread  # noqa: F401  (fixture)
 from packforcing.backbones.tiny import build_tiny_random
 from packforcing.config import PackForcingConfig
 from packforcing.controls import LiveControls
+from packforcing.decoding import Decoded
 from packforcing.events import Block, Frames, Switch
 from packforcing.pipeline import PackForcingPipeline
 from packforcing.sampler import PackForcingSampler
@@ -54,7 +55,7 @@ def switched_run(backbone, mode, switch=S, n=N):
         events, at_switch = [], None
         for event in sampler.stream(A, n, "tiny-random", switches={switch: B}):
             if isinstance(event, Switch):
-                at_switch = kv(sampler.cache)
+                at_switch = kv(sampler.memory.cache)
             events.append(event)
         _runs[mode, switch, n] = events, at_switch
     return _runs[mode, switch, n]
@@ -70,8 +71,8 @@ def under_a(backbone):
         for i in range(S):
             sampler.begin_block(i)
             latents.append(sampler.denoise_block(i, ta))
-            sampler.admit(sampler.write_block(i, latents[-1], ta), latents[-1], decoder.decode_next(latents[-1]), ta)
-    return latents, kv(sampler.cache), sampler
+            sampler.memory.admit(sampler.write_block(i, latents[-1], ta), latents[-1], Decoded(pixels=decoder.decode_next(latents[-1])), ta)
+    return latents, kv(sampler.memory.cache), sampler
 
 
 @pytest.fixture(scope="module")
@@ -86,14 +87,14 @@ def written_under_b(backbone, under_a):
     with torch.no_grad():
         for i in range(N):
             if i == S:
-                before = kv(sampler.cache)
+                before = kv(sampler.memory.cache)
             sampler.begin_block(i)
             x0 = sampler.denoise_block(i, ta if i < S else tb)  # draws the same noise, scores the same selection
             if i < S:
                 x0 = latents[i]
             pixels = decoder.decode_next(x0)
             frames.append(to_uint8(pixels))
-            sampler.admit(sampler.write_block(i, x0, tb), x0, pixels, tb)
+            sampler.memory.admit(sampler.write_block(i, x0, tb), x0, Decoded(pixels=pixels), tb)
     return frames, before
 
 
@@ -174,7 +175,7 @@ def test_sink_and_recent_recache_is_a_fresh_write_under_the_new_prompt(backbone,
     # block 5 written afresh under B, attending what it attended when generated (the sink,
     # now re-written, and the mid blocks it selected): the old cache with the new sink
     seen = next(e for e in events if isinstance(e, Block) and e.block == 5)
-    c = sampler.cache
+    c = sampler.memory.cache
     c.recent.pop(5)
     for index in (0, 1):
         c.sink[index].keys, c.sink[index].values = cache[index][:2], cache[index][2:]

@@ -8,6 +8,7 @@ import random
 import numpy as np
 import torch
 
+from ..decoding import Decoded
 from ..sampler import PackForcingSampler
 from .world import prompt_for, render_clip, sample_spec
 
@@ -33,11 +34,11 @@ def own_rollout(sampler: PackForcingSampler, text: torch.Tensor, blocks: int):
             sampler.begin_block(c)
             x0 = sampler.denoise_block(c, text)
             px = codec.decode(x0)
-            sampler.admit(sampler.write_block(c, x0, text), x0, px, text)
+            sampler.memory.admit(sampler.write_block(c, x0, text), x0, Decoded(pixels=px), text)
             latents.append(x0)
             pixels.append(px)
     finally:
-        sampler.reset()
+        sampler.memory.reset()
     return torch.cat(latents, 2), torch.cat(pixels, 2)
 
 

@@ -8,6 +8,7 @@ import statistics
 
 import torch
 
+from ..decoding import Decoded
 from ..sampler import PackForcingSampler
 from .model import EMBEDDED_CONFIG
 from .world import LOOP_FRAMES
@@ -37,7 +38,7 @@ def probe(backbone, text, pixels, latent, selection: str, sigma: float, seed: in
     reported instead of a flow loss (`samples`, when given, collects them by block)."""
     truth = latent if truth is None else truth
     sampler = PackForcingSampler(backbone, cfg, seed=seed)
-    cache = sampler.cache
+    cache = sampler.memory.cache
     gen = torch.Generator().manual_seed(seed)
     bf = cfg.block_frames
     frames_per_block = bf * backbone.codec.temporal_factor
@@ -58,8 +59,8 @@ def probe(backbone, text, pixels, latent, selection: str, sigma: float, seed: in
             v = sampler.forward(x_t, torch.full((x0.shape[0],), sigma * cfg.num_train_timesteps), text)
             losses.append(((v - (noise - target)) ** 2).mean().item())
         hits.append(source in cache.selected if source in bank else None)
-        sampler.admit(sampler.write_block(c, x0, text), x0, pixels[:, :, c * frames_per_block : (c + 1) * frames_per_block], text)
-    sampler.reset()
+        sampler.memory.admit(sampler.write_block(c, x0, text), x0, Decoded(pixels=pixels[:, :, c * frames_per_block : (c + 1) * frames_per_block]), text)
+    sampler.memory.reset()
     return losses, hits
 
 

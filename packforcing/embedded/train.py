@@ -28,7 +28,9 @@ import time
 import torch
 
 from ..attention import SelectionHook
-from ..sampler import PackForcingSampler, euler_step
+from ..decoding import Decoded
+from ..sampler import PackForcingSampler
+from ..scheduler import euler_step
 from ..selection import score_matrix
 from .data import own_revisit_clip, world_batch
 from .model import EMBEDDED_CONFIG, add_camera_clock, build_embedded, load_embedded, save_embedded, trainable_modules
@@ -68,7 +70,7 @@ def _partial_rollout(sampler: PackForcingSampler, x0: torch.Tensor, text: torch.
 def _selection_ce(sampler: PackForcingSampler, hook: SelectionHook, sources: list[int]) -> torch.Tensor:
     """Per clip, the cross-entropy of the block's selection scores over the mid bank towards
     `sources` (scores scaled by their spread, so only the ranking is trained)."""
-    cache, cfg = sampler.cache, sampler.config
+    cache, cfg = sampler.memory.cache, sampler.config
     bank = list(cache.mid)
     scores = score_matrix(hook.query_sum, [cache.mid[m].key_sum for m in bank], hook.query_sum.shape[-1], cfg.score_head_fraction)
     logits = scores / (scores.std(dim=1, keepdim=True).detach() + 1e-6)
@@ -112,7 +114,7 @@ def clip_loss(sampler: PackForcingSampler, text: torch.Tensor, pixels, latent, g
     build the cache (their denoising pass runs without gradient, to score the
     selection as sampling does), and the rest are noised to levels in [sigma_floor, 1]:
     recall has to happen in the first Euler steps, where sampling decides a layout."""
-    backbone, cfg, cache = sampler.backbone, sampler.config, sampler.cache
+    backbone, cfg, cache = sampler.backbone, sampler.config, sampler.memory.cache
     bf = cfg.block_frames
     frames_per_block = bf * backbone.codec.temporal_factor
     batch = latent.shape[0]
@@ -144,9 +146,9 @@ def clip_loss(sampler: PackForcingSampler, text: torch.Tensor, pixels, latent, g
             clean = x0 + level * torch.randn(x0.shape, generator=gen)
             if self_history and torch.rand((), generator=gen).item() < self_history:
                 clean = _partial_rollout(sampler, x0, text, gen)
-            sampler.admit(sampler.write_block(c, clean, text), clean, pixels[:, :, c * frames_per_block : (c + 1) * frames_per_block], text)
+            sampler.memory.admit(sampler.write_block(c, clean, text), clean, Decoded(pixels=pixels[:, :, c * frames_per_block : (c + 1) * frames_per_block]), text)
     finally:
-        sampler.reset()
+        sampler.memory.reset()
     if losses_out is not None:
         losses_out["selection"] = torch.stack(selection_losses).mean() if selection_losses else None
     return torch.stack(losses)

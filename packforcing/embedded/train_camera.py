@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, fields
 import torch
 
 from ..attention import SelectionHook
+from ..decoding import Decoded
 from ..sampler import PackForcingSampler
 from ..selection import score_matrix
 from . import camera_model
@@ -77,7 +78,7 @@ def sample_sigmas(batch: int, gen: torch.Generator, floor: float = 0.0) -> torch
 
 
 def _selection_ce(sampler, hook: SelectionHook, mid_sources: list[int]) -> torch.Tensor | None:
-    cache, cfg = sampler.cache, sampler.config
+    cache, cfg = sampler.memory.cache, sampler.config
     bank = list(cache.mid)
     if hook.query_sum is None or not mid_sources or len(bank) <= len(mid_sources):
         return None
@@ -100,7 +101,7 @@ def clip_loss(
     try:
         for c, row in enumerate(clips.sources):
             x0 = clips.latent[:, :, c * bf : (c + 1) * bf].to(device)
-            mid = [m for m in row["mid"] if m in sampler.cache.mid] if is_mid_revisit(row) else []
+            mid = [m for m in row["mid"] if m in sampler.memory.cache.mid] if is_mid_revisit(row) else []
             hook = SelectionHook(
                 mid[: cfg.top_k] if mid and torch.rand((), generator=gen).item() < tc.force_source else []
             )
@@ -115,7 +116,7 @@ def clip_loss(
             weights.append(tc.revisit_weight if mid else 1.0)
             (stats["mid_flow"] if mid else stats["other_flow"]).append(loss.item())
             if mid and not hook.required:
-                stats["hit"].append(float(bool(set(sampler.cache.selected) & set(mid))))
+                stats["hit"].append(float(bool(set(sampler.memory.cache.selected) & set(mid))))
             if mid:
                 ce = _selection_ce(sampler, hook, mid)
                 if ce is not None:
@@ -123,9 +124,9 @@ def clip_loss(
             level = tc.history_noise * torch.rand(batch, 1, 1, 1, 1, generator=gen).to(device)
             clean = x0 + level * torch.randn(x0.shape, generator=gen).to(device)
             px = clips.pixels[:, :, c * 16 : (c + 1) * 16].to(device)
-            sampler.admit(sampler.write_block(c, clean, texts[c]), clean, px, texts[c])
+            sampler.memory.admit(sampler.write_block(c, clean, texts[c]), clean, Decoded(pixels=px), texts[c])
     finally:
-        sampler.reset()
+        sampler.memory.reset()
     w = torch.tensor(weights, device=device)
     total = (torch.stack(flow) * w).sum() / w.sum()
     return total, (torch.stack(sel).mean() if sel else None), stats

@@ -36,7 +36,7 @@ def test_loss_reaches_hr_compressor_and_text_encoder():
     modules = trainable_modules(backbone)
     for name in ("hr", "text"):
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in modules[name].parameters()), name
-    assert not sampler.cache.sink and not sampler.cache.mid  # the cache is left empty
+    assert not sampler.memory.cache.sink and not sampler.memory.cache.mid  # the cache is left empty
 
 
 def test_recall_selection_attends_the_source_and_trains_the_scores():
@@ -52,8 +52,8 @@ def test_recall_selection_attends_the_source_and_trains_the_scores():
     def run(recall):
         sampler = PackForcingSampler(backbone, EMBEDDED_CONFIG, seed=0)
         chosen = {}
-        set_selection = sampler.cache.set_selection
-        sampler.cache.set_selection = lambda sel, scores=None: (chosen.__setitem__(sampler.cache.current, list(sel)), set_selection(sel, scores))
+        set_selection = sampler.memory.cache.set_selection
+        sampler.memory.cache.set_selection = lambda sel, scores=None: (chosen.__setitem__(sampler.memory.cache.current, list(sel)), set_selection(sel, scores))
         out = {}
         losses = clip_loss(sampler, text, pixels, latent, torch.Generator().manual_seed(0), 0.0, recall_selection=recall, losses_out=out)
         return losses, chosen, out["selection"]
@@ -82,7 +82,7 @@ def test_revisit_batch_trains_only_revisits_at_high_noise():
         seen, forward = [], sampler.forward
 
         def record(latent, timestep, text):
-            seen.append((sampler.cache.current, torch.is_grad_enabled(), float(torch.as_tensor(timestep).min())))
+            seen.append((sampler.memory.cache.current, torch.is_grad_enabled(), float(torch.as_tensor(timestep).min())))
             return forward(latent, timestep, text)
 
         sampler.forward = record
@@ -201,7 +201,7 @@ def test_own_revisit_clip_is_the_models_own_rollout_then_its_first_blocks_again(
         assert (to_uint8(pixels[:, :, 16 * c : 16 * (c + 1)]) == streamed[c]).all(), c
     assert torch.equal(latent[:, :, 32:], latent[:, :, :8]) and torch.equal(pixels[:, :, 128:], pixels[:, :, :32])
     assert not torch.equal(latent[:, :, 4:8], latent[:, :, :4])  # negative control: blocks differ
-    assert not sampler.cache.sink and not sampler.cache.mid  # the cache is left empty
+    assert not sampler.memory.cache.sink and not sampler.memory.cache.mid  # the cache is left empty
 
 
 def test_run_with_an_own_revisit_batch_logs_its_loss(tmp_path):
