@@ -22,6 +22,7 @@ says which weights were used).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -198,17 +199,18 @@ def main(argv=None):
     report(out, "setup_s", time.perf_counter() - t_start, args.out)
     report(out, "sdpa", guarded(out, "sdpa", sdpa_report, backbone, config, args.device) or {}, args.out)
     eager = guarded(out, "eager", _eager, args, backbone, config, out, rate)
-    guarded(out, "compile", _compile, args, backbone, config, out)
-    policies = args.policies.split(",")
-    rows = _fast_policies(args, policies[:2], backbone, config, num_blocks, eager, out, fits, rate)
-    steady_from = config.sink_blocks + config.recent_blocks + config.top_k + 1  # the first block at the bounded context
-    if "breakdown" in args.sections and fits("breakdown", steady_from + 4, rate.get("fast", 1.0) * 2):
-        report(out, "breakdown_dynamic", guarded(out, "breakdown", breakdown, backbone, config, steady_from + 4, steady_from, args.device) or {}, args.out)
-        report(out, "rotation", guarded(out, "rotation", rotation_cost, backbone, config, args.device) or {}, args.out)
-    rows |= _fast_policies(args, policies[2:], backbone, config, num_blocks, eager, out, fits, rate)
-    summarise(out, rows)
-    out["total_s"] = time.perf_counter() - t_start
-    report(out, "total_s", out["total_s"], args.out)
+    with contextlib.ExitStack() as held:  # the SDPA preference the fast path runs under
+        guarded(out, "compile", _compile, args, backbone, config, out, held)
+        policies = args.policies.split(",")
+        rows = _fast_policies(args, policies[:2], backbone, config, num_blocks, eager, out, fits, rate)
+        steady_from = config.sink_blocks + config.recent_blocks + config.top_k + 1  # the first block at the bounded context
+        if "breakdown" in args.sections and fits("breakdown", steady_from + 4, rate.get("fast", 1.0) * 2):
+            report(out, "breakdown_dynamic", guarded(out, "breakdown", breakdown, backbone, config, steady_from + 4, steady_from, args.device) or {}, args.out)
+            report(out, "rotation", guarded(out, "rotation", rotation_cost, backbone, config, args.device) or {}, args.out)
+        rows |= _fast_policies(args, policies[2:], backbone, config, num_blocks, eager, out, fits, rate)
+        summarise(out, rows)
+        out["total_s"] = time.perf_counter() - t_start
+        report(out, "total_s", out["total_s"], args.out)
     print(json.dumps(out, indent=1))
 
 
@@ -224,11 +226,12 @@ def _eager(args, backbone, config, out, rate) -> dict | None:
     return eager
 
 
-def _compile(args, backbone, config, out) -> None:
-    """The fast path's compile and warm-up, timed apart from its steady-state speed."""
+def _compile(args, backbone, config, out, held: contextlib.ExitStack) -> None:
+    """The fast path's compile and warm-up, timed apart from its steady-state speed.
+    `held` keeps the SDPA preference for the runs that follow."""
     choice = out["sdpa"].get("fastest") if args.sdpa == "fastest" else args.sdpa
     if choice and choice != "auto":
-        prefer_sdpa(choice)
+        held.enter_context(prefer_sdpa(choice))
     out["fast_path"]["sdpa_first"] = choice or "auto"
     channels_last = False
     if args.device == "cuda":

@@ -13,8 +13,9 @@ import numpy as np
 import torch
 
 import packforcing.attention as attention_module
+from bench.host_syncs import host_syncs
 from packforcing.decoding import Decoded
-from packforcing.fastpath import conv_layout, host_syncs, sdpa_backend_used
+from packforcing.fastpath import conv_layout, sdpa_backend_used
 from packforcing.rope import rotate_in_time, temporal_rotation, to_device
 from packforcing.sampler import PackForcingSampler
 from packforcing.video import to_uint8

@@ -55,10 +55,10 @@ class CacheSession:
     def attend(self, layer: int, q, k, v, q_raw, k_raw) -> torch.Tensor:
         """q, k, v: (B, S, H, D) with RoPE applied; q_raw, k_raw: before RoPE."""
         if self.mode == "plain":
-            return _sdpa(q, k, v)
+            return sdpa(q, k, v)
         if self.mode == "compressed":
             self._keep(layer, k, v, k_raw, None)
-            return _sdpa(q, k, v)
+            return sdpa(q, k, v)
         cache = self.cache
         if layer == 0 and cache.selection_pending:
             self._select(q_raw)
@@ -73,7 +73,7 @@ class CacheSession:
         bias = cache.context_bias()
         if bias is not None:  # the current block's own tokens get none
             bias = torch.cat([bias.to(q.device, q.dtype), q.new_zeros(k.shape[1])])[None, None, None, :]
-        return _sdpa(q, keys, values, bias)
+        return sdpa(q, keys, values, bias)
 
     def _select(self, q_raw: torch.Tensor) -> None:
         """Dynamic top-k at the first denoising step: queries of the current block (this
@@ -110,7 +110,7 @@ class CacheSession:
                 block.query_sum = q_raw[:, :: self.query_stride].sum(1)
 
 
-def _sdpa(q, k, v, bias: torch.Tensor | None = None) -> torch.Tensor:
+def sdpa(q, k, v, bias: torch.Tensor | None = None) -> torch.Tensor:
     """bias: None or an additive logit bias broadcast to (B, H, S_q, S_k)."""
     out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=bias)
     return out.transpose(1, 2)

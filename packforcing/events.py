@@ -3,7 +3,7 @@
 The sampler yields, in order: one RunStart, then per generated block one Frames
 (pixels, never written to JSONL) and one Block, and finally one RunEnd. A prompt
 switch yields one Switch just before the first block it applies to.
-`write_jsonl` / `read_jsonl` round-trip every event except Frames.
+`write_jsonl` writes every event except Frames; `tracefile.read_trace` reads them back, checked.
 
 Public field names of the "block" event (a stable interface, documented in README):
   block             index of the generated block (0-based)
@@ -133,19 +133,7 @@ def event_from_dict(d: dict):
         for key in _INT_KEYED:
             if key in kwargs:
                 kwargs[key] = {int(k): float(v) for k, v in kwargs[key].items()}
-    if cls is Switch:
-        _check_switch(kwargs)
     return cls(**kwargs)
-
-
-def _check_switch(d: dict) -> None:
-    if not isinstance(d["block"], int) or isinstance(d["block"], bool) or d["block"] < 0:
-        raise ValueError(f"'switch' event has block={d['block']!r}; it must be a block index >= 0")
-    if not isinstance(d["prompt"], str):
-        raise ValueError(f"'switch' event has prompt={d['prompt']!r}; it must be text")
-    recached = d["recached"]
-    if not isinstance(recached, list) or not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < d["block"] for i in recached):
-        raise ValueError(f"'switch' event at block {d['block']} has recached={recached!r}; it must list earlier block indices")
 
 
 class TraceWriter:
@@ -174,21 +162,6 @@ def write_jsonl(events: Iterable, path) -> None:
     with TraceWriter(path) as trace:
         for event in events:
             trace.write(event)
-
-
-def read_jsonl(path) -> list:
-    events = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                events.append(event_from_dict(json.loads(line)))
-            except (json.JSONDecodeError, ValueError, TypeError) as e:
-                raise ValueError(f"{path}: line {number} is not a valid trace event: {e}") from None
-    if not any(isinstance(e, Block) for e in events):
-        raise ValueError(f"{path}: no 'block' events found; a trace needs at least one generated block")
-    return events
 
 
 def block_events(events: Iterable[Any]) -> list[Block]:

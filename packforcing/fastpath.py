@@ -43,13 +43,16 @@ class FastPath:
             if value not in allowed:
                 raise ValueError(f"{name}={value!r} is not allowed; choose one of {', '.join(allowed)}")
 
-    def apply(self, backbone) -> str:
+    def apply(self, backbone, held: contextlib.ExitStack | None = None) -> str:
         """Compile the transformer and lay out the decoder, once per backbone. Returns
-        the SDPA kernel its self-attention runs in (checked on a small input)."""
+        the SDPA kernel its self-attention runs in (checked on a small input). `held`
+        keeps the SDPA preference (sdpa other than auto) until its owner closes it."""
         if self.compile:
             compile_transformer(backbone.transformer, self.backend, self.mode)
         if self.sdpa != "auto":
-            prefer_sdpa(self.sdpa)
+            if held is None:
+                raise ValueError(f"sdpa={self.sdpa!r} is a preference held until turned off; pass an ExitStack to hold it")
+            held.enter_context(prefer_sdpa(self.sdpa))
         vae = getattr(backbone.codec, "vae", None)
         if self.channels_last_decode and vae is not None and backbone.device.type == "cuda":
             conv_layout(vae, channels_last=True)
@@ -84,15 +87,11 @@ def compile_transformer(transformer, backend: str = "inductor", mode: str = "def
     transformer._packforcing_slot.copy_kept = mode == "reduce-overhead"
 
 
-_SDPA_ORDER = contextlib.ExitStack()
-
-
-def prefer_sdpa(name: str) -> None:
-    """Put one SDPA backend first for the whole process (the others stay as fallbacks)."""
+def prefer_sdpa(name: str) -> contextlib.AbstractContextManager:
+    """A context in which one SDPA backend comes first (the others stay as fallbacks)."""
     first = SDPA[name]
-    order = [first] + [b for b in (SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH) if b != first]
-    _SDPA_ORDER.close()
-    _SDPA_ORDER.enter_context(sdpa_kernel(order, set_priority=True))
+    others = (SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH)
+    return sdpa_kernel([first] + [b for b in others if b != first], set_priority=True)
 
 
 _SDPA_KERNELS = {
@@ -114,30 +113,3 @@ def sdpa_backend_used(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> str:
     if not used:
         raise RuntimeError(f"no known SDPA kernel ran; profiled {sorted({e.name for e in prof.events()})}")
     return used[0]
-
-
-@contextlib.contextmanager
-def host_syncs():
-    """Record every Python-level read of a tensor's value by the host (.item, .tolist,
-    .cpu, .numpy, bool/float/int of a tensor): on a GPU each one waits for the device.
-    Yields a list of (method, 'file:line') call sites, filled while the block runs."""
-    import inspect
-
-    names = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__")
-    seen, originals = [], {n: getattr(torch.Tensor, n) for n in names}
-
-    def wrap(name, original):
-        def recorded(self, *args, **kwargs):
-            caller = inspect.stack(context=0)[1]
-            seen.append((name, f"{caller.filename}:{caller.lineno}"))
-            return original(self, *args, **kwargs)
-
-        return recorded
-
-    try:
-        for name, original in originals.items():
-            setattr(torch.Tensor, name, wrap(name, original))
-        yield seen
-    finally:
-        for name, original in originals.items():
-            setattr(torch.Tensor, name, original)

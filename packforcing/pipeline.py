@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ class PackForcingPipeline:
         # pipeline; a run holds this lock for each step that touches them (see stream).
         self.lock = threading.Lock()
         self.fast: FastPath | None = None
+        self._fast_held = contextlib.ExitStack()  # what the fast path entered (an SDPA preference)
 
     def enable_fast_path(self, fast: FastPath | None = None) -> str:
         """Compile the transformer and decode one block ahead (fastpath.py). The first
@@ -58,9 +60,27 @@ class PackForcingPipeline:
         kernel self-attention runs in (flash, cudnn, efficient, math or flash_for_cpu)."""
         fast = fast or FastPath(compile=True, decode_ahead=True)
         with self.lock:  # compiling rewraps the model's blocks
-            kernel = fast.apply(self.backbone)
+            self._fast_held.close()
+            kernel = fast.apply(self.backbone, self._fast_held)
             self.fast = fast
         return kernel
+
+    def disable_fast_path(self) -> None:
+        """Decode inline again and leave the fast path's SDPA preference (a compiled
+        transformer stays compiled: it computes the same)."""
+        with self.lock:
+            self._fast_held.close()
+            self.fast = None
+
+    def close(self) -> None:
+        """Release what the pipeline holds beyond its weights (the fast path's context)."""
+        self.disable_fast_path()
+
+    def __enter__(self) -> PackForcingPipeline:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     @classmethod
     def from_name(cls, name: str, device=None, dtype=None) -> PackForcingPipeline:

@@ -6,6 +6,8 @@ import json
 import pytest
 
 from packforcing.cli import main
+from packforcing.events import event_to_dict
+from packforcing.tracefile import read_trace
 
 
 def test_generate_writes_video_and_trace_with_the_chosen_config(tmp_path, capsys):
@@ -13,7 +15,7 @@ def test_generate_writes_video_and_trace_with_the_chosen_config(tmp_path, capsys
     code = main(["generate", "--model", "embedded", "--prompt", "a red circle and a blue square", "--seconds", "2",
                  "--out", str(out), "--trace", str(trace), "--guidance-scale", "2", "--top-k", "2"])
     assert code == 0 and out.stat().st_size > 0
-    events = [json.loads(line) for line in trace.read_text().splitlines()]
+    events = [event_to_dict(e) for e in read_trace(trace)]
     start = events[0]
     assert start["config"]["guidance_scale"] == 2.0 and start["config"]["top_k"] == 2
     assert start["config"]["mid_capacity"] == 12  # unset options keep the model's own default
@@ -40,7 +42,7 @@ def test_switch_and_no_recache_reach_the_trace(tmp_path):
     code = main(["generate", "--model", "embedded", "--prompt", "a red circle", "--seconds", "2", "--switch", "1:a green square",
                  "--no-recache", "--out", str(tmp_path / "v.mp4"), "--trace", str(trace)])
     assert code == 0
-    events = [json.loads(line) for line in trace.read_text().splitlines()]
+    events = [event_to_dict(e) for e in read_trace(trace)]
     assert events[0]["config"]["recache"] == "none"
     switch = [e for e in events if e["type"] == "switch"]
     assert [(s["block"], s["prompt"], s["recached"]) for s in switch] == [(1, "a green square", [])]

@@ -9,10 +9,11 @@ import torch
 from dense_reference import one_thread  # noqa: F401  (fixture)
 from torch._dynamo.utils import counters
 
+from bench.host_syncs import host_syncs
 from packforcing.backbones.tiny import build_tiny_random
 from packforcing.config import PackForcingConfig
 from packforcing.events import Block, Frames
-from packforcing.fastpath import FastPath, compile_transformer, conv_layout, host_syncs, sdpa_backend_used
+from packforcing.fastpath import FastPath, compile_transformer, conv_layout, sdpa_backend_used
 from packforcing.pipeline import PackForcingPipeline
 from packforcing.sampler import PackForcingSampler
 
@@ -170,3 +171,21 @@ def test_channels_last_decode_gives_the_contiguous_pixels():
     assert any(p.dim() == 5 and p.is_contiguous(memory_format=torch.channels_last_3d) for p in backbone.codec.vae.parameters())
     torch.testing.assert_close(decode(latent), plain, rtol=1e-4, atol=1e-4)
     assert (decode(latent * 2) - plain).abs().max() > 1e-2
+
+
+def test_the_sdpa_preference_is_left_when_the_fast_path_is_turned_off():
+    """The fast path holds its SDPA order only while it is on (no process-global state):
+    turning it off, or closing the pipeline, restores the order found before."""
+    order = torch._C._get_sdp_priority_order  # torch's only reader of the order
+    before = order()
+    pipe = PackForcingPipeline.from_name("tiny-random")
+    pipe.enable_fast_path(FastPath(sdpa="math"))
+    assert order()[0] == 0 and order() != before  # 0: math first
+    pipe.disable_fast_path()
+    assert order() == before and pipe.fast is None
+    with PackForcingPipeline.from_name("tiny-random") as other:
+        other.enable_fast_path(FastPath(sdpa="math"))
+        assert order()[0] == 0
+    assert order() == before
+    with pytest.raises(ValueError, match="pass an ExitStack"):
+        FastPath(sdpa="math").apply(pipe.backbone)

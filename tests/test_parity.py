@@ -112,14 +112,14 @@ def test_wrong_rope_offset_breaks_parity(setup, monkeypatch):
 
 def test_proportional_bias_equals_repeating_a_compressed_token():
     """log(n) added to a key's logit == that key (and its value) present n times."""
-    from packforcing.attention import _sdpa
+    from packforcing.attention import sdpa
 
     g = torch.Generator().manual_seed(3)
     q, k, v = (torch.randn(1, 5, 2, 8, generator=g) for _ in range(3))
     bias = torch.tensor([0.0, math.log(4), 0.0, 0.0, 0.0])[None, None, None, :]
     repeat = torch.tensor([0, 1, 1, 1, 1, 2, 3, 4])
-    assert torch.allclose(_sdpa(q, k, v, bias), _sdpa(q, k[:, repeat], v[:, repeat]), atol=1e-6)
-    assert not torch.allclose(_sdpa(q, k, v), _sdpa(q, k[:, repeat], v[:, repeat]), atol=1e-3)  # negative control
+    assert torch.allclose(sdpa(q, k, v, bias), sdpa(q, k[:, repeat], v[:, repeat]), atol=1e-6)
+    assert not torch.allclose(sdpa(q, k, v), sdpa(q, k[:, repeat], v[:, repeat]), atol=1e-3)  # negative control
 
 
 def test_context_bias_marks_exactly_the_compressed_tokens():

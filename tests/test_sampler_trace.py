@@ -4,11 +4,12 @@ import torch
 
 from packforcing.backbones.tiny import build_tiny_random
 from packforcing.config import PackForcingConfig
-from packforcing.events import Block, Frames, RunEnd, RunStart, read_jsonl, write_jsonl
+from packforcing.events import Block, Frames, RunEnd, RunStart, write_jsonl
 from packforcing.events import block_events as blocks_of
 from packforcing.pipeline import PackForcingPipeline
 from packforcing.sampler import PackForcingSampler
 from packforcing.scheduler import euler_step
+from packforcing.tracefile import read_trace
 
 FIELDS = ["block", "sink", "mid_bank", "mid_selected", "recent", "current", "selection_scores", "rope_shift",
           "kv_bytes", "full_cache_bytes", "context_tokens", "seconds"]
@@ -79,13 +80,13 @@ def test_jsonl_round_trip(tmp_path, backbone):
     events = [e for e in run(backbone, 5, top_k=2, mid_capacity=3) if not isinstance(e, Frames)]
     path = tmp_path / "trace.jsonl"
     write_jsonl(events, path)
-    back = read_jsonl(path)
+    back = read_trace(path)
     assert [type(e) for e in back] == [type(e) for e in events]
     assert back[-2].rope_shift == events[-2].rope_shift and back[-2].kv_bytes == events[-2].kv_bytes
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"type": "block", "block": 1}\nnot json\n')
     with pytest.raises(ValueError, match="line 1"):
-        read_jsonl(bad)
+        read_trace(bad)
 
 
 def test_streaming_decode_equals_full_decode(backbone):

@@ -2,7 +2,6 @@
 cancel never breaks the next user's run, Stop while queued keeps a run from starting,
 bad input gets a plain message, and run folders do not pile up."""
 
-import json
 import time
 
 import httpx
@@ -10,6 +9,9 @@ import pytest
 
 pytest.importorskip("gradio_client")
 from gradio_client import Client  # noqa: E402
+
+from packforcing.events import block_events, event_to_dict  # noqa: E402
+from packforcing.tracefile import read_trace  # noqa: E402
 
 STATUS, TRACE = 6, 8  # indices of the status line and the trace file among /generate's outputs
 # The embedded model: a block is all transformer forwards (a few tenths of a second on one
@@ -33,8 +35,7 @@ def _wait_outputs(job, n, timeout=60):
 
 
 def _trace_blocks(path) -> list[dict]:
-    with open(path) as f:
-        return [e for e in map(json.loads, f) if e["type"] == "block"]
+    return [event_to_dict(b) for b in block_events(read_trace(path))]
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from packforcing.events import Block, Switch, read_jsonl, write_jsonl
+from packforcing.events import Block, Switch, write_jsonl
 from packforcing.tracefile import read_trace
 from visualizers import figures_at, memory_figure, occupancy_figure, rope_figure, selection_figure
 
@@ -17,7 +17,7 @@ PROMPT = "a <b>green</b> square"  # user text: shown as text, never as markup
 @pytest.fixture(scope="module")
 def events():
     """The recorded 20-block trace with a switch before block 10 that re-wrote blocks 0, 1 and 9."""
-    events = read_jsonl(TRACE)
+    events = read_trace(TRACE)
     at = next(i for i, e in enumerate(events) if isinstance(e, Block) and e.block == 10)
     return events[:at] + [Switch(block=10, prompt=PROMPT, recache="sink+recent", recached=[0, 1, 9], seconds=0.25)] + events[at:]
 
@@ -59,13 +59,12 @@ def test_selection_title_carries_the_mean_selection_change(events):
     assert "<br>selection change: 12% of the selected blocks new per block (last: 0%)" in title  # (0.5 + 1) / 12
 
 
-@pytest.mark.parametrize("read", [read_jsonl, read_trace])
-def test_replayed_trace_keeps_the_switch(tmp_path, events, read):
+def test_replayed_trace_keeps_the_switch(tmp_path, events):
     blocks = [e for e in events if isinstance(e, Block)]
     blocks[10].prompt, blocks[10].selection_change = PROMPT, 0.5
     path = tmp_path / "t.jsonl"
     write_jsonl(events, path)
-    replayed = read(path)
+    replayed = read_trace(path)
     assert [(s.block, s.prompt, s.recached, s.seconds) for s in replayed if isinstance(s, Switch)] == [(10, PROMPT, [0, 1, 9], 0.25)]
     again = next(e for e in replayed if isinstance(e, Block) and e.block == 10)
     assert (again.prompt, again.selection_change) == (PROMPT, 0.5)

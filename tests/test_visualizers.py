@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from packforcing.events import Block, read_jsonl
+from packforcing.events import Block
 from packforcing.events import block_events as blocks
 from packforcing.memory import kv_curve, memory_table
+from packforcing.tracefile import read_trace
 from visualizers import calculator_figure, figures_at, memory_figure, occupancy_figure, rope_figure, selection_figure
 
 TRACE = Path(__file__).parent / "data" / "trace_dynamic.jsonl"
@@ -16,7 +17,7 @@ TRACE = Path(__file__).parent / "data" / "trace_dynamic.jsonl"
 
 @pytest.fixture(scope="module")
 def events():
-    return read_jsonl(TRACE)
+    return read_trace(TRACE)
 
 
 

@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 
 from packforcing.events import block_events
 
-from .panels import PARTITION_COLORS, _style, empty_figure
+from .panels import PARTITION_COLORS, empty_figure, style_figure
 
 DROPPED = "#9aa0a6"  # filmed, but no longer in the cache (window policy, or evicted)
 
@@ -78,7 +78,7 @@ def camera_figure(events, block: int | None = None) -> go.Figure:
     for lo, hi in _spans(shown.camera):
         fig.add_hrect(y0=lo, y1=hi, fillcolor=PARTITION_COLORS["current"], opacity=0.15, line_width=0)
     period = shown.camera.get("period")
-    fig = _style(
+    fig = style_figure(
         fig,
         f"Camera: block {shown.block} looks where the highlighted band is; bars show where each block was filmed",
         "block (time)",

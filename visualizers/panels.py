@@ -38,7 +38,7 @@ def _run(events) -> RunStart | None:
     return next((e for e in events if isinstance(e, RunStart)), None)
 
 
-def _style(fig: go.Figure, title: str, x: str, y: str) -> go.Figure:
+def style_figure(fig: go.Figure, title: str, x: str, y: str) -> go.Figure:
     # Transparent backgrounds and mid-luminance grid lines read in light and dark themes.
     fig.update_layout(
         title=dict(text=title, x=0.01, font=dict(size=14)),
@@ -62,7 +62,7 @@ def empty_figure(message: str = "Press Generate: panels fill in block by block")
     fig.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper", font=dict(size=13))
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
-    return _style(fig, "", "", "")
+    return style_figure(fig, "", "", "")
 
 
 def bounded_context(run: RunStart | None) -> int | None:
@@ -96,7 +96,7 @@ def occupancy_figure(events) -> go.Figure:
         fig.add_trace(go.Scatter(x=[x[0], x[-1]], y=[bound, bound], name=f"bounded context ({bound:,} tokens)", mode="lines",
                                  line=dict(dash="dash", color="#e05080"), hovertext=[f"never more than {bound:,} tokens are attended"] * 2,
                                  hoverinfo="text"), row=1, col=1)
-    fig = _style(fig, "Cache occupancy: tokens attended per block, and tokens only held", "", "tokens")
+    fig = style_figure(fig, "Cache occupancy: tokens attended per block, and tokens only held", "", "tokens")
     fig.update_xaxes(title_text="generated block", row=2, col=1)
     held = max(b.tokens.get("mid_archived", 0) for b in blocks)
     fig.update_yaxes(title_text="held", range=[0, max(held, 1) * 1.15], row=2, col=1)  # no negative ticks while empty
@@ -128,7 +128,7 @@ def selection_figure(events) -> go.Figure:
     sel_y = [b.block for b in rows for _ in b.mid_selected]
     fig.add_trace(go.Scatter(x=sel_x, y=sel_y, mode="markers", name="selected (top-k)", marker=dict(symbol="square-open", size=9, color="#f0a030", line=dict(width=2)),
                              hovertext=[f"block {m} selected for block {y}" for m, y in zip(sel_x, sel_y)], hoverinfo="text"))
-    fig = _style(fig, "Top-k selection: attention demand spans the whole history" + _switches.stability(events),
+    fig = style_figure(fig, "Top-k selection: attention demand spans the whole history" + _switches.stability(events),
                  "mid-bank block (time it was generated)", "generated block")
     fig.update_xaxes(type="linear")
     return fig
@@ -164,7 +164,7 @@ def rope_figure(events, block: int | None = None) -> go.Figure:
     if not repair:
         title = f"RoPE repair off, block {b.block}: gaps stay open"
     title += _switches.mark_recached(fig, events, b)  # a second line
-    fig = _style(fig, title, "temporal position (latent frames)", "")
+    fig = style_figure(fig, title, "temporal position (latent frames)", "")
     fig.update_yaxes(tickvals=[0, 1], ticktext=["keys placed", "generated"], range=[-0.4, 1.4], automargin=True)
     fig.update_layout(height=380, margin_b=140)  # room for a legend of three rows
     return fig
@@ -191,7 +191,7 @@ def memory_figure(events, projection: list[dict] | None = None) -> go.Figure:
             ys = [r[key] / 1e9 for r in projection]
             fig.add_trace(go.Scatter(x=px, y=ys, name=f"real model, {key}", line=dict(color=color, dash=dash, width=2), opacity=0.8,
                                      hovertext=[f"{key} at {s:.0f} s: {v:.2f} GB" for s, v in zip(px, ys)], hoverinfo="text"), row=2, col=1)
-    fig = _style(fig, "KV memory: bounded vs a full cache", "video seconds", "KB")
+    fig = style_figure(fig, "KV memory: bounded vs a full cache", "video seconds", "KB")
     _switches.mark_seconds(fig, events)
     if projection:
         fig.update_yaxes(title_text="GB", row=2, col=1)
@@ -209,7 +209,7 @@ def calculator_figure(table: dict) -> go.Figure:
     # cliponaxis off: a bar's label above the tallest bar is drawn in the margin, not cut
     fig = go.Figure(go.Bar(x=names, y=gb, marker_color=colors, text=[_gb(v) for v in gb], textposition="outside", cliponaxis=False,
                            hovertext=[f"{n}: {by[n]:,} bytes of K/V after {table['seconds']:g} s" for n in names], hoverinfo="text"))
-    fig = _style(fig, f"KV cache after {table['seconds']:g} s at {table['width']}x{table['height']}, {table['fps']} FPS", "policy", "")
+    fig = style_figure(fig, f"KV cache after {table['seconds']:g} s at {table['width']}x{table['height']}, {table['fps']} FPS", "policy", "")
     low, high = max(min(gb), 1e-9), max(max(gb), 1e-9)
     if high > 20 * low:
         decades = range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)

@@ -24,7 +24,7 @@ import torch
 from einops import repeat
 
 from . import panorama as world
-from .model import EMBEDDED_HR_WIDTHS, EMBEDDED_TRANSFORMER, _PromptEncoder
+from .architecture import EMBEDDED_HR_WIDTHS, EMBEDDED_TRANSFORMER, PromptEncoder
 
 HARMONICS = 32  # cos/sin of 1..32 cycles per panorama: a 16-px kernel when matched
 
@@ -146,7 +146,7 @@ def build(seed: int = 0):
         name="embedded",
         transformer=transformer,
         codec=WorldCodec(),
-        encode_prompt=_PromptEncoder(text_encoder),
+        encode_prompt=PromptEncoder(text_encoder),
         width=world.VIEW,
         height=world.VIEW,
         fps=world.FPS,

@@ -16,27 +16,12 @@ from ..backbone import Backbone
 from ..compression import HRCompressor
 from ..config import PackForcingConfig
 from ..registry import ModelEntry
+from .architecture import EMBEDDED_HR_WIDTHS, EMBEDDED_TRANSFORMER, PromptEncoder
 from .evaluate import EVALUATOR
 
 # the shipped weights
 EMBEDDED_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "assets", "embedded")
 
-EMBEDDED_TRANSFORMER = dict(
-    patch_size=(1, 2, 2),
-    num_attention_heads=2,
-    attention_head_dim=64,
-    in_channels=16,
-    out_channels=16,
-    text_dim=64,
-    freq_dim=64,
-    ffn_dim=512,
-    num_layers=4,
-    cross_attn_norm=True,
-    qk_norm="rms_norm_across_heads",
-    eps=1e-6,
-    rope_max_seq_len=1024,
-)
-EMBEDDED_HR_WIDTHS = (32, 64, 128, 128)
 # The paper's proportions (4-frame blocks, 2 sink blocks, 1 recent block, a compressed
 # mid bank with top-k), scaled to the world's 8-second camera loop: with top_k = 4 FIFO
 # sees only the last 4 s of the mid bank, so recalling the previous loop needs selection.
@@ -85,19 +70,6 @@ class CameraClock(torch.nn.Module):
         return output + self.table[self.phase].to(output)
 
 
-class _PromptEncoder:
-    """prompt -> (1, L, text_dim) through the world's tokenizer and the trained encoder."""
-
-    def __init__(self, text_encoder):
-        self.text_encoder = text_encoder
-
-    def __call__(self, prompt: str) -> torch.Tensor:
-        from .vocab import tokenize
-
-        ids = tokenize(prompt).reshape(1, -1).to(next(self.text_encoder.parameters()).device)
-        return self.text_encoder(ids)
-
-
 def build_embedded(seed: int = 0, camera_clock: bool = True) -> Backbone:
     """Fresh random weights (the training script's starting point). `camera_clock=False`
     builds the clock-less architecture of weights trained before it (v1-v8)."""
@@ -115,7 +87,7 @@ def build_embedded(seed: int = 0, camera_clock: bool = True) -> Backbone:
         name="embedded",
         transformer=transformer,
         codec=WorldCodec(),
-        encode_prompt=_PromptEncoder(text_encoder),
+        encode_prompt=PromptEncoder(text_encoder),
         width=WIDTH,
         height=HEIGHT,
         fps=16,

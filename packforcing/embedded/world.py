@@ -115,7 +115,7 @@ def camera_x(spec: WorldSpec, frame):
     """Panorama x of the view's left edge at `frame` (int or integer array), in [0, width)."""
     width = scene_width(spec)
     direction = 1 if spec.pan == "right" else -1
-    start = _layout(spec).start
+    start = scene_layout(spec).start
     return (start + direction * PAN_SPEED[spec.speed] * np.asarray(frame, dtype=np.int64)) % width
 
 
@@ -156,7 +156,7 @@ class _Instance:
 
 
 @dataclass(frozen=True)
-class _Layout:
+class SceneLayout:
     background: np.ndarray  # (VIEW, width + VIEW, 3) uint8, wrapped so any crop is contiguous
     instances: tuple
     start: int
@@ -171,7 +171,7 @@ def _periodic_noise(rng, width: int, terms: int, amp: float) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=64)
-def _layout(spec: WorldSpec) -> _Layout:
+def scene_layout(spec: WorldSpec) -> SceneLayout:
     rng = np.random.default_rng([spec.seed, 0x5EED])
     width = scene_width(spec)
     top, bottom, ridge_c, mark_c = (np.array(c, np.float32) for c in BACKGROUND_COLOURS[spec.background])
@@ -211,7 +211,7 @@ def _layout(spec: WorldSpec) -> _Layout:
         y = int(rng.integers(BOUNCE_HEIGHT + 3, VIEW - 3 - h + 1))
         instances.append(_Instance(colour, shape, int(round(cx - w / 2)) % width, y, float(rng.uniform())))
     start = int(rng.integers(0, width))
-    return _Layout(bg, tuple(instances), start)
+    return SceneLayout(bg, tuple(instances), start)
 
 
 def _bounce(spec: WorldSpec, frame: int, phase: float) -> int:
@@ -233,7 +233,7 @@ def _paste(img: np.ndarray, alpha: np.ndarray, colour, x: int, y: int) -> None:
 def visible_objects(spec: WorldSpec, frame: int) -> list[tuple[str, str, int, int]]:
     """Ground truth for one frame: (colour, shape, view x, view y) of every sprite that
     overlaps the view (x, y of the sprite's top-left corner; may be partly outside)."""
-    lay, width = _layout(spec), scene_width(spec)
+    lay, width = scene_layout(spec), scene_width(spec)
     cam = int(camera_x(spec, frame))
     out = []
     for inst in lay.instances:
@@ -247,7 +247,7 @@ def visible_objects(spec: WorldSpec, frame: int) -> list[tuple[str, str, int, in
 
 
 def render_frame(spec: WorldSpec, frame: int) -> np.ndarray:
-    lay = _layout(spec)
+    lay = scene_layout(spec)
     cam = int(camera_x(spec, frame))
     img = lay.background[:, cam : cam + VIEW].astype(np.float32)
     for colour, shape, x, y in visible_objects(spec, frame):
@@ -267,7 +267,7 @@ def render_clip(spec: WorldSpec, start_frame: int = 0, num_frames: int = LOOP_FR
 
 def panorama(spec: WorldSpec, frame: int = 0) -> np.ndarray:
     """The whole wrapped scene at `frame` as uint8 (64, scene_width, 3) (for visualisers)."""
-    lay, width = _layout(spec), scene_width(spec)
+    lay, width = scene_layout(spec), scene_width(spec)
     img = lay.background[:, :width].astype(np.float32)
     for inst in lay.instances:
         alpha = sprite(inst.shape)

@@ -84,13 +84,13 @@ def test_camera_returns_and_scene_agrees(seed):
 
 
 def test_panorama_and_background_are_dim():
-    from packforcing.embedded.world import _layout
+    from packforcing.embedded.world import scene_layout
 
     pano = panorama(SPEC3)
     assert pano.shape == (64, scene_width(SPEC3), 3)
     assert (metrics.colour_map(pano[None]) >= 0).sum() > 0  # objects: bright palette colours
     for background in vocab.BACKGROUNDS:  # the background never reads as an object
-        assert _layout(dataclasses.replace(SPEC3, background=background)).background.max() < metrics.SALIENT
+        assert scene_layout(dataclasses.replace(SPEC3, background=background)).background.max() < metrics.SALIENT
 
 
 def test_sample_spec_and_prompt_round_trip():

@@ -21,7 +21,8 @@ from run import copy_repo, run_in_child  # noqa: E402
 
 CD, SS, RD, CP, ME, PD, SC = (f"tests/test_{n}.py" for n in (
     "cache_decisions", "selection_scores", "rope_direction", "compressed_positions", "memory_edges", "parity_dynamic", "stream_contract"))
-CACHE, SEL, ROPE, ATT, SAMP, MEM, COMP = (f"packforcing/{n}.py" for n in ("cache", "selection", "rope", "attention", "sampler", "memory", "compression"))
+CACHE, SEL, ROPE, ATT, SAMP, MEM, COMP, BM, SCHED = (f"packforcing/{n}.py" for n in (
+    "cache", "selection", "rope", "attention", "sampler", "memory", "compression", "block_memory", "scheduler"))
 
 # (test, file, before, after, why)
 BREAKS = [
@@ -95,14 +96,14 @@ BREAKS = [
      "return torch.cat([temporal, keys[..., t_dim:]], dim=-1)", "return torch.cat([temporal[..., :2], keys[..., 2:]], dim=-1)", "only the first pair moved"),
     (f"{CP}::test_the_hand_worked_centres_are_the_grid_row_major", CP,
      "(1.5, 5.5, 9.5, 13.5))", "(1.5, 9.5, 5.5, 13.5))", "the hand table itself, out of order"),
-    (f"{CP}::test_context_pass_rotates_at_the_region_centres", SAMP,
+    (f"{CP}::test_context_pass_rotates_at_the_region_centres", BM,
      "center = tuple((s - 1) / 2 for s in TOKEN_SPAN)", "center = tuple(s / 2 for s in TOKEN_SPAN)", "centre off by half a token"),
-    (f"{CP}::test_projection_keys_are_the_layers_own_projections_at_the_centres", SAMP,
-     "grid_positions(*self.grid, block.start_frame, TOKEN_SPAN, center)", "grid_positions(*self.grid, block.start_frame)", "compressed tokens at full-res spacing"),
-    (f"{CP}::test_projection_keys_are_the_layers_own_projections_at_the_centres[hr+lr]", SAMP,
+    (f"{CP}::test_projection_keys_are_the_layers_own_projections_at_the_centres", BM,
+     "grid_positions(*self.grid, out.start_frame, TOKEN_SPAN, center)", "grid_positions(*self.grid, out.start_frame)", "compressed tokens at full-res spacing"),
+    (f"{CP}::test_projection_keys_are_the_layers_own_projections_at_the_centres[hr+lr]", BM,
      'return hr if cfg.compression == "hr" else output + hr', 'return hr', "fused = HR alone"),
     (f"{CP}::test_context_pass_feeds_the_compressed_tokens_in[lr]", COMP, "LR_POOL = (2, 4, 4)", "LR_POOL = (2, 2, 2)", "LR pooled too little"),
-    (f"{CP}::test_context_pass_feeds_the_compressed_tokens_in[hr]", SAMP,
+    (f"{CP}::test_context_pass_feeds_the_compressed_tokens_in[hr]", BM,
      'return hr if cfg.compression == "hr" else output + hr', 'return output + hr', "HR alone fused with LR"),
     (f"{CP}::test_hr_branch_is_the_papers_schedule", COMP, "HR_WIDTHS = (32, 128, 512, 2048)", "HR_WIDTHS = (32, 128, 511, 2048)", "a width off by one"),
     (f"{CP}::test_lr_latent_is_cropped_or_zero_padded_to_the_grid", COMP,
@@ -130,27 +131,27 @@ BREAKS = [
      "packed keys rotated the wrong way (trace still right)"),
     (f"{PD}::test_dynamic_packed_stream_equals_dense_reference[projection+proportional]", CACHE,
      "weight = math.log(self.tokens_per_block / self.compressed_tokens)", "weight = math.log(self.compressed_tokens / self.tokens_per_block)", "bias sign"),
-    (f"{PD}::test_dynamic_packed_stream_equals_dense_reference[guided]", SAMP,
-     "v = v_uncond + cfg.guidance_scale * (v - v_uncond)", "v = v + cfg.guidance_scale * (v - v_uncond)", "guidance from the wrong base"),
+    (f"{PD}::test_dynamic_packed_stream_equals_dense_reference[guided]", SCHED,
+     "return v_uncond + self.guidance_scale * (v - v_uncond)", "return v + self.guidance_scale * (v - v_uncond)", "guidance from the wrong base"),
     (f"{PD}::test_reference_notices_packing_and_selection", CACHE,
      "if not self.config.rope_repair:", "if self.config.rope_repair:", "the engine stops packing: the control would now match"),
     (f"{SC}::test_geometry_hand_counted", SAMP,
      '"seconds_per_block": self.config.block_frames * b.codec.temporal_factor / b.fps', '"seconds_per_block": self.config.block_frames / b.fps', "seconds per block"),
-    (f"{SC}::test_counters_timings_and_the_end", SAMP, 'timings={"transformer": t1 - t0,', 'timings={"transformer": t1 + t0,', "timing sign"),
+    (f"{SC}::test_counters_timings_and_the_end", SAMP, "transformer_seconds=t1 - t0", "transformer_seconds=t1 + t0", "timing sign"),
     (f"{SC}::test_counters_timings_and_the_end", SAMP, "frames_total += frames.shape[0]", "frames_total = frames.shape[0]", "frame counter not summed"),
-    (f"{SC}::test_every_pass_is_told_its_absolute_frame", SAMP,
-     "self._forward(lr, 0.0, text, \"compressed\", out, block.start_frame, TOKEN_SPAN, center)",
-     "self._forward(lr, 0.0, text, \"compressed\", out, self.cache.current_start, TOKEN_SPAN, center)", "compressed at the current block's frame"),
+    (f"{SC}::test_every_pass_is_told_its_absolute_frame", BM,
+     "self.passes.run(lr, 0.0, text, \"compressed\", out, block.start_frame, TOKEN_SPAN, center)",
+     "self.passes.run(lr, 0.0, text, \"compressed\", out, self.cache.current_start, TOKEN_SPAN, center)", "compressed at the current block's frame"),
     (f"{SC}::test_a_stop_before_the_first_block", SAMP, "frames_total, done, stopped = 0, 0, False", "frames_total, done, stopped = 0, 1, False", "a block counted that never ran"),
     (f"{SC}::test_pixels_to_uint8_hand_worked", "packforcing/video.py", "+ 1) * 127.5)", "+ 1) * 127.0)", "scale off"),
     (f"{SC}::test_a_guided_batch_of_clips_keeps_each_clip_to_its_own_cache_rows", ATT,
      "ctx_k, ctx_v = ctx_k.repeat(repeats, 1, 1, 1), ctx_v.repeat(repeats, 1, 1, 1)",
      "ctx_k, ctx_v = ctx_k.repeat_interleave(repeats, 0), ctx_v.repeat_interleave(repeats, 0)", "cache rows interleaved, not tiled"),
-    (f"{SC}::test_full_keeps_every_block_whole_and_window_none[full]", SAMP,
+    (f"{SC}::test_full_keeps_every_block_whole_and_window_none[full]", BM,
      "            cache.archive(leaving)\n", "            pass\n", "full drops the block leaving the recent window"),
     (f"{SC}::test_a_steered_camera_ends_with_its_run", SAMP,
-     "        self.session.set_hook(None)\n        self.camera = None\n", "        self.session.set_hook(None)\n", "the last steer leaks into the next run"),
-    (f"{SC}::test_refusals_name_the_problem", SAMP, "if self.compressed_tokens == 0 and config.compresses_mid:", "if False:", "too small a frame accepted"),
+     "            self.memory.reset()\n            self.camera = None\n", "            self.memory.reset()\n", "the last steer leaks into the next run"),
+    (f"{SC}::test_refusals_name_the_problem", BM, "if self.compressed_tokens == 0 and config.compresses_mid:", "if False:", "too small a frame accepted"),
 ]
 
 
