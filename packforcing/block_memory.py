@@ -99,7 +99,7 @@ class BlockMemory:
         """The clean pass (t=0) of block `index`: its K/V, not yet in the cache (admit)."""
         start = float(index * self.config.block_frames)
         block = BlockKV(index=index, start_frame=start, tokens=self.tokens_per_block)
-        self.passes.run(x0, 0.0, text, "write", block, frame_offset=start)
+        self.passes.run(x0, 0.0, text, "write", start, block)
         return block
 
     def snapshot(self) -> CacheSnapshot:
@@ -210,7 +210,7 @@ class BlockMemory:
         if cfg.kv_source == "context-pass":
             handle = patch_embedding.register_forward_hook(add_hr)
             try:
-                self.passes.run(lr, 0.0, text, "compressed", out, block.start_frame, TOKEN_SPAN, center)
+                self.passes.run(lr, 0.0, text, "compressed", block.start_frame, out, TOKEN_SPAN, center)
             finally:
                 handle.remove()
             return out

@@ -21,9 +21,10 @@ class ModelPasses:
         self.slot, self.rope = install(backbone.transformer)
         self._timesteps: dict[tuple, torch.Tensor] = {}
 
-    def run(self, latent, timestep, text, mode: str, pending: BlockKV | None = None, frame_offset=0.0,
+    def run(self, latent, timestep, text, mode: str, frame_offset: float, pending: BlockKV | None = None,
             spacing=(1.0, 1.0, 1.0), center=(0.0, 0.0, 0.0)) -> torch.Tensor:
-        """The predicted flow velocity; a write or compressed pass also fills `pending`'s K/V."""
+        """The predicted flow velocity; a write or compressed pass also fills `pending`'s K/V.
+        frame_offset: the latent frame the tokens start at (RoPE's time position)."""
         self.slot.session = self.session  # this cache's turn on the shared weights
         self.session.set_mode(mode, pending)
         self.rope.place(frame_offset, spacing, center)

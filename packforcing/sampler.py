@@ -99,7 +99,7 @@ class PackForcingSampler:
     def forward(self, latent: torch.Tensor, timestep, text: torch.Tensor) -> torch.Tensor:
         """One denoising forward of the current block over its packed context: the
         predicted flow velocity. `timestep` is a float or one value per batch element."""
-        return self.memory.passes.run(latent, timestep, text, "denoise", frame_offset=self.memory.cache.current_start)
+        return self.memory.passes.run(latent, timestep, text, "denoise", self.memory.cache.current_start)
 
     def move_camera(self, index: int, prompt: str, path: CameraPath | None = None) -> dict | None:
         """Where block `index` looks (models with a camera): the direction steered live,
