@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Wheels the GPU machine's image lacks, into .whl/ (git-ignored), for bench/gpu_run.sh.
-# Its image has torch 2.11 (CUDA 13), triton, numpy, safetensors, huggingface_hub,
-# regex, requests and pillow; diffusers and importlib_metadata travel as wheels.
+# For a CUDA machine without package access that has torch 2.11 (CUDA 13), triton, numpy,
+# safetensors, huggingface_hub, regex, requests and pillow: the wheels it lacks (diffusers,
+# importlib_metadata), downloaded here into .whl/ (git-ignored); bench/gpu_run.sh installs them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 exclude="$(git rev-parse --git-path info/exclude)"
