@@ -45,6 +45,9 @@ class TrainConfig:
     selection_weight: float = 0.2  # cross-entropy on the selection scores towards the source
     switch_prob: float = 0.15  # clips whose prompt (and objects) change mid-clip
     teacher: TeacherConfig = TeacherConfig()
+    # PackForcingConfig fields to train under instead of the model's default config, e.g.
+    # {"policy": "full"} (mid blocks kept whole): a rung of the probe ladder, not for shipping
+    sampler: dict = field(default_factory=dict)
     threads: int = 2
     device: str = "auto"  # auto | cpu | cuda
     bf16: bool = True  # autocast on cuda
@@ -107,7 +110,8 @@ class Run:
         self.ema = [p.detach().clone() for p in self.params]
         self.step, self.minutes, self.revisits = 0, 0.0, 0
         self.rng, self.gen = random.Random(tc.seed), torch.Generator().manual_seed(tc.seed)
-        self.sampler = PackForcingSampler(self.backbone, self.backbone.default_config, seed=tc.seed)
+        config = self.backbone.default_config.replace(**tc.sampler)
+        self.sampler = PackForcingSampler(self.backbone, config, seed=tc.seed)
         os.makedirs(out, exist_ok=True)
         if os.path.exists(os.path.join(out, "state.pt")):
             self.resume()
