@@ -1,0 +1,99 @@
+"""The recipe trainer's cost levers change what is differentiated and which blocks are
+trained, never a trained block's loss; and a run resumes from a state that loads with
+weights_only=True exactly where it stopped."""
+
+import json
+import random
+
+import pytest
+import torch
+
+from packforcing.embedded import camera_model
+from packforcing.embedded.camera_data import is_mid_revisit, make_clips
+from packforcing.embedded.teacher import TeacherConfig, clip_loss, recalled_sources
+from packforcing.embedded.train import Run, TrainConfig, encode_texts
+from packforcing.sampler import PackForcingSampler
+
+# out-and-back over 8 blocks: right 4, left 4; block 5 films block 2's place (mid bank only)
+PATHS = {"outback": 1.0}
+
+
+@pytest.fixture(scope="module")
+def setup():
+    torch.manual_seed(0)
+    backbone = camera_model.build(0)
+    clips = make_clips(random.Random(3), 2, 8, backbone.codec, paths=PATHS)
+    return backbone, clips
+
+
+def _loss(setup, seed=0, **teacher):
+    backbone, clips = setup
+    backbone.transformer.zero_grad(set_to_none=True)
+    backbone.hr_compressor.zero_grad(set_to_none=True)
+    sampler = PackForcingSampler(backbone, backbone.default_config, seed=0)
+    tc = TeacherConfig(**{"force_source": 0.0, **teacher})
+    return clip_loss(sampler, clips, encode_texts(backbone, clips), tc, torch.Generator().manual_seed(seed))
+
+
+def test_the_clip_revisits_what_the_mid_bank_holds(setup):
+    _, clips = setup
+    assert [c for c, row in enumerate(clips.sources) if is_mid_revisit(row)] == [5]
+    assert recalled_sources(clips) == {2}
+
+
+def test_history_without_gradient_leaves_every_loss_unchanged(setup):
+    full = _loss(setup, grad_history="all")
+    cheap = _loss(setup, grad_history="sources")
+    assert sorted(full.block_losses) == sorted(cheap.block_losses) == list(range(8))
+    for c, loss in full.block_losses.items():
+        assert cheap.block_losses[c] == pytest.approx(loss, rel=1e-5, abs=1e-7), c
+    torch.testing.assert_close(cheap.total, full.total, rtol=1e-5, atol=1e-7)
+    other = _loss(setup, seed=1, grad_history="sources")  # negative control: other noise, other losses
+    assert abs(other.total.item() - full.total.item()) > 1e-3
+
+
+def test_the_compressor_learns_only_through_the_sources_read(setup):
+    backbone, _ = setup
+    _loss(setup, grad_history="sources").total.backward()
+    hr = [p.grad for p in backbone.hr_compressor.parameters()]
+    assert all(g is not None for g in hr) and sum(g.abs().sum() for g in hr) > 0
+    _loss(setup, grad_history="none").total.backward()
+    assert all(p.grad is None for p in backbone.hr_compressor.parameters())
+
+
+def test_blocks_that_recall_nothing_are_trained_at_the_given_rate(setup):
+    none = _loss(setup, other_fraction=0.0)
+    assert list(none.block_losses) == [5] and none.revisits == [5]
+    some = _loss(setup, other_fraction=0.5)
+    assert 5 in some.block_losses and 1 < len(some.block_losses) < 8
+    every = _loss(setup, other_fraction=0.5)
+    # the same draws: the trained subset's losses are the full recipe's
+    for c, loss in some.block_losses.items():
+        assert every.block_losses[c] == pytest.approx(loss, rel=1e-5, abs=1e-7)
+
+
+def test_bad_levers_are_named():
+    with pytest.raises(ValueError, match="grad_history='some'.*all"):
+        TeacherConfig(grad_history="some")
+    with pytest.raises(ValueError, match="other_fraction=1.5"):
+        TeacherConfig(other_fraction=1.5)
+    with pytest.raises(ValueError, match=r"unknown fields \['batchsize'\]"):
+        TrainConfig.from_dict({"batchsize": 3})
+
+
+def test_a_resumed_run_continues_where_it_stopped(tmp_path):
+    recipe = {"batch": 2, "blocks": 8, "paths": PATHS, "threads": 1, "warmup": 2, "switch_prob": 0.0,
+              "other_fraction": 0.5, "grad_history": "sources"}
+    tc = TrainConfig.from_dict(recipe)
+    straight = Run(tc, str(tmp_path / "a"))
+    rows = [straight.train_step() for _ in range(3)]
+    first = Run(tc, str(tmp_path / "b"))
+    first.train_step(), first.train_step()
+    first.save()
+    state = torch.load(tmp_path / "b" / "state.pt", weights_only=True)  # plain tensors and numbers only
+    assert state["counters"]["step"] == 2 and json.loads(state["recipe"])["other_fraction"] == 0.5
+    resumed = Run(tc, str(tmp_path / "b"))
+    row = resumed.train_step()
+    assert row["step"] == 3 and row["loss"] == pytest.approx(rows[2]["loss"], rel=1e-5)
+    assert row["loss"] != pytest.approx(rows[1]["loss"], rel=1e-3)  # negative control: not a replayed step
+    assert (tmp_path / "b" / "ckpts" / "2" / "generator.safetensors").exists()
