@@ -115,7 +115,7 @@ class BlockMemory:
             recent=list(cache.recent),
             current=cache.current,
             selection_scores=dict(cache.scores),
-            rope_shift={b.index: cache.shifts.get(b.index, 0.0) for b in attended} | {cache.current: 0.0},
+            rope_shift={b.index: cache.shifts[b.index] for b in attended} | {cache.current: 0.0},
             context_tokens=cache.context_tokens(),
             positions={b.index: b.start_frame for b in held} | {cache.current: cache.current_start},
             tokens=cache.partition_tokens(),
@@ -194,9 +194,8 @@ class BlockMemory:
         latent (HR branch) and its LR input (lr_input(pixels))."""
         cfg, b = self.config, self.backbone
         if lr is None:
-            p, g = b.patch, self.grid
-            channels = b.transformer.config.in_channels
-            lr = torch.zeros((1, channels, g[0] * p[0], g[1] * p[1], g[2] * p[2]), device=b.device, dtype=b.dtype)
+            shape = (1, b.transformer.config.in_channels, *(n * k for n, k in zip(self.grid, b.patch)))
+            lr = torch.zeros(shape, device=b.device, dtype=b.dtype)
         hr = b.hr_compressor(latent.to(b.dtype)) if cfg.compression in ("hr", "hr+lr") else None
         out = BlockKV(index=block.index, start_frame=block.start_frame, tokens=self.compressed_tokens, compressed=True)
 

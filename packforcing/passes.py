@@ -33,7 +33,8 @@ class ModelPasses:
         # one timestep per batch element (a float shares one; training passes a tensor)
         t = self._timestep(timestep, latent.device).expand(latent.shape[0])
         try:
-            return self.backbone.transformer(latent, timestep=t, encoder_hidden_states=text, return_dict=False)[0]
+            (velocity,) = self.backbone.transformer(latent, timestep=t, encoder_hidden_states=text, return_dict=False)
+            return velocity
         finally:
             self.session.set_mode("plain")
 
