@@ -32,7 +32,8 @@ def _refused(e: ValueError) -> str:
 
 
 @gpu
-def generate(model, prompt, seconds, seed, sink_frames, top_k, mid_capacity, policy, rope_repair, compression, camera, recache="all",
+def generate(model, prompt, seconds, seed, sink_frames, top_k, mid_capacity, policy, rope_repair, compression, camera,
+             recache="all",
              request: gr.Request = None):
     """Streams: video segment, preview, four figures, status, final video, trace, camera figure."""
     nothing = gr.skip()
@@ -84,7 +85,8 @@ def ablate(model, prompt, seconds, seed, preset_a, preset_b, switch_at=8, switch
             sides = []
             for update in (a, b):
                 update = update or {}
-                sides += [update.get("segment", nothing), update.get("preview", nothing), *(update.get("figures") or (nothing,) * 4)]
+                sides += [update.get("segment", nothing), update.get("preview", nothing),
+                          *(update.get("figures") or (nothing,) * 4)]
             status = " · ".join(f"**{name}**: {u['status']}" for name, u in zip(lab.names, (a, b)) if u)
             yield (*sides, status or nothing, comparison or nothing)
     finally:
@@ -94,13 +96,15 @@ def ablate(model, prompt, seconds, seed, preset_a, preset_b, switch_at=8, switch
 # Validators: Gradio runs them when a run is submitted, before it is queued (browser and
 # API clients alike). They arm the session's stop flag; the run checks its inputs itself.
 # (Gradio hands gr.Request only to a named parameter, hence the full signatures.)
-def arm_generate(model, prompt, seconds, seed, sink_frames, top_k, mid_capacity, policy, rope_repair, compression, camera, recache="all",
+def arm_generate(model, prompt, seconds, seed, sink_frames, top_k, mid_capacity, policy, rope_repair, compression,
+                 camera, recache="all",
                  request: gr.Request = None):
     sessions.arm_stop(_session(request), "generate")
     return [gr.validate(True, "")] * 12
 
 
-def arm_ablation(model, prompt, seconds, seed, preset_a, preset_b, switch_at=8, switch_to="", request: gr.Request = None):
+def arm_ablation(model, prompt, seconds, seed, preset_a, preset_b, switch_at=8, switch_to="",
+                 request: gr.Request = None):
     sessions.arm_stop(_session(request), "ablation")
     return [gr.validate(True, "")] * 8
 
@@ -121,7 +125,8 @@ def on_trace_upload(file):
         events, last = load_trace(file)
     except (ValueError, OSError) as e:
         return [], gr.update(maximum=1, value=0), f"⚠️ **Error:** {plain(e)}", *replay_figures([], 0)
-    return events, gr.update(maximum=max(last, 1), value=last), f"Loaded {last + 1} blocks.", *replay_figures(events, last)
+    return events, gr.update(maximum=max(last, 1), value=last), f"Loaded {last + 1} blocks.", *replay_figures(events,
+                                                                                                              last)
 
 
 def on_replay_scrub(events, block):

@@ -39,7 +39,8 @@ def clips_for(seed: int, batch: int, codec) -> Clips:
 
 
 @torch.no_grad()
-def revisit_loss(backbone, clips: Clips, condition: str, sigma: float = 0.9, seed: int = 0, policy: str = "dynamic") -> float:
+def revisit_loss(backbone, clips: Clips, condition: str, sigma: float = 0.9, seed: int = 0,
+                 policy: str = "dynamic") -> float:
     cfg = backbone.default_config.replace(policy="window" if condition == "window" else policy)
     sampler = PackForcingSampler(backbone, cfg, seed=seed)
     gen = torch.Generator().manual_seed(seed)
@@ -61,7 +62,8 @@ def revisit_loss(backbone, clips: Clips, condition: str, sigma: float = 0.9, see
             if mid:
                 losses.append(((v - (noise - x0)) ** 2).mean().item())
             hist = latent[:, :, c * bf : (c + 1) * bf]
-            sampler.memory.admit(sampler.write_block(c, hist, text), hist, Decoded(pixels=pixels[:, :, c * 16 : (c + 1) * 16]), text)
+            sampler.memory.admit(sampler.write_block(c, hist, text), hist,
+                                 Decoded(pixels=pixels[:, :, c * 16 : (c + 1) * 16]), text)
     finally:
         sampler.memory.reset()
     return sum(losses) / len(losses)
@@ -81,7 +83,8 @@ def main(argv=None) -> int:
         with open(f"{weights}/config.json") as f:
             steps = json.load(f).get("steps")
         row = {"weights": weights, "steps": steps}
-        row |= {c: round(revisit_loss(backbone, clips, c, policy=args.policy), 4) for c in ("dynamic", "oracle", "window", "swapped")}
+        row |= {c: round(revisit_loss(backbone, clips, c, policy=args.policy), 4)
+                for c in ("dynamic", "oracle", "window", "swapped")}
         out.append(row)
         print(json.dumps(row), flush=True)
     return 0

@@ -67,7 +67,8 @@ def random_backbone(device, dtype, tiny: bool) -> Backbone:
     torch.manual_seed(0)
     with torch.device(device):
         # the same numerics as the real weights' loader (bf16, float64 timestep embedding)
-        transformer = apply_original_numerics(WanTransformer3DModel(**(TINY_TRANSFORMER if tiny else WAN_1_3B_CONFIG)).to(dtype)).eval().requires_grad_(False)
+        shape = TINY_TRANSFORMER if tiny else WAN_1_3B_CONFIG
+        transformer = apply_original_numerics(WanTransformer3DModel(**shape).to(dtype)).eval().requires_grad_(False)
         vae = AutoencoderKLWan(**(TINY_VAE if tiny else {})).to(dtype).eval().requires_grad_(False)  # as load_wan
     text_dim = transformer.config.text_dim
     text = torch.randn(1, 16 if tiny else 512, text_dim, generator=torch.Generator().manual_seed(0)).to(device, dtype)
@@ -83,7 +84,8 @@ def load_backbone(args) -> tuple[Backbone, str]:
 
         if weights_available():
             return load_wan(device=args.device, dtype=dtype), "real (Wan2.1-T2V-1.3B + Self-Forcing DMD)"
-    return random_backbone(args.device, dtype, args.tiny), "random (real architecture and size)" if not args.tiny else "random (tiny)"
+    return random_backbone(args.device, dtype,
+                           args.tiny), "random (real architecture and size)" if not args.tiny else "random (tiny)"
 
 
 def graphs() -> int:
@@ -101,7 +103,8 @@ def stream_run(backbone, config, num_blocks, device, decode_ahead: bool, keep_fr
     frames, first_frame, last, kept, walls, graphs_before = 0, None, None, [], [], graphs()
     sync(device)
     start = previous = time.perf_counter()
-    for event in PackForcingSampler(backbone, config, seed=0, decode_ahead=decode_ahead).stream(PROMPT, num_blocks, backbone.name):
+    for event in PackForcingSampler(backbone, config, seed=0, decode_ahead=decode_ahead).stream(PROMPT, num_blocks,
+                                                                                                backbone.name):
         if isinstance(event, Frames):
             frames += event.frames.shape[0]  # on the host: its decode has finished
             first_frame = first_frame or time.perf_counter() - start
@@ -130,10 +133,12 @@ def parse(argv):
     ap.add_argument("--seconds", type=float, default=120.0, help="video per policy on the fast path")
     ap.add_argument("--eager-seconds", type=float, default=20.0, help="video of the eager dynamic baseline (0 skips)")
     ap.add_argument("--policies", default="dynamic,window,fifo")
-    ap.add_argument("--sections", default=",".join(SECTIONS), help="which of " + ", ".join(SECTIONS) + " to run (fast always runs)")
+    ap.add_argument("--sections", default=",".join(SECTIONS),
+                    help="which of " + ", ".join(SECTIONS) + " to run (fast always runs)")
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--backend", default="inductor", help="torch.compile backend: inductor | aot_eager")
-    ap.add_argument("--mode", default="default", help="default | reduce-overhead (CUDA graphs) | max-autotune-no-cudagraphs")
+    ap.add_argument("--mode", default="default",
+                    help="default | reduce-overhead (CUDA graphs) | max-autotune-no-cudagraphs")
     ap.add_argument("--sdpa", default="fastest", help="fastest (timed here) | auto | cudnn | flash | efficient")
     ap.add_argument("--deadline-s", type=float, default=450.0, help="skip sections that would end after this")
     ap.add_argument("--out", default=None, help="also write the JSON here")
@@ -203,10 +208,14 @@ def main(argv=None):
         guarded(out, "compile", _compile, args, backbone, config, out, held)
         policies = args.policies.split(",")
         rows = _fast_policies(args, policies[:2], backbone, config, num_blocks, eager, out, fits, rate)
-        steady_from = config.sink_blocks + config.recent_blocks + config.top_k + 1  # the first block at the bounded context
+        # the first block at the bounded context
+        steady_from = config.sink_blocks + config.recent_blocks + config.top_k + 1
         if "breakdown" in args.sections and fits("breakdown", steady_from + 4, rate.get("fast", 1.0) * 2):
-            report(out, "breakdown_dynamic", guarded(out, "breakdown", breakdown, backbone, config, steady_from + 4, steady_from, args.device) or {}, args.out)
-            report(out, "rotation", guarded(out, "rotation", rotation_cost, backbone, config, args.device) or {}, args.out)
+            report(out, "breakdown_dynamic",
+                   guarded(out, "breakdown", breakdown, backbone, config, steady_from + 4, steady_from, args.device)
+                   or {}, args.out)
+            report(out, "rotation", guarded(out, "rotation", rotation_cost, backbone, config, args.device) or {},
+                   args.out)
         rows |= _fast_policies(args, policies[2:], backbone, config, num_blocks, eager, out, fits, rate)
         summarise(out, rows)
         out["total_s"] = time.perf_counter() - t_start
@@ -245,7 +254,8 @@ def _compile(args, backbone, config, out, held: contextlib.ExitStack) -> None:
 
     graphs_before, frames_before = graphs(), dict(counters["frames"])  # counters are per process
     t0 = time.perf_counter()
-    FastPath(compile=True, backend=args.backend, mode=args.mode, decode_ahead=True, channels_last_decode=channels_last).apply(backbone)
+    FastPath(compile=True, backend=args.backend, mode=args.mode, decode_ahead=True,
+             channels_last_decode=channels_last).apply(backbone)
     warm = config.sink_blocks + config.recent_blocks + 2  # reaches both compiled shapes (block, compressed block)
     stream_run(backbone, config, warm, args.device, True)
     frames = {k: v - frames_before.get(k, 0) for k, v in counters["frames"].items()}
@@ -287,12 +297,15 @@ def summarise(out: dict, rows: dict) -> None:
         eager, walls = out["eager_dynamic"], rows["dynamic"]["_walls"]
         blocks = round((eager["frames"] - 13) / 16) + 1
         fast_fps = eager["frames"] / sum(walls[:blocks])
-        out["fast_vs_eager_fps_same_blocks"] = {"blocks": blocks, "eager_fps": eager["fps_with_decode"], "fast_fps": fast_fps,
+        out["fast_vs_eager_fps_same_blocks"] = {"blocks": blocks, "eager_fps": eager["fps_with_decode"],
+                                                "fast_fps": fast_fps,
                                                 "ratio": fast_fps / eager["fps_with_decode"]}
     dyn = out["policies"].get("dynamic")
     if dyn:
-        out["target"] = {"fps_with_decode>=30": dyn["fps_with_decode"] >= 30, "first_frame<=1s": dyn["first_frame_s"] <= 1.0,
-                         "kv<=4.3GB": dyn["kv_gb"] <= 4.3, "peak<=20GB": dyn["peak_gpu_gb"] is not None and dyn["peak_gpu_gb"] <= 20,
+        out["target"] = {"fps_with_decode>=30": dyn["fps_with_decode"] >= 30,
+                         "first_frame<=1s": dyn["first_frame_s"] <= 1.0,
+                         "kv<=4.3GB": dyn["kv_gb"] <= 4.3,
+                         "peak<=20GB": dyn["peak_gpu_gb"] is not None and dyn["peak_gpu_gb"] <= 20,
                          "dynamic>=0.95x_window": out.get("dynamic_vs_window_fps", 0) >= 0.95,
                          "no_recompiles": all(r["new_compiled_graphs"] == 0 for r in rows.values())}
 

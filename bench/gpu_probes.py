@@ -102,7 +102,8 @@ def decode_layout(backbone, config, device) -> dict:
     (cuDNN's preferred layout for bf16 convolutions; the VAE's reshapes may undo it)."""
     vae, out = backbone.codec.vae, {}
     h, w = backbone.latent_hw
-    latent = torch.randn(1, backbone.codec.latent_channels, config.block_frames, h, w, device=device, dtype=backbone.dtype)
+    latent = torch.randn(1, backbone.codec.latent_channels, config.block_frames, h, w, device=device,
+                         dtype=backbone.dtype)
     with torch.no_grad():
         for channels_last in (False, True):
             conv_layout(vae, channels_last)
@@ -122,7 +123,9 @@ def decode_layout(backbone, config, device) -> dict:
 def rotation_cost(backbone, config, device) -> dict:
     """The packed context's rotation: its tables (once per block, on the host, then one
     asynchronous copy) and the rotation itself (every layer of every pass)."""
-    tokens = (config.sink_blocks + config.recent_blocks) * config.block_frames * backbone.tokens_per_latent_frame() + config.top_k * math.prod(backbone.compressed_grid(config.block_frames))
+    compressed = math.prod(backbone.compressed_grid(config.block_frames))
+    full_blocks = config.sink_blocks + config.recent_blocks
+    tokens = full_blocks * config.block_frames * backbone.tokens_per_latent_frame() + config.top_k * compressed
     cfg = backbone.transformer.config
     t0 = time.perf_counter()
     tables = [to_device(t, device) for t in temporal_rotation(torch.full((tokens,), -7.0), cfg.attention_head_dim)]
@@ -145,15 +148,18 @@ def sdpa_report(backbone, config, device) -> dict:
     """Which attention kernel a steady-state pass uses, and each one's time on that shape."""
     cfg = backbone.transformer.config
     q_len = config.block_frames * backbone.tokens_per_latent_frame()
-    k_len = q_len + (config.sink_blocks + config.recent_blocks) * q_len + config.top_k * math.prod(backbone.compressed_grid(config.block_frames))
-    make = lambda n: torch.randn(1, cfg.num_attention_heads, n, cfg.attention_head_dim, device=device, dtype=backbone.dtype)  # noqa: E731
+    compressed = math.prod(backbone.compressed_grid(config.block_frames))
+    k_len = q_len + (config.sink_blocks + config.recent_blocks) * q_len + config.top_k * compressed
+    make = lambda n: torch.randn(1, cfg.num_attention_heads, n, cfg.attention_head_dim, device=device,
+                                 dtype=backbone.dtype)  # noqa: E731
     q, k, v = make(q_len), make(k_len), make(k_len)
     out = {"shape": [q_len, k_len], "default": sdpa_backend_used(q, k, v), "ms": {}}
     if torch.device(device).type != "cuda":
         return out
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    for name, backend in (("cudnn", SDPBackend.CUDNN_ATTENTION), ("flash", SDPBackend.FLASH_ATTENTION), ("efficient", SDPBackend.EFFICIENT_ATTENTION)):
+    for name, backend in (("cudnn", SDPBackend.CUDNN_ATTENTION), ("flash", SDPBackend.FLASH_ATTENTION),
+                          ("efficient", SDPBackend.EFFICIENT_ATTENTION)):
         try:
             with sdpa_kernel([backend]):
                 torch.nn.functional.scaled_dot_product_attention(q, k, v)

@@ -28,7 +28,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TRACE = ROOT / "tests" / "data" / "trace_dynamic.jsonl"
-RUN = dict(model="embedded", seed=0, sink_frames=4, top_k=2, mid_capacity=4, policy="dynamic", rope_repair=True, compression="hr+lr", camera="")
+RUN = dict(model="embedded", seed=0, sink_frames=4, top_k=2, mid_capacity=4, policy="dynamic", rope_repair=True,
+           compression="hr+lr", camera="")
 STATUS, TRACE_OUT = 6, 8
 
 
@@ -36,7 +37,8 @@ def start_server(cache: Path) -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False",
+    env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
+           "GRADIO_ANALYTICS_ENABLED": "False",
            "GRADIO_TEMP_DIR": str(cache)}
     with open(cache.with_name("server.log"), "w") as log:
         proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -101,7 +103,8 @@ def cancel_race(url: str, pid: int, trials: int) -> dict:
         rss.append(rss_mb(pid))
     return {"trials": trials, "failed_runs": failed, "runs_with_other_scores": differed,
             "rss_mb_after_first": round(rss[0], 1), "rss_mb_after_last": round(rss[-1], 1),
-            "rss_growth_mb_per_trial": round((rss[-1] - rss[0]) / max(1, trials - 1), 2), "rss_mb_by_trial": [round(r, 1) for r in rss]}
+            "rss_growth_mb_per_trial": round((rss[-1] - rss[0]) / max(1, trials - 1), 2),
+            "rss_mb_by_trial": [round(r, 1) for r in rss]}
 
 
 def trace_bomb(url: str, pid: int, seconds: float, folder: Path) -> dict:
@@ -118,7 +121,8 @@ def trace_bomb(url: str, pid: int, seconds: float, folder: Path) -> dict:
     result = client.predict(handle_file(str(bomb)), api_name="/load_trace")
     took = time.perf_counter() - started
     return {"video_seconds": seconds, "file_bytes": bomb.stat().st_size, "seconds": round(took, 3),
-            "rss_change_mb": round(rss_mb(pid) - before, 1), "message": result[1]}  # (the client leaves out the State output)
+            "rss_change_mb": round(rss_mb(pid) - before, 1),
+            "message": result[1]}  # (the client leaves out the State output)
 
 
 def runs(url: str, n: int, seconds: float = 2) -> None:
@@ -126,7 +130,8 @@ def runs(url: str, n: int, seconds: float = 2) -> None:
 
     client = Client(url, verbose=False)  # one session
     for i in range(n):
-        status = client.predict(**{**RUN, "prompt": "a red circle", "seconds": seconds, "seed": i}, api_name="/generate")[STATUS]
+        status = client.predict(**{**RUN, "prompt": "a red circle", "seconds": seconds, "seed": i},
+                                api_name="/generate")[STATUS]
         if not status.startswith("Done"):
             raise RuntimeError(f"run {i} did not finish: {status}")
 
@@ -146,11 +151,14 @@ def main() -> None:
         out["trace_bomb"] = trace_bomb(url, proc.pid, args.bomb_seconds, folder)
         before = set(cache.glob("packforcing-run-*"))
         runs(url, 8)
-        out["run_folders"] = {"runs": 8, "folders_left_by_the_session": len(set(cache.glob("packforcing-run-*")) - before)}
+        out["run_folders"] = {"runs": 8,
+                              "folders_left_by_the_session": len(set(cache.glob("packforcing-run-*")) - before)}
         runs(url, 1)  # warm
-        start = {"rss_mb": round(rss_mb(proc.pid), 1), "open_files": open_files(proc.pid), "cache_bytes": cache_bytes(cache)}
+        start = {"rss_mb": round(rss_mb(proc.pid), 1), "open_files": open_files(proc.pid),
+                 "cache_bytes": cache_bytes(cache)}
         runs(url, args.soak)
-        end = {"rss_mb": round(rss_mb(proc.pid), 1), "open_files": open_files(proc.pid), "cache_bytes": cache_bytes(cache)}
+        end = {"rss_mb": round(rss_mb(proc.pid), 1), "open_files": open_files(proc.pid),
+               "cache_bytes": cache_bytes(cache)}
         out["soak"] = {"runs": args.soak, "start": start, "end": end}
     finally:
         proc.terminate()

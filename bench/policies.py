@@ -1,4 +1,5 @@
-"""Per-block transformer time (denoising + cache write) of window / fifo / dynamic / full on the same tiny model and run.
+"""Per-block transformer time (denoising + cache write) of window / fifo / dynamic / full on the same
+tiny model and run.
 
     python -m bench.policies --blocks 60 > bench/policies.json
 
@@ -35,12 +36,16 @@ def main():
     # The embedded model's transformer shape (4 layers, width 128) with random weights:
     # big enough that the transformer, not Python bookkeeping, sets the time.
     backbone = build_tiny_random(width=args.size, height=args.size, transformer_kwargs=BENCH_TRANSFORMER)
-    out = {"device": platform.processor() or platform.machine(), "threads": torch.get_num_threads(), "blocks": args.blocks, "policies": {}}
+    out = {"device": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+           "blocks": args.blocks, "policies": {}}
     # Interleaved: one block of each policy in turn, so machine noise hits all alike.
     streams = {}
     for policy in POLICIES:
         cfg = PackForcingConfig(policy=policy, top_k=args.top_k, mid_capacity=args.mid_capacity)
-        streams[policy] = (e for e in PackForcingSampler(backbone, cfg, seed=0).stream("benchmark", args.blocks, "tiny-random") if isinstance(e, Block))
+        streams[policy] = (e
+                           for e in PackForcingSampler(backbone, cfg, seed=0).stream("benchmark", args.blocks,
+                                                                                     "tiny-random")
+                           if isinstance(e, Block))
     rows = {policy: [] for policy in POLICIES}
     for _ in range(args.blocks):
         for policy, stream in streams.items():

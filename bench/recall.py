@@ -48,7 +48,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--weights", default="assets/embedded")
     ap.add_argument("--batches", type=int, default=3, help="batches of 8 random clips")
-    ap.add_argument("--sigmas", type=float, nargs="+", default=[0.7, 0.95], help="noise levels of the teacher-forced probe (0 clean .. 1 noise)")
+    ap.add_argument("--sigmas", type=float, nargs="+", default=[0.7, 0.95],
+                    help="noise levels of the teacher-forced probe (0 clean .. 1 noise)")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--proportional-attention", action="store_true", help="for weights trained with it (v7)")
     args = ap.parse_args()
@@ -73,16 +74,20 @@ def main():
                 rows[sigma][s].append(losses)
                 if s == "dynamic" and sigma == args.sigmas[0]:
                     hits += [x for x in h if x is not None]
-            rows[sigma]["oracle_swapped"].append(probe(backbone, text, foreign_pixels, foreign_latent, "oracle", sigma, args.seed + b, cfg, truth=latent)[0])
+            rows[sigma]["oracle_swapped"].append(probe(backbone, text, foreign_pixels, foreign_latent, "oracle", sigma,
+                                                       args.seed + b, cfg, truth=latent)[0])
         held, other = latent, latent.roll(1, dims=0)  # the other clip's block c shows its source's place
         sampled = {}
         for name, (px, lat) in (("true", (pixels, latent)), ("swapped", (foreign_pixels, foreign_latent))):
             sampled[name] = {}
-            probe(backbone, text, px, lat, "dynamic", args.sigmas[0], args.seed + b, cfg, sample_from=first, samples=sampled[name])
+            probe(backbone, text, px, lat, "dynamic", args.sigmas[0], args.seed + b, cfg, sample_from=first,
+                  samples=sampled[name])
         margin, own = [], []
         for c in sorted(sampled["true"]):
             t, f = sampled["true"][c], sampled["swapped"][c]
-            margin.append(0.5 * ((sample_error(t, other, c, bf) - sample_error(t, held, c, bf)) + (sample_error(f, held, c, bf) - sample_error(f, other, c, bf))))
+            margin.append(0.5
+                          * ((sample_error(t, other, c, bf) - sample_error(t, held, c, bf))
+                             + (sample_error(f, held, c, bf) - sample_error(f, other, c, bf))))
             own.append(0.5 * (sample_error(t, held, c, bf) + sample_error(f, other, c, bf)))
         margins.append(margin)
         own_errors.append(own)

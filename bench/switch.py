@@ -34,7 +34,8 @@ SWITCHES = (
     ("a red circle, camera pans right", "a green circle, camera pans right"),
     ("a red square and a blue circle", "a green square and a blue circle"),
 )
-STABILITY_PROMPTS = ("a red circle and a blue square, camera pans right", "a yellow triangle and a green circle, slow pan left")
+STABILITY_PROMPTS = ("a red circle and a blue square, camera pans right",
+                     "a yellow triangle and a green circle, slow pan left")
 WANTED = {"green_before": "< 0.2", "green_after": ">= 0.5", "red_after_over_before": "< 0.3"}
 
 
@@ -68,7 +69,8 @@ def switch_row(pipe, mode, at, seconds, seeds, pairs) -> dict:
     for before, after in pairs:
         for seed in range(seeds):
             schedule = [(0, before)] if mode == "no switch" else [(0, before), (at, after)]
-            frames, blocks, switches = run(pipe, schedule, seconds, seed, pipe.default_config.replace(recache="none" if mode == "no switch" else mode))
+            frames, blocks, switches = run(pipe, schedule, seconds, seed,
+                                           pipe.default_config.replace(recache="none" if mode == "no switch" else mode))
             first = next(b.block for b in blocks if b.video_seconds > at)  # the first block at or after the switch
             start = {b.block: b.frames_total for b in blocks}.get(first - 1, 0)
             settled = start + 3 * pipe.fps
@@ -99,12 +101,16 @@ def stability_row(pipe, hysteresis, seconds, seeds, prompts) -> dict:
     rows = []
     for prompt in prompts:
         for seed in range(seeds):
-            frames, blocks, _ = run(pipe, prompt, seconds, seed, pipe.default_config.replace(selection_hysteresis=hysteresis))
+            frames, blocks, _ = run(pipe, prompt, seconds, seed,
+                                    pipe.default_config.replace(selection_hysteresis=hysteresis))
             changes = [b.selection_change for b in blocks if b.selection_change is not None]
-            row = {"selection_change": statistics.mean(changes) if changes else None, **flicker(frames, [b.frames_total for b in blocks])}
+            row = {"selection_change": statistics.mean(changes) if changes else None,
+                   **flicker(frames, [b.frames_total for b in blocks])}
             if evaluator is not None:
                 scores = evaluator.score(frames, blocks, prompt, seed)
-                row.update({k: scores.get(k) for k in ("revisit_consistency", "revisit_contrast", "revisit_source_attended", "faithfulness")})
+                row.update({k: scores.get(k)
+                            for k in ("revisit_consistency", "revisit_contrast", "revisit_source_attended",
+                                      "faithfulness")})
             rows.append(row)
     return _log(f"hysteresis={hysteresis}", _mean(rows))
 
@@ -127,7 +133,8 @@ def main(argv=None) -> None:
     p.add_argument("--stability-seconds", type=float, default=32.0)
     p.add_argument("--hysteresis", type=float, nargs="+", default=[0.0, 0.1, 0.3])
     p.add_argument("--prompts", type=int, default=2, help="use the first N prompt pairs and stability prompts")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (the embedded model runs op by op: one is fastest)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (the embedded model runs op by op: one is fastest)")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     pairs, prompts = SWITCHES[: args.prompts], STABILITY_PROMPTS[: args.prompts]
@@ -136,10 +143,13 @@ def main(argv=None) -> None:
     out = {
         "model": args.model,
         "command": "python -m bench.switch " + " ".join(argv or []),
-        "switch": {"prompts": pairs, "at_seconds": args.switch_at, "seconds": args.seconds, "seeds": args.seeds, "wanted": WANTED,
-                   "by_recache": {mode: switch_row(pipe, mode, args.switch_at, args.seconds, args.seeds, pairs) for mode in ("no switch", *RECACHE_MODES)}},
+        "switch": {"prompts": pairs, "at_seconds": args.switch_at, "seconds": args.seconds, "seeds": args.seeds,
+                   "wanted": WANTED,
+                   "by_recache": {mode: switch_row(pipe, mode, args.switch_at, args.seconds, args.seeds, pairs)
+                                  for mode in ("no switch", *RECACHE_MODES)}},
         "stability": {"prompts": prompts, "seconds": args.stability_seconds, "seeds": args.seeds,
-                      "by_hysteresis": {str(h): stability_row(pipe, h, args.stability_seconds, args.seeds, prompts) for h in args.hysteresis}},
+                      "by_hysteresis": {str(h): stability_row(pipe, h, args.stability_seconds, args.seeds, prompts)
+                                        for h in args.hysteresis}},
     }
     out["wall_seconds"] = round(time.perf_counter() - started, 1)
     print(json.dumps(out, indent=2))

@@ -73,7 +73,8 @@ class BlockMemory:
                 f"(grid {self.grid}); use policy window or full"
             )
         if config.compression != "lr" and backbone.hr_compressor is None:
-            raise ValueError(f"compression={config.compression!r} needs an HR compressor; this model has none, use 'lr'")
+            raise ValueError(
+                f"compression={config.compression!r} needs an HR compressor; this model has none, use 'lr'")
         layers = backbone.transformer.config.num_layers
         self.cache = KVCache(config, layers, self.tokens_per_block, self.compressed_tokens)
         self.session = CacheSession(self.cache)

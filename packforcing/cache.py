@@ -199,7 +199,8 @@ class KVCache:
     def check(self) -> None:
         c = self.config
         if len(self.sink) > c.sink_blocks:
-            raise CacheInvariantError(f"sink holds {len(self.sink)} blocks, more than sink_frames allows ({c.sink_blocks})")
+            raise CacheInvariantError(f"sink holds {len(self.sink)} blocks, more than sink_frames allows "
+                                      f"({c.sink_blocks})")
         if c.policy != "full" and len(self.mid) > c.bank_capacity:
             raise CacheInvariantError(f"mid bank holds {len(self.mid)} blocks, capacity is {c.bank_capacity}")
         if len(self.recent) > c.recent_blocks + 1:

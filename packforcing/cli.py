@@ -34,7 +34,9 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--seconds", type=float, default=10.0)
     g.add_argument("--out", default="video.mp4")
     g.add_argument("--trace", default=None, help="write trace events as JSONL")
-    g.add_argument("--model", default=None, help="a model of packforcing.registry, e.g. embedded, tiny-random, wan-1.3b (default: the best one ready here)")
+    g.add_argument("--model", default=None,
+                   help="a model of packforcing.registry, e.g. embedded, tiny-random, wan-1.3b (default: the best one "
+                   "ready here)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--device", default=None)
     g.add_argument("--scale", type=int, default=1, help="upscale factor for the written mp4")
@@ -44,7 +46,8 @@ def _parser() -> argparse.ArgumentParser:
                    help='switch the prompt from SECONDS on (repeatable), e.g. --switch "8:a green square"')
     g.add_argument("--recache", help=f"what a switch re-writes under the new prompt: {', '.join(RECACHE_MODES)}")
     g.add_argument("--no-recache", action="store_true", help="same as --recache none")
-    g.add_argument("--compile", action="store_true", help="fast path: torch.compile the transformer, decode one block ahead (for a GPU; off by default)")
+    g.add_argument("--compile", action="store_true",
+                   help="fast path: torch.compile the transformer, decode one block ahead (for a GPU; off by default)")
     _method_args(g)
 
     a = sub.add_parser("ablate", help="every memory policy on the same prompts and seeds, scored from pixels")
@@ -158,7 +161,8 @@ def _generate(args) -> int:
             elif isinstance(event, Frames):
                 frames.append(event.frames)
             elif isinstance(event, Switch):
-                done = f"re-cached blocks {event.recached} in {event.seconds:.2f} s" if event.recached else "no re-cache"
+                done = (f"re-cached blocks {event.recached} in {event.seconds:.2f} s" if event.recached
+                        else "no re-cache")
                 tqdm.write(f"switch at block {event.block}: {event.prompt!r} ({done})", file=sys.stderr)
             elif isinstance(event, Block):
                 bar.update(1)
@@ -177,7 +181,8 @@ def _check_output(flag: str, path: str, suffixes: tuple[str, ...] = ()) -> None:
     """Before any generating: the file can be written where it is asked for."""
     folder = os.path.dirname(os.path.abspath(path))
     if suffixes and not path.lower().endswith(suffixes):
-        raise ValueError(f"{flag} {path} must end in one of {', '.join(suffixes)} (a container ffmpeg writes H.264 into)")
+        raise ValueError(f"{flag} {path} must end in one of {', '.join(suffixes)} (a container ffmpeg writes H.264 "
+                         "into)")
     if os.path.isdir(path):
         raise ValueError(f"{flag} {path} is a folder; give a file name")
     if not os.path.isdir(folder):

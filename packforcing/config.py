@@ -213,7 +213,9 @@ def _number_text(value) -> str:
     if isinstance(value, int):
         if abs(value) < 10**15:
             return f"{value}"
-        return f"{float(value):g}" if value.bit_length() < 1000 else f"a number of about {int(value.bit_length() * 0.30103) + 1} digits"
+        if value.bit_length() < 1000:
+            return f"{float(value):g}"
+        return f"a number of about {int(value.bit_length() * 0.30103) + 1} digits"
     return f"{value:g}"
 
 

@@ -30,7 +30,8 @@ class LiveControls:
     def steer(self, direction: str) -> None:
         """Hold the camera moving `direction` from the next block until changed."""
         if direction not in CAMERA_DIRECTIONS:
-            raise ValueError(f"camera direction {direction!r} is not allowed; choose one of {', '.join(CAMERA_DIRECTIONS)}")
+            raise ValueError(f"camera direction {direction!r} is not allowed; choose one of "
+                             f"{', '.join(CAMERA_DIRECTIONS)}")
         with self._lock:
             self._camera = direction
 

@@ -39,7 +39,8 @@ class FastPath:
     channels_last_decode: bool = False
 
     def __post_init__(self):
-        for name, value, allowed in (("backend", self.backend, BACKENDS), ("mode", self.mode, MODES), ("sdpa", self.sdpa, tuple(SDPA))):
+        for name, value, allowed in (("backend", self.backend, BACKENDS), ("mode", self.mode, MODES),
+                                     ("sdpa", self.sdpa, tuple(SDPA))):
             if value not in allowed:
                 raise ValueError(f"{name}={value!r} is not allowed; choose one of {', '.join(allowed)}")
 
@@ -51,14 +52,16 @@ class FastPath:
             compile_transformer(backbone.transformer, self.backend, self.mode)
         if self.sdpa != "auto":
             if held is None:
-                raise ValueError(f"sdpa={self.sdpa!r} is a preference held until turned off; pass an ExitStack to hold it")
+                raise ValueError(f"sdpa={self.sdpa!r} is a preference held until turned off; pass an ExitStack to "
+                                 "hold it")
             held.enter_context(prefer_sdpa(self.sdpa))
         vae = getattr(backbone.codec, "vae", None)
         if self.channels_last_decode and vae is not None and backbone.device.type == "cuda":
             conv_layout(vae, channels_last=True)
             torch.backends.cudnn.benchmark = True  # a block's decode shapes never change
         cfg = backbone.transformer.config
-        q = torch.randn(1, cfg.num_attention_heads, 256, cfg.attention_head_dim, device=backbone.device, dtype=backbone.dtype)
+        q = torch.randn(1, cfg.num_attention_heads, 256, cfg.attention_head_dim, device=backbone.device,
+                        dtype=backbone.dtype)
         return sdpa_backend_used(q, q, q)
 
 
@@ -67,7 +70,8 @@ def conv_layout(module: torch.nn.Module, channels_last: bool) -> None:
     preferred layout for bf16, or back to contiguous. Activations follow the weights."""
     for p in module.parameters():
         if p.dim() in (4, 5):
-            layout = (torch.channels_last_3d if p.dim() == 5 else torch.channels_last) if channels_last else torch.contiguous_format
+            layout = (torch.channels_last_3d if p.dim() == 5
+                      else torch.channels_last) if channels_last else torch.contiguous_format
             p.data = p.data.contiguous(memory_format=layout)
 
 

@@ -73,7 +73,8 @@ def memory_table(
     config: PackForcingConfig = PackForcingConfig(),
     dims: ModelDims = WAN_1_3B,
 ) -> dict:
-    seconds, fps = _check_positive("seconds", seconds, MAX_SECONDS), int(check_number("fps", fps, 1, MAX_FPS, integer=True))
+    seconds, fps = _check_positive("seconds", seconds,
+                                   MAX_SECONDS), int(check_number("fps", fps, 1, MAX_FPS, integer=True))
     width, height = check_frame_size(width, height, dims)
     per_frame = tokens_per_latent_frame(width, height, dims)
     per_block = per_frame * config.block_frames
@@ -154,7 +155,8 @@ def check_frame_size(width, height, dims: ModelDims = WAN_1_3B) -> tuple[int, in
         if value % multiple:
             lower = value // multiple * multiple
             raise ValueError(
-                f"{name}={value} is not a multiple of {multiple} (the VAE's {dims.vae_spatial} x the patch's {max(dims.patch[1:])}); "
+                f"{name}={value} is not a multiple of {multiple} (the VAE's {dims.vae_spatial} x the patch's "
+                f"{max(dims.patch[1:])}); "
                 f"try {lower} or {lower + multiple}"
             )
         sides.append(value)

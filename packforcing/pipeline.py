@@ -87,7 +87,8 @@ class PackForcingPipeline:
         return cls(build_backbone(name, device, dtype))
 
     @classmethod
-    def from_pretrained(cls, transformer_path: str | None = None, base_repo: str | None = None, device="cuda", dtype=torch.bfloat16):
+    def from_pretrained(cls, transformer_path: str | None = None, base_repo: str | None = None, device="cuda",
+                        dtype=torch.bfloat16):
         """Wan2.1-T2V-1.3B (VAE, UMT5) + Self-Forcing's causal generator, from the Hub or local paths."""
         from .backbones.wan import load_wan
 
@@ -165,7 +166,8 @@ class PackForcingPipeline:
             raise ValueError(f"model {self.name!r} has no camera to steer (no shipped model takes a camera path yet)")
         return path
 
-    def stream(self, prompt: str | Schedule, seconds: float, seed: int = 0, config: PackForcingConfig | None = None, should_stop=None,
+    def stream(self, prompt: str | Schedule, seconds: float, seed: int = 0, config: PackForcingConfig | None = None,
+               should_stop=None,
                camera: str | CameraPath | None = None, controls: LiveControls | None = None) -> Iterator:
         """Events of one run. prompt: text, or a schedule [(0, "A"), (8, "B")] switching at
         block boundaries; camera: a path such as `right:8,left:8` (directions left, still,
@@ -193,9 +195,11 @@ class PackForcingPipeline:
 
     def _steps(self, prompt, switches, seconds, seed, config, should_stop, path, controls) -> Iterator:
         # built inside the first locked step: installing the processors touches the model
-        sampler = PackForcingSampler(self.backbone, config, seed=seed, decode_ahead=bool(self.fast and self.fast.decode_ahead))
+        sampler = PackForcingSampler(self.backbone, config, seed=seed,
+                                     decode_ahead=bool(self.fast and self.fast.decode_ahead))
         num_blocks = blocks_for(float(seconds), self.backbone, config)
-        yield from sampler.stream(prompt, num_blocks, self.name, should_stop, self.describe_prompt(prompt), path, controls, switches)
+        yield from sampler.stream(prompt, num_blocks, self.name, should_stop, self.describe_prompt(prompt), path,
+                                  controls, switches)
 
     def __call__(self, prompt: str | Schedule, seconds: float, seed: int = 0, config: PackForcingConfig | None = None,
                  camera: str | CameraPath | None = None) -> PipelineOutput:

@@ -34,7 +34,8 @@ def rope_cos_sin(t: torch.Tensor, h: torch.Tensor, w: torch.Tensor, head_dim: in
     return angles.cos().float()[None, :, None, :], angles.sin().float()[None, :, None, :]
 
 
-def grid_positions(frames: int, height: int, width: int, t0: float = 0.0, spacing: tuple = (1.0, 1.0, 1.0), center=(0.0, 0.0, 0.0)):
+def grid_positions(frames: int, height: int, width: int, t0: float = 0.0, spacing: tuple = (1.0, 1.0, 1.0),
+                   center=(0.0, 0.0, 0.0)):
     """Token positions of a (frames, height, width) grid in row-major token order."""
     st, sh, sw = spacing
     ct, ch, cw = center

@@ -56,7 +56,8 @@ class BlockRecord:
     compress_seconds: float
 
     def event(self, frames_total: int, fps: int) -> Block:
-        timings = {"transformer": self.transformer_seconds, "decode": self.decoded.seconds, "compress": self.compress_seconds}
+        timings = {"transformer": self.transformer_seconds, "decode": self.decoded.seconds,
+                   "compress": self.compress_seconds}
         return Block(**vars(self.cache), kv_bytes=self.kv_bytes, full_cache_bytes=self.full_cache_bytes,
                      seconds=self.seconds, evicted=self.evicted, timings=timings, camera=self.camera,
                      prompt=self.prompt, video_seconds=frames_total / fps, frames_total=frames_total)
@@ -127,7 +128,8 @@ class PackForcingSampler:
                 v = steps.guide(self.forward(torch.cat([x, x]), steps.timestep(i), text))
             else:
                 v = self.forward(x, steps.timestep(i), text)
-            noise = to_device(torch.randn(shape, generator=self.noise), b.device).to(b.dtype) if steps.needs_noise(i) else None
+            noise = to_device(torch.randn(shape, generator=self.noise),
+                              b.device).to(b.dtype) if steps.needs_noise(i) else None
             x, x0 = steps.step(x, v, i, noise)
         return x0
 
@@ -160,7 +162,8 @@ class PackForcingSampler:
                     break
                 switch = self._poll(index, switches, controls)
                 if switch is not None:
-                    frames_total, done = yield from self._release(waiting, 0, frames_total, done)  # the old prompt's first
+                    frames_total, done = yield from self._release(waiting, 0, frames_total,
+                                                                  done)  # the old prompt's first
                     t0 = time.perf_counter()
                     prompt, text = switch, b.encode_prompt(switch).to(b.device, b.dtype)
                     recached = self.memory.recache(text, cfg.recache)
@@ -177,7 +180,8 @@ class PackForcingSampler:
             self.camera = None
         yield RunEnd(blocks=done, seconds=time.perf_counter() - t_run, stopped=stopped)
 
-    def _block(self, index: int, prompt: str, text: torch.Tensor, camera: CameraPath | None, decoder: DecodeQueue) -> BlockRecord:
+    def _block(self, index: int, prompt: str, text: torch.Tensor, camera: CameraPath | None,
+               decoder: DecodeQueue) -> BlockRecord:
         """One block generated and admitted; its pixels decoded now or queued (decode ahead)."""
         memory = self.memory
         t0 = time.perf_counter()
@@ -192,7 +196,8 @@ class PackForcingSampler:
         memory.admit(block, x0, decoded, text)
         t3 = time.perf_counter()
         full_bytes = (index + 1) * memory.tokens_per_block * self.backbone.dims().bytes_per_token
-        return BlockRecord(decoded, snapshot, prompt, view, memory.cache.kv_bytes(), full_bytes, list(memory.cache.evicted),
+        return BlockRecord(decoded, snapshot, prompt, view, memory.cache.kv_bytes(), full_bytes,
+                           list(memory.cache.evicted),
                            seconds=t3 - t0, transformer_seconds=t1 - t0, compress_seconds=t3 - t2)
 
     def _release(self, waiting: deque[BlockRecord], keep: int, frames_total: int, done: int):

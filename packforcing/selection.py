@@ -7,7 +7,8 @@ import torch
 from .config import PackForcingConfig
 
 
-def score_matrix(query_sum: torch.Tensor, key_sums: list[torch.Tensor], head_dim: int, head_fraction: float) -> torch.Tensor:
+def score_matrix(query_sum: torch.Tensor, key_sums: list[torch.Tensor], head_dim: int,
+                 head_fraction: float) -> torch.Tensor:
     """(B, M) per-clip scores, differentiable: (sum_i q_i) . (sum_j k_j) / sqrt(d),
     averaged over the scored heads. query_sum: (B, H, D); key_sums: M tensors (B, H, D).
 
@@ -18,7 +19,8 @@ def score_matrix(query_sum: torch.Tensor, key_sums: list[torch.Tensor], head_dim
     return (query_sum[:, None, :scored] * keys).sum(-1).mean(-1) / math.sqrt(head_dim)
 
 
-def factorised_scores(query_sum: torch.Tensor, key_sums: dict[int, torch.Tensor], head_dim: int, head_fraction: float) -> dict[int, float]:
+def factorised_scores(query_sum: torch.Tensor, key_sums: dict[int, torch.Tensor], head_dim: int,
+                      head_fraction: float) -> dict[int, float]:
     """s_m = mean over (scored heads, batch) of (sum_i q_i) . (sum_j k_j) / sqrt(d)."""
     if not key_sums:
         return {}

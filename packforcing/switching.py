@@ -29,7 +29,9 @@ def as_schedule(prompt: str | Schedule) -> list[tuple[float, str]]:
     return entries
 
 
-def schedule_blocks(schedule: Schedule, seconds: float, seconds_per_block: float, num_blocks: int) -> tuple[str, dict[int, str]]:
+def schedule_blocks(schedule: Schedule, seconds: float, seconds_per_block: float, num_blocks: int) -> tuple[str,
+                                                                                                            dict[int,
+                                                                                                                 str]]:
     """Validate a schedule for a video of `seconds`: (the first prompt, {block: prompt} for
     each later switch). Raises ValueError naming the bad entry and what is allowed."""
     entries = as_schedule(schedule)
@@ -45,10 +47,12 @@ def schedule_blocks(schedule: Schedule, seconds: float, seconds_per_block: float
         if previous is not None and t <= previous:
             raise ValueError(f"switch at {t:g} s comes after one at {previous:g} s; switch times must increase")
         if t >= seconds:
-            raise ValueError(f"switch at {t:g} s is past the end of the {seconds:g}-s video; allowed 0 to {seconds:g} s (exclusive)")
+            raise ValueError(f"switch at {t:g} s is past the end of the {seconds:g}-s video; allowed 0 to {seconds:g} "
+                             "s (exclusive)")
         block = math.ceil(t / seconds_per_block - 1e-9)
         if block >= num_blocks:
-            raise ValueError(f"switch at {t:g} s would start at block {block}, after the video's last block ({num_blocks - 1}); switch earlier")
+            raise ValueError(f"switch at {t:g} s would start at block {block}, after the video's last block "
+                             f"({num_blocks - 1}); switch earlier")
         if block in blocks:
             raise ValueError(
                 f"switches at {previous:g} s and {t:g} s fall on the same block boundary (block {block}, "

@@ -27,10 +27,12 @@ BIG = 10**15  # counts of bytes and tokens: far above any real run, exact as a f
 def read_trace(path) -> list:
     """The events of a trace file, checked; ValueError with a plain message otherwise."""
     if not path:
-        raise ValueError("no file: upload a trace .jsonl written by a run or by `python -m packforcing generate --trace`")
+        raise ValueError("no file: upload a trace .jsonl written by a run or by `python -m packforcing generate "
+                         "--trace`")
     size = os.path.getsize(path)
     if size > MAX_TRACE_BYTES:
-        raise ValueError(f"the file is {size / 2**20:.1f} MB; a trace is at most {MAX_TRACE_BYTES // 2**20} MB ({MAX_TRACE_BLOCKS} blocks)")
+        raise ValueError(f"the file is {size / 2**20:.1f} MB; a trace is at most {MAX_TRACE_BYTES // 2**20} MB "
+                         f"({MAX_TRACE_BLOCKS} blocks)")
     with open(path, "rb") as f:
         raw = f.read(MAX_TRACE_BYTES + 1)
     try:
@@ -39,7 +41,8 @@ def read_trace(path) -> list:
         raise ValueError("the file is not UTF-8 text; a trace is JSON lines") from None
     lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
     if len(lines) > MAX_TRACE_BLOCKS + 2:
-        raise ValueError(f"the file has {len(lines):,} lines; a trace has at most {MAX_TRACE_BLOCKS + 2} (a run line, {MAX_TRACE_BLOCKS} blocks, an end line)")
+        raise ValueError(f"the file has {len(lines):,} lines; a trace has at most {MAX_TRACE_BLOCKS + 2} (a run line, "
+                         f"{MAX_TRACE_BLOCKS} blocks, an end line)")
     return check_trace([(n, _parse(n, line)) for n, line in lines])
 
 
@@ -83,7 +86,8 @@ def _kind(number: int, record) -> str:
     kind = record.get("type") if isinstance(record, dict) else None
     if kind not in ("run", "block", "switch", "end"):
         what = f"type {shown(kind)}" if isinstance(record, dict) else f"a JSON {type(record).__name__}"
-        raise ValueError(f"line {number} is not a trace event ({what}); each line is an object with type run, block, switch or end")
+        raise ValueError(f"line {number} is not a trace event ({what}); each line is an object with type run, block, "
+                         "switch or end")
     return kind
 
 
@@ -136,14 +140,18 @@ def _geometry(where: str, g, config: PackForcingConfig) -> dict:
     if not isinstance(g, dict):
         raise ValueError(f"{where}: geometry must be an object")
     out = {name: _field(where, g, name, _int, low, high) for name, low, high in (
-        ("tokens_per_latent_frame", 1, 10**7), ("tokens_per_block", 1, 10**8), ("compressed_tokens_per_block", 0, 10**8),
+        ("tokens_per_latent_frame", 1, 10**7), ("tokens_per_block", 1, 10**8),
+                                                                                 ("compressed_tokens_per_block", 0,
+                                                                                  10**8),
         ("bytes_per_token", 1, 10**9), ("fps", 1, 240), ("frames_per_latent", 1, 64))}
     bounded = _field(where, g, "bounded_context_tokens", _int, 0, 10**9, required=False)
     if bounded is not None:
         out["bounded_context_tokens"] = bounded
     for name in ("latent_shape", "pixel_size"):
         value = g.get(name, [])
-        if not isinstance(value, list) or len(value) > 8 or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        if not isinstance(value,
+                          list) or len(value) > 8 or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                             for v in value):
             raise ValueError(f"{where}: geometry {name} must be a short list of whole numbers")
         out[name] = value
     # what the block checks measure time by: derived, never taken from the file
@@ -156,12 +164,14 @@ def _block(where: str, d: dict, index: int, run: dict) -> dict:
     out = {"type": "block"}
     for name in ("block", "current"):  # blocks come in order: 0, 1, 2, ...
         if _field(where, d, name, _int, 0, MAX_TRACE_BLOCKS) != index:
-            raise ValueError(f"{where}: {name}={d[name]} but this is block {index}; blocks are numbered 0, 1, 2, ... in order")
+            raise ValueError(f"{where}: {name}={d[name]} but this is block {index}; blocks are numbered 0, 1, 2, ... "
+                             "in order")
         out[name] = index
     if index >= run["num_blocks"]:
         raise ValueError(f"{where}: the run event announced {run['num_blocks']} blocks; this is one more")
     capacity = index if config.policy == "full" else config.bank_capacity
-    limits = {"sink": config.sink_blocks, "mid_bank": capacity, "mid_selected": capacity, "recent": config.recent_blocks, "evicted": index}
+    limits = {"sink": config.sink_blocks, "mid_bank": capacity, "mid_selected": capacity,
+              "recent": config.recent_blocks, "evicted": index}
     for name, most in limits.items():
         out[name] = _field(where, d, name, _ids, index, most, required=name != "evicted") or []
     if not set(out["mid_selected"]) <= set(out["mid_bank"]):
@@ -173,7 +183,8 @@ def _block(where: str, d: dict, index: int, run: dict) -> dict:
     out["rope_shift"] = _field(where, d, "rope_shift", _keyed, attended, -frames, frames)
     out["positions"] = _field(where, d, "positions", _keyed, held, 0, frames, required=False) or {}
     out["tokens"] = _field(where, d, "tokens", _counts, PARTITIONS, BIG, True, required=False) or {}
-    out["timings"] = _field(where, d, "timings", _counts, ("transformer", "decode", "compress"), 10**6, False, required=False) or {}
+    out["timings"] = _field(where, d, "timings", _counts, ("transformer", "decode", "compress"), 10**6, False,
+                            required=False) or {}
     for name in ("kv_bytes", "full_cache_bytes", "context_tokens"):
         out[name] = _field(where, d, name, _int, 0, BIG)
     out["seconds"] = _field(where, d, "seconds", _float, 0, 10**6)
@@ -191,19 +202,24 @@ def _block(where: str, d: dict, index: int, run: dict) -> dict:
 def _switch(where: str, d: dict, index: int, run: dict) -> dict:
     """A prompt switch before block `index` (the next block in the file)."""
     if _field(where, d, "block", _int, 0, MAX_TRACE_BLOCKS) != index or index >= run["num_blocks"]:
-        raise ValueError(f"{where}: a switch with block={d['block']} comes before block {index}; it must name that block")
-    out = {"type": "switch", "block": index, "prompt": _field(where, d, "prompt", _text), "seconds": _field(where, d, "seconds", _float, 0, 10**6)}
+        raise ValueError(f"{where}: a switch with block={d['block']} comes before block {index}; it must name that "
+                         "block")
+    out = {"type": "switch", "block": index, "prompt": _field(where, d, "prompt", _text),
+           "seconds": _field(where, d, "seconds", _float, 0, 10**6)}
     out["recache"] = d.get("recache")
     if out["recache"] not in RECACHE_MODES:
-        raise ValueError(f"{where}: recache={shown(out['recache'])} is not allowed; choose one of {', '.join(RECACHE_MODES)}")
+        raise ValueError(f"{where}: recache={shown(out['recache'])} is not allowed; choose one of "
+                         f"{', '.join(RECACHE_MODES)}")
     out["recached"] = _field(where, d, "recached", _ids, index - 1, index)
     return out
 
 
 def _camera(name, value):
     """Where a block looked: a direction and a few positions in the model's units."""
-    if not isinstance(value, dict) or value.get("direction") not in CAMERA_DIRECTIONS or not set(value) <= set(CAMERA_KEYS):
-        raise ValueError(f"{name} must be an object with a direction ({', '.join(CAMERA_DIRECTIONS)}) and numbers {', '.join(CAMERA_KEYS[1:])}")
+    if not isinstance(value,
+                      dict) or value.get("direction") not in CAMERA_DIRECTIONS or not set(value) <= set(CAMERA_KEYS):
+        raise ValueError(f"{name} must be an object with a direction ({', '.join(CAMERA_DIRECTIONS)}) and numbers "
+                         f"{', '.join(CAMERA_KEYS[1:])}")
     return {k: v if k == "direction" else _float(f"{name}[{k}]", v, -BIG, BIG) for k, v in value.items()}
 
 
@@ -238,7 +254,8 @@ def _counts(name, value, keys, high, integer):
 
 
 def _end(where: str, d: dict, blocks: int) -> dict:
-    out = {"type": "end", "blocks": _field(where, d, "blocks", _int, blocks, blocks), "seconds": _field(where, d, "seconds", _float, 0, 10**7)}
+    out = {"type": "end", "blocks": _field(where, d, "blocks", _int, blocks, blocks),
+           "seconds": _field(where, d, "seconds", _float, 0, 10**7)}
     stopped, error = d.get("stopped", False), d.get("error")
     if not isinstance(stopped, bool):
         raise ValueError(f"{where}: stopped must be true or false; got {shown(stopped)}")

@@ -34,7 +34,8 @@ def _free_port() -> int:
 
 def start_studio(cache: Path, **env) -> Studio:
     port = _free_port()
-    env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False",
+    env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
+           "GRADIO_ANALYTICS_ENABLED": "False",
            "GRADIO_TEMP_DIR": str(cache), **env}
     log = cache.with_name(cache.name + ".log")  # a file, not a pipe: a full pipe would block the server
     with open(log, "w") as out:

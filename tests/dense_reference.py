@@ -47,7 +47,8 @@ def brute_force_scores(queries: torch.Tensor, keys: dict[int, torch.Tensor], sco
     heads and the batch: queries (B, Sq, H, D), keys[m] (B, Sk, H, D)."""
     head_dim = queries.shape[-1]
     q = queries[:, :, :scored_heads].double()
-    return {m: float(torch.einsum("bihd,bjhd->bhij", q, k[:, :, :scored_heads].double()).sum(dim=(-1, -2)).mean() / math.sqrt(head_dim))
+    return {m: float(torch.einsum("bihd,bjhd->bhij", q, k[:, :, :scored_heads].double()).sum(dim=(-1, -2)).mean()
+                     / math.sqrt(head_dim))
             for m, k in keys.items()}
 
 

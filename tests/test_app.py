@@ -43,7 +43,8 @@ def test_calculator_range_checks_every_number(args, message):
     ({"rope_repair": "yes"}, "rope_repair must be true or false; got 'yes'"),
 ])
 def test_config_numbers_from_the_ui_are_range_checked(overrides, message):
-    args = dict(model="tiny-random", sink_frames=8, top_k=16, mid_capacity=24, policy="dynamic", rope_repair=True, compression="lr")
+    args = dict(model="tiny-random", sink_frames=8, top_k=16, mid_capacity=24, policy="dynamic", rope_repair=True,
+                compression="lr")
     with pytest.raises(ValueError, match=re.escape(message)):
         build_config(**{**args, **overrides})
 
@@ -95,11 +96,13 @@ def test_bad_config_values_are_named():
 
 
 def test_run_streams_segments_figures_and_final_files(tmp_path):
-    run = Run("tiny-random", "a red circle", 3, 0, PackForcingConfig(sink_frames=4, top_k=2, mid_capacity=2), workdir=str(tmp_path))
+    run = Run("tiny-random", "a red circle", 3, 0, PackForcingConfig(sink_frames=4, top_k=2, mid_capacity=2),
+              workdir=str(tmp_path))
     updates = list(run.updates())
     blocks = [u for u in updates if "segment" in u]
     assert len(blocks) == 3 and all(os.path.getsize(u["segment"]) > 0 and u["segment"].endswith(".ts") for u in blocks)
-    assert Image.open(blocks[0]["preview"]).size == (256, 256) and os.path.dirname(blocks[0]["preview"]) == str(tmp_path)
+    assert Image.open(blocks[0]["preview"]).size == (256,
+                                                     256) and os.path.dirname(blocks[0]["preview"]) == str(tmp_path)
     assert all(len(u["figures"]) == 4 for u in blocks)
     last = updates[-1]
     assert last["done"] and last["status"].startswith("Done: 3 blocks")
@@ -107,7 +110,8 @@ def test_run_streams_segments_figures_and_final_files(tmp_path):
 
 
 def test_stop_flag_ends_run_after_the_block_in_flight(tmp_path):
-    run = Run("tiny-random", "a red circle", 8, 0, PackForcingConfig(sink_frames=4, top_k=2, mid_capacity=2), workdir=str(tmp_path))
+    run = Run("tiny-random", "a red circle", 8, 0, PackForcingConfig(sink_frames=4, top_k=2, mid_capacity=2),
+              workdir=str(tmp_path))
     seen = 0
     for update in run.updates():
         if "segment" in update:
@@ -140,7 +144,8 @@ def test_ablation_runs_two_configs_in_lockstep_on_shared_weights():
     table = steps[-1][2]
     assert table.startswith("| | window | full |") and "prompt faithfulness" in table and "KV bytes at the end" in table
     # 3 s: no block's revisit source (8 blocks back) is in the mid bank yet
-    assert "| revisit source attended (block one loop back) | n/a (no source in the mid bank) | n/a (no source in the mid bank) |" in table
+    none = "n/a (no source in the mid bank)"
+    assert f"| revisit source attended (block one loop back) | {none} | {none} |" in table
     assert all(c is None for _, _, c in steps[:-1])
 
 

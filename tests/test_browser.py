@@ -36,7 +36,8 @@ def page(app_url):
     with sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--autoplay-policy=no-user-gesture-required"],
         )
         page = browser.new_page(viewport={"width": 1500, "height": 1300})
@@ -125,7 +126,8 @@ def test_user_text_is_shown_as_text(page):
     typed = "<img src=x> **bold**"
     _set_prompt(page, typed)
     page.click("#generate")
-    page.wait_for_function("() => /has no known word/.test(document.querySelector('#status').innerText)", timeout=30_000)
+    page.wait_for_function("() => /has no known word/.test(document.querySelector('#status').innerText)",
+                           timeout=30_000)
     assert typed in _status(page)
     assert page.locator("#status img").count() == 0
     assert page.locator("#status strong").all_inner_texts() == ["Error:"]  # only the studio's own emphasis
@@ -143,9 +145,11 @@ def test_ablation_streams_two_configs_side_by_side(page):
     page.wait_for_function(
         "() => ['a', 'b'].every(s => document.querySelector('#ablation-preview-' + s + ' img'))", timeout=90_000)
     page.wait_for_function(
-        """() => ['a', 'b'].every(s => { const el = document.querySelector('#ablation-memory-' + s + ' .js-plotly-plot');
-                                         return el && el.data && el.data[0].x.length >= 2; })""", timeout=90_000)
-    page.wait_for_function("() => /revisit consistency/.test(document.querySelector('#ablation-table').innerText)", timeout=120_000)
+        """() => ['a', 'b'].every(s => {
+               const el = document.querySelector('#ablation-memory-' + s + ' .js-plotly-plot');
+               return el && el.data && el.data[0].x.length >= 2; })""", timeout=90_000)
+    page.wait_for_function("() => /revisit consistency/.test(document.querySelector('#ablation-table').innerText)",
+                           timeout=120_000)
     table = page.inner_text("#ablation-table")
     assert "window" in table and "dynamic" in table and "KV bytes at the end" in table
     assert "revisit source attended" in table  # 10 s: no source in the mid bank yet, shown as n/a
@@ -179,7 +183,8 @@ def test_camera_buttons_steer_the_next_block_while_streaming(page):
 def _switch_marks(page, elem_id) -> int:
     return page.evaluate(
         """id => { const el = document.querySelector('#' + id + ' .js-plotly-plot');
-                  return el && el.layout && el.layout.shapes ? el.layout.shapes.filter(s => s.name === 'switch').length : 0; }""",
+                  return el && el.layout && el.layout.shapes
+                      ? el.layout.shapes.filter(s => s.name === 'switch').length : 0; }""",
         elem_id,
     )
 
@@ -192,11 +197,15 @@ def test_switch_prompt_mid_stream_marks_the_panels(page, tmp_path):
     _wait_for_block(page, 3)
     _set_prompt(page, "a green circle, camera pans right")  # the prompt box stays editable while streaming
     page.click("#switch")
-    page.wait_for_function("() => /next block/.test(document.querySelector('#switch-status').innerText)", timeout=30_000)
-    page.wait_for_function("() => /prompt switched before block/.test(document.querySelector('#status').innerText)", timeout=90_000)
+    page.wait_for_function("() => /next block/.test(document.querySelector('#switch-status').innerText)",
+                           timeout=30_000)
+    page.wait_for_function("() => /prompt switched before block/.test(document.querySelector('#status').innerText)",
+                           timeout=90_000)
     page.wait_for_function(
-        """() => ['panel-occupancy', 'panel-memory'].every(id => { const el = document.querySelector('#' + id + ' .js-plotly-plot');
-                  return el && el.layout && el.layout.shapes && el.layout.shapes.some(s => s.name === 'switch'); })""", timeout=60_000)
+        """() => ['panel-occupancy', 'panel-memory'].every(id => {
+                  const el = document.querySelector('#' + id + ' .js-plotly-plot');
+                  return el && el.layout && el.layout.shapes && el.layout.shapes.some(s => s.name === 'switch'); })""",
+                           timeout=60_000)
     assert _switch_marks(page, "panel-occupancy") >= 1 and _switch_marks(page, "panel-memory") >= 1
     rope_title = page.evaluate("() => document.querySelector('#panel-rope .js-plotly-plot').layout.title.text")
     assert "re-cached" in rope_title

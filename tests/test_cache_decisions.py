@@ -29,13 +29,15 @@ def drive(config, blocks, choose=fifo_choice):
     for c in range(blocks):
         cache.begin_block(c, 4.0 * c)
         cache.set_selection(choose(cache))
-        state = dict(sink=list(cache.sink), mid=list(cache.mid), selected=list(cache.selected), recent=list(cache.recent))
+        state = dict(sink=list(cache.sink), mid=list(cache.mid), selected=list(cache.selected),
+                     recent=list(cache.recent))
         cache.add_block(BlockKV(c, 4.0 * c, FULL))
         leaving = cache.pop_overflow()
         if leaving is not None:
             state["left"] = leaving.index
             compressed = config.policy != "full"
-            cache.archive(BlockKV(leaving.index, leaving.start_frame, SMALL if compressed else FULL, compressed=compressed))
+            cache.archive(BlockKV(leaving.index, leaving.start_frame, SMALL if compressed else FULL,
+                                  compressed=compressed))
         state["evicted"] = list(cache.evicted)
         seen.append(state)
     return cache, seen
@@ -91,7 +93,8 @@ def test_the_block_leaving_the_recent_window_is_its_oldest():
 
 def packed_cache(selected, recent_blocks=1, rope_repair=True):
     """Sink [0, 1], bank [4, 5, 6, 7], recent [8] (or [7, 8]), current block 9 at frame 36."""
-    config = PackForcingConfig(sink_frames=8, recent_blocks=recent_blocks, top_k=2, mid_capacity=4, rope_repair=rope_repair)
+    config = PackForcingConfig(sink_frames=8, recent_blocks=recent_blocks, top_k=2, mid_capacity=4,
+                               rope_repair=rope_repair)
     cache, _ = drive(config, 9)
     cache.begin_block(9, 36.0)
     cache.set_selection(selected)
@@ -123,12 +126,14 @@ def test_context_concatenates_in_packed_order_and_rotates_by_the_shift():
     raw, positions = {}, {}
     for b in cache.attended():  # keys rotated at the block's own frames, values tagged by index
         raw[b.index] = torch.randn(1, b.tokens, 1, head_dim, generator=g)
-        t, h, w = grid(4, 4, 4, t0=b.start_frame) if b.tokens == FULL else grid(2, 1, 2, t0=b.start_frame + 0.5, span=(2, 4, 4))
+        t, h, w = grid(4, 4, 4, t0=b.start_frame) if b.tokens == FULL else grid(2, 1, 2, t0=b.start_frame + 0.5,
+                                                                                span=(2, 4, 4))
         b.keys, b.values = [rotate(raw[b.index], t, h, w)], [torch.full((1, b.tokens, 1, head_dim), float(b.index))]
         positions[b.index] = (t, h, w)
     keys, values = cache.context(0)
     order = [0, 1, 4, 6, 8]
-    assert values[0, :, 0, 0].tolist() == sum(([float(i)] * cache.attended()[n].tokens for n, i in enumerate(order)), [])
+    assert values[0, :, 0, 0].tolist() == sum(([float(i)] * cache.attended()[n].tokens for n, i in enumerate(order)),
+                                              [])
     packed = {0: 16.0, 1: 20.0, 4: 24.0, 6: 28.0, 8: 32.0}
     expected = []
     for b in cache.attended():  # RoPE recomputed from scratch at the packed frame

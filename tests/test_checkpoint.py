@@ -51,7 +51,8 @@ def _rms(x, w, eps):
 
 def _rope_tables(head_dim, max_len=1024):
     def params(dim):
-        freqs = torch.outer(torch.arange(max_len, dtype=torch.float64), 1.0 / 10000 ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim))
+        freqs = torch.outer(torch.arange(max_len, dtype=torch.float64),
+                            1.0 / 10000 ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim))
         return torch.polar(torch.ones_like(freqs), freqs)
 
     d = head_dim
@@ -78,12 +79,14 @@ def _rope_apply(x, grid, freqs):
 def _attention(sd, prefix, x, context, cfg, grid=None, freqs=None):
     n, d = cfg["num_attention_heads"], cfg["attention_head_dim"]
     q = _rms(F.linear(x, sd[prefix + "q.weight"], sd[prefix + "q.bias"]), sd[prefix + "norm_q.weight"], cfg["eps"])
-    k = _rms(F.linear(context, sd[prefix + "k.weight"], sd[prefix + "k.bias"]), sd[prefix + "norm_k.weight"], cfg["eps"])
+    k = _rms(F.linear(context, sd[prefix + "k.weight"], sd[prefix + "k.bias"]), sd[prefix + "norm_k.weight"],
+             cfg["eps"])
     v = F.linear(context, sd[prefix + "v.weight"], sd[prefix + "v.bias"])
     q, k, v = (t.unflatten(-1, (n, d)) for t in (q, k, v))
     if grid is not None:
         q, k = _rope_apply(q, grid, freqs), _rope_apply(k, grid, freqs)
-    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)).transpose(1, 2).flatten(2)
+    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)).transpose(1,
+                                                                                                            2).flatten(2)
     return F.linear(out, sd[prefix + "o.weight"], sd[prefix + "o.bias"])
 
 
@@ -98,9 +101,11 @@ def original_wan_forward(state, cfg, x, t, context):
     half = cfg["freq_dim"] // 2
     angles = torch.outer(t.double(), torch.pow(10000, -torch.arange(half, dtype=torch.float64) / half))
     e = torch.cat([angles.cos(), angles.sin()], dim=1).float()
-    e = F.linear(F.silu(F.linear(e, sd["time_embedding.0.weight"], sd["time_embedding.0.bias"])), sd["time_embedding.2.weight"], sd["time_embedding.2.bias"])
+    e = F.linear(F.silu(F.linear(e, sd["time_embedding.0.weight"], sd["time_embedding.0.bias"])),
+                 sd["time_embedding.2.weight"], sd["time_embedding.2.bias"])
     e0 = F.linear(F.silu(e), sd["time_projection.1.weight"], sd["time_projection.1.bias"]).unflatten(1, (6, dim))
-    ctx = F.linear(F.gelu(F.linear(context, sd["text_embedding.0.weight"], sd["text_embedding.0.bias"]), approximate="tanh"), sd["text_embedding.2.weight"], sd["text_embedding.2.bias"])
+    ctx = F.linear(F.gelu(F.linear(context, sd["text_embedding.0.weight"], sd["text_embedding.0.bias"]),
+                          approximate="tanh"), sd["text_embedding.2.weight"], sd["text_embedding.2.bias"])
     freqs = _rope_tables(cfg["attention_head_dim"])
     for i in range(cfg["num_layers"]):
         b = f"blocks.{i}."
@@ -109,7 +114,8 @@ def original_wan_forward(state, cfg, x, t, context):
         y = _attention(sd, b + "self_attn.", normed, normed, cfg, (f, hh, ww), freqs)
         h = h + y * m[2]
         h = h + _attention(sd, b + "cross_attn.", ln(h, sd[b + "norm3.weight"], sd[b + "norm3.bias"]), ctx, cfg)
-        y = F.linear(F.gelu(F.linear(ln(h) * (1 + m[4]) + m[3], sd[b + "ffn.0.weight"], sd[b + "ffn.0.bias"]), approximate="tanh"), sd[b + "ffn.2.weight"], sd[b + "ffn.2.bias"])
+        y = F.linear(F.gelu(F.linear(ln(h) * (1 + m[4]) + m[3], sd[b + "ffn.0.weight"], sd[b + "ffn.0.bias"]),
+                            approximate="tanh"), sd[b + "ffn.2.weight"], sd[b + "ffn.2.bias"])
         h = h + y * m[5]
     shift, scale = (sd["head.modulation"] + e.unsqueeze(1)).chunk(2, dim=1)
     h = F.linear(ln(h) * (1 + scale) + shift, sd["head.head.weight"], sd["head.head.bias"])
@@ -152,7 +158,8 @@ def _diffusers_forward(model, x, t, context):
 
 def test_tiny_checkpoint_forward_equals_original_block(checkpoint, inputs, tmp_path):
     path, ema, live = checkpoint
-    model = wc.load_self_forcing_transformer(str(path), dtype=torch.float32, device="cpu", config=TINY, cache_dir=str(tmp_path / "cache"))
+    model = wc.load_self_forcing_transformer(str(path), dtype=torch.float32, device="cpu", config=TINY,
+                                             cache_dir=str(tmp_path / "cache"))
     assert isinstance(model.condition_embedder.timesteps_proj, wc.Float64Timesteps)
     out = _diffusers_forward(model, *inputs)
     ref = original_wan_forward(ema, TINY, *inputs)
@@ -165,17 +172,20 @@ def test_tiny_checkpoint_forward_equals_original_block(checkpoint, inputs, tmp_p
 def test_comparison_is_sensitive_to_a_wrong_mapping(checkpoint, inputs, tmp_path):
     path, ema, _ = checkpoint
     swapped = dict(ema)
-    swapped["model.blocks.0.self_attn.q.weight"], swapped["model.blocks.0.self_attn.k.weight"] = ema["model.blocks.0.self_attn.k.weight"], ema["model.blocks.0.self_attn.q.weight"]
+    q, k = "model.blocks.0.self_attn.q.weight", "model.blocks.0.self_attn.k.weight"
+    swapped[q], swapped[k] = ema[k], ema[q]
     bad = tmp_path / "swapped.pt"
     torch.save({"generator_ema": swapped}, bad)
-    model = wc.load_self_forcing_transformer(str(bad), dtype=torch.float32, device="cpu", config=TINY, cache_dir=str(tmp_path / "cache"))
+    model = wc.load_self_forcing_transformer(str(bad), dtype=torch.float32, device="cpu", config=TINY,
+                                             cache_dir=str(tmp_path / "cache"))
     assert (_diffusers_forward(model, *inputs) - original_wan_forward(ema, TINY, *inputs)).abs().max().item() > 1e-3
 
 
 def test_converted_weights_are_cached_and_reused(checkpoint, tmp_path, monkeypatch, inputs):
     path, ema, _ = checkpoint
     cache = tmp_path / "cache"
-    first = wc.load_self_forcing_transformer(str(path), dtype=torch.float32, device="cpu", config=TINY, cache_dir=str(cache))
+    first = wc.load_self_forcing_transformer(str(path), dtype=torch.float32, device="cpu", config=TINY,
+                                             cache_dir=str(cache))
     files = list(cache.iterdir())
     assert len(files) == 1 and files[0].name.endswith(wc.CONVERTED_SUFFIX)
 
@@ -183,7 +193,8 @@ def test_converted_weights_are_cached_and_reused(checkpoint, tmp_path, monkeypat
         raise AssertionError("converted again instead of reading the cache")
 
     monkeypatch.setattr(wc, "convert_self_forcing_state_dict", no_conversion)
-    second = wc.load_self_forcing_transformer(str(path), dtype=torch.float32, device="cpu", config=TINY, cache_dir=str(cache))
+    second = wc.load_self_forcing_transformer(str(path), dtype=torch.float32, device="cpu", config=TINY,
+                                              cache_dir=str(cache))
     assert torch.equal(_diffusers_forward(first, *inputs), _diffusers_forward(second, *inputs))
     # the cached file is itself a valid source
     third = wc.load_self_forcing_transformer(str(files[0]), dtype=torch.bfloat16, device="cpu", config=TINY)
@@ -192,7 +203,8 @@ def test_converted_weights_are_cached_and_reused(checkpoint, tmp_path, monkeypat
 
 def test_bf16_load_is_close_to_the_fp32_reference(checkpoint, inputs, tmp_path):
     path, ema, _ = checkpoint
-    model = wc.load_self_forcing_transformer(str(path), dtype=torch.bfloat16, device="cpu", config=TINY, cache_dir=str(tmp_path / "c"))
+    model = wc.load_self_forcing_transformer(str(path), dtype=torch.bfloat16, device="cpu", config=TINY,
+                                             cache_dir=str(tmp_path / "c"))
     x, t, context = inputs
     out = _diffusers_forward(model, x.bfloat16(), t, context.bfloat16()).float()
     ref = original_wan_forward(ema, TINY, *inputs)
@@ -224,7 +236,8 @@ def test_missing_key_is_named(tmp_path):
     path = tmp_path / "partial.pt"
     torch.save({"generator_ema": state}, path)
     with pytest.raises(wc.CheckpointError, match=r"1 missing: blocks\.1\.attn2\.norm_k\.weight"):
-        wc.load_self_forcing_transformer(str(path), dtype=torch.float32, device="cpu", config=TINY, cache_dir=str(tmp_path))
+        wc.load_self_forcing_transformer(str(path), dtype=torch.float32, device="cpu", config=TINY,
+                                         cache_dir=str(tmp_path))
 
 
 def test_wrong_shape_is_named(tmp_path):
@@ -232,8 +245,10 @@ def test_wrong_shape_is_named(tmp_path):
     state["model.blocks.0.ffn.0.weight"] = torch.zeros(31, 48)
     path = tmp_path / "wrong.pt"
     torch.save({"generator": state}, path)
-    with pytest.raises(wc.CheckpointError, match=r"wrong shape: blocks\.0\.ffn\.net\.0\.proj\.weight: \(31, 48\) \(expected \(32, 48\)\)"):
-        wc.load_self_forcing_transformer(str(path), dtype=torch.float32, device="cpu", config=TINY, cache_dir=str(tmp_path))
+    with pytest.raises(wc.CheckpointError,
+                       match=r"wrong shape: blocks\.0\.ffn\.net\.0\.proj\.weight: \(31, 48\) \(expected \(32, 48\)\)"):
+        wc.load_self_forcing_transformer(str(path), dtype=torch.float32, device="cpu", config=TINY,
+                                         cache_dir=str(tmp_path))
 
 
 def test_wrong_model_size_names_the_mismatch(tmp_path):
@@ -247,15 +262,18 @@ def test_wrong_model_size_names_the_mismatch(tmp_path):
 def test_checkpoint_without_generator_is_rejected(tmp_path):
     path = tmp_path / "critic_only.pt"
     torch.save({"critic": {"w": torch.zeros(2)}, "step": 3}, path)
-    with pytest.raises(wc.CheckpointError, match="no generator weights; expected one of \\['generator_ema', 'generator'\\]"):
+    with pytest.raises(wc.CheckpointError,
+                       match="no generator weights; expected one of \\['generator_ema', 'generator'\\]"):
         wc.load_converted_state_dict(str(path), TINY, cache_dir=str(tmp_path))
 
 
 def test_without_the_norm_swap_the_cross_attention_norm_has_nowhere_to_go(monkeypatch):
     renames = tuple(r for r in wc.RENAMES if "norm_placeholder" not in r[0] + r[1] and r != ("norm3", "norm2"))
     monkeypatch.setattr(wc, "RENAMES", renames)
-    state = wc.convert_self_forcing_state_dict({k: torch.empty(s, device="meta") for k, s in original_key_shapes(TINY).items()})
-    with pytest.raises(wc.CheckpointError, match=r"missing: blocks\.0\.norm2\.bias.*unexpected: blocks\.0\.norm3\.bias"):
+    state = wc.convert_self_forcing_state_dict({k: torch.empty(s, device="meta") for k,
+                                                s in original_key_shapes(TINY).items()})
+    with pytest.raises(wc.CheckpointError,
+                       match=r"missing: blocks\.0\.norm2\.bias.*unexpected: blocks\.0\.norm3\.bias"):
         wc.check_state_dict(state, TINY)
 
 

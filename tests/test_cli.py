@@ -30,7 +30,8 @@ def test_generate_writes_video_and_trace_with_the_chosen_config(tmp_path, capsys
     (["--camera", "up:3"], "camera segment up:3: direction 'up' is not allowed; choose one of left, still, right"),
 ])
 def test_bad_input_exits_2_and_names_the_value(tmp_path, capsys, args, message):
-    base = ["generate", "--model", "embedded", "--prompt", "a red circle", "--seconds", "2", "--out", str(tmp_path / "v.mp4")]
+    base = ["generate", "--model", "embedded", "--prompt", "a red circle", "--seconds", "2", "--out",
+            str(tmp_path / "v.mp4")]
     assert main(base + args) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err
@@ -39,7 +40,8 @@ def test_bad_input_exits_2_and_names_the_value(tmp_path, capsys, args, message):
 
 def test_switch_and_no_recache_reach_the_trace(tmp_path):
     trace = tmp_path / "t.jsonl"
-    code = main(["generate", "--model", "embedded", "--prompt", "a red circle", "--seconds", "2", "--switch", "1:a green square",
+    code = main(["generate", "--model", "embedded", "--prompt", "a red circle", "--seconds", "2", "--switch",
+                 "1:a green square",
                  "--no-recache", "--out", str(tmp_path / "v.mp4"), "--trace", str(trace)])
     assert code == 0
     events = [event_to_dict(e) for e in read_trace(trace)]
@@ -56,7 +58,8 @@ def test_switch_and_no_recache_reach_the_trace(tmp_path):
     (["--recache", "all", "--no-recache"], "--no-recache contradicts --recache all"),
 ])
 def test_bad_switch_options_exit_2_and_name_the_value(tmp_path, capsys, args, message):
-    base = ["generate", "--model", "embedded", "--prompt", "a red circle", "--seconds", "2", "--out", str(tmp_path / "v.mp4")]
+    base = ["generate", "--model", "embedded", "--prompt", "a red circle", "--seconds", "2", "--out",
+            str(tmp_path / "v.mp4")]
     assert main(base + args) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "v.mp4").exists()
@@ -65,7 +68,8 @@ def test_bad_switch_options_exit_2_and_name_the_value(tmp_path, capsys, args, me
 @pytest.mark.parametrize("args, message", [
     (["--out", "/nonexistent-dir/a.mp4"], "--out /nonexistent-dir/a.mp4: the folder /nonexistent-dir does not exist"),
     (["--out", "clip.txt"], "--out clip.txt must end in one of .mp4, .mkv, .mov, .ts"),
-    (["--trace", "/nonexistent-dir/t.jsonl"], "--trace /nonexistent-dir/t.jsonl: the folder /nonexistent-dir does not exist"),
+    (["--trace", "/nonexistent-dir/t.jsonl"],
+     "--trace /nonexistent-dir/t.jsonl: the folder /nonexistent-dir does not exist"),
 ])
 def test_output_paths_are_checked_before_the_model_loads(tmp_path, capsys, monkeypatch, args, message):
     import packforcing.pipeline
@@ -74,7 +78,8 @@ def test_output_paths_are_checked_before_the_model_loads(tmp_path, capsys, monke
         raise AssertionError("the model was loaded before the output path was checked")
 
     monkeypatch.setattr(packforcing.pipeline.PackForcingPipeline, "from_name", no_model)
-    base = ["generate", "--model", "embedded", "--prompt", "a red circle", "--seconds", "2", "--out", str(tmp_path / "v.mp4")]
+    base = ["generate", "--model", "embedded", "--prompt", "a red circle", "--seconds", "2", "--out",
+            str(tmp_path / "v.mp4")]
     assert main(base + args) == 2
     assert message in capsys.readouterr().err
 

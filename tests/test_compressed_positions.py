@@ -42,7 +42,9 @@ def compress(backbone, monkeypatch=None, **config):
     pixels = torch.rand(1, 3, 16, 192, 256, generator=g) * 2 - 1
     text = backbone.encode_prompt("a compressed block")
     seen = {}
-    hook = backbone.transformer.blocks[0].attn1.register_forward_pre_hook(lambda m, args: seen.update(hidden=args[0], rotary=args[3]))
+    hook = backbone.transformer.blocks[0].attn1.register_forward_pre_hook(lambda m,
+                                                                          args: seen.update(hidden=args[0],
+                                                                                            rotary=args[3]))
     try:
         with torch.no_grad():
             out = sampler.memory.compress(BlockKV(3, 12.0, 768), latent, sampler.memory.lr_input(pixels), text)
@@ -58,10 +60,12 @@ def lr_tokens(backbone, pixels):
 
 
 def test_the_hand_worked_centres_are_the_grid_row_major():
-    assert CENTRES[:6] == [(12.5, 1.5, 1.5), (12.5, 1.5, 5.5), (12.5, 1.5, 9.5), (12.5, 1.5, 13.5), (12.5, 5.5, 1.5), (12.5, 5.5, 5.5)]
+    assert CENTRES[:6] == [(12.5, 1.5, 1.5), (12.5, 1.5, 5.5), (12.5, 1.5, 9.5), (12.5, 1.5, 13.5), (12.5, 5.5, 1.5),
+                           (12.5, 5.5, 5.5)]
     assert len(CENTRES) == 24 and CENTRES[-1] == (14.5, 9.5, 13.5)
     # each axis: the region's first token + (span - 1) / 2, one span apart (2 frames, 4 tokens)
-    assert AXES == (tuple(12 + 0.5 + 2 * i for i in range(2)), tuple(1.5 + 4 * i for i in range(3)), tuple(1.5 + 4 * i for i in range(4)))
+    assert AXES == (tuple(12 + 0.5 + 2 * i for i in range(2)), tuple(1.5 + 4 * i for i in range(3)),
+                    tuple(1.5 + 4 * i for i in range(4)))
 
 
 def test_context_pass_rotates_at_the_region_centres(backbone):
@@ -77,7 +81,8 @@ def test_context_pass_rotates_at_the_region_centres(backbone):
     assert torch.allclose(out.keys[0], rotate(raw, *POSITIONS), atol=1e-5)
     assert torch.equal(out.key_sum, raw.sum(1))  # scored on pre-RoPE keys
     # negative control: the corner of the region (12, 0, 0), not its centre
-    assert not torch.allclose(out.keys[0], rotate(raw, POSITIONS[0] - 0.5, POSITIONS[1] - 1.5, POSITIONS[2] - 1.5), atol=1e-3)
+    assert not torch.allclose(out.keys[0], rotate(raw, POSITIONS[0] - 0.5, POSITIONS[1] - 1.5, POSITIONS[2] - 1.5),
+                              atol=1e-3)
 
 
 @pytest.mark.parametrize("compression", ["lr", "hr", "hr+lr"])
@@ -93,7 +98,8 @@ def test_projection_keys_are_the_layers_own_projections_at_the_centres(backbone,
             assert torch.allclose(out.keys[layer], rotate(raw, *POSITIONS), atol=1e-5), layer
             assert torch.allclose(out.values[layer], attn.to_v(tokens).unflatten(2, (attn.heads, -1)), atol=1e-6)
         first = model.blocks[0].attn1
-        assert torch.allclose(out.key_sum, first.norm_k(first.to_k(tokens)).unflatten(2, (first.heads, -1)).sum(1), atol=1e-5)
+        assert torch.allclose(out.key_sum, first.norm_k(first.to_k(tokens)).unflatten(2, (first.heads, -1)).sum(1),
+                              atol=1e-5)
 
 
 @pytest.mark.parametrize("compression", ["lr", "hr", "hr+lr"])

@@ -60,7 +60,8 @@ def test_lr_branch_real_geometry_uses_frozen_vae():
     from diffusers import AutoencoderKLWan
 
     torch.manual_seed(0)
-    vae = AutoencoderKLWan(base_dim=4, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True]).eval()
+    vae = AutoencoderKLWan(base_dim=4, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                           temperal_downsample=[False, True, True]).eval()
     codec = WanVAECodec(vae)
     patch_embedding = torch.nn.Conv3d(16, 1536, kernel_size=(1, 2, 2), stride=(1, 2, 2))
     latent = torch.randn(1, 16, 4, 60, 104)
@@ -81,8 +82,11 @@ def test_lr_branch_real_geometry_uses_frozen_vae():
 def test_config_rejects_bad_values_with_names():
     import pytest
 
-    for kwargs, word in [({"policy": "lru"}, "policy='lru'"), ({"top_k": -1}, "top_k=-1"), ({"sink_frames": 6}, "sink_frames=6"),
-                         ({"top_k": 30, "mid_capacity": 24}, "mid_capacity=24"), ({"compression": "zip"}, "compression='zip'"),
-                         ({"step_rule": "ddpm"}, "step_rule='ddpm'"), ({"guidance_scale": -1.0}, "guidance_scale=-1.0")]:
+    for kwargs, word in [({"policy": "lru"}, "policy='lru'"), ({"top_k": -1}, "top_k=-1"),
+                         ({"sink_frames": 6}, "sink_frames=6"),
+                         ({"top_k": 30, "mid_capacity": 24}, "mid_capacity=24"),
+                         ({"compression": "zip"}, "compression='zip'"),
+                         ({"step_rule": "ddpm"}, "step_rule='ddpm'"),
+                         ({"guidance_scale": -1.0}, "guidance_scale=-1.0")]:
         with pytest.raises(ValueError, match=word.replace("(", r"\(")):
             PackForcingConfig(**kwargs)

@@ -39,5 +39,6 @@ def test_link_check_flags_outside_and_missing_targets(tmp_path):
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "design.md").write_text("x")
     probe = tmp_path / "docs" / "probe.md"
-    probe.write_text("[a](../../shared/DESIGN.md) [b](https://example.com) [c](missing.md) [d](design.md) [e](../docs/design.md#x)")
+    probe.write_text("[a](../../shared/DESIGN.md) [b](https://example.com) [c](missing.md) [d](design.md) "
+                     "[e](../docs/design.md#x)")
     assert bad_links(probe, tmp_path) == ["../../shared/DESIGN.md", "https://example.com", "missing.md"]

@@ -68,7 +68,8 @@ def test_no_recompile_once_a_block_is_compressed(compiled):
     assert counters["stats"]["unique_graphs"] == graphs  # block 5 added no graph
     # control: a block of another size is a new shape, and recompiling now raises
     big = torch.randn(1, 16, 4, 16, 16)
-    with torch.no_grad(), torch._dynamo.config.patch(error_on_recompile=True), pytest.raises(Exception, match="[Rr]ecompil"):
+    with torch.no_grad(), torch._dynamo.config.patch(error_on_recompile=True), pytest.raises(Exception,
+                                                                                             match="[Rr]ecompil"):
         sampler = PackForcingSampler(backbone, CONFIG, seed=0)
         sampler.begin_block(0)
         sampler.write_block(0, big, text)
@@ -95,7 +96,8 @@ def test_decode_ahead_gives_the_inline_frames_in_the_inline_order():
     pipe.backbone.codec.stream_decoder = recording_decoder
     ahead = list(pipe.stream("a red circle", 5))
     assert [type(e).__name__ for e in ahead] == [type(e).__name__ for e in inline]
-    assert [e.block for e in ahead if isinstance(e, (Frames, Block))] == [e.block for e in inline if isinstance(e, (Frames, Block))]
+    assert [e.block for e in ahead if isinstance(e, (Frames, Block))] == [e.block for e in inline
+                                                                          if isinstance(e, (Frames, Block))]
     frames = [e.frames for e in inline if isinstance(e, Frames)]
     assert all((a.frames == f).all() for a, f in zip([e for e in ahead if isinstance(e, Frames)], frames))
     assert [e.mid_selected for e in ahead if isinstance(e, Block)][-1] == [2]  # compressed from pixels decoded ahead
@@ -168,7 +170,8 @@ def test_channels_last_decode_gives_the_contiguous_pixels():
 
     plain = decode(latent)
     conv_layout(backbone.codec.vae, channels_last=True)
-    assert any(p.dim() == 5 and p.is_contiguous(memory_format=torch.channels_last_3d) for p in backbone.codec.vae.parameters())
+    assert any(p.dim() == 5 and p.is_contiguous(memory_format=torch.channels_last_3d)
+               for p in backbone.codec.vae.parameters())
     torch.testing.assert_close(decode(latent), plain, rtol=1e-4, atol=1e-4)
     assert (decode(latent * 2) - plain).abs().max() > 1e-2
 

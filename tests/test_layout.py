@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCES = [p for d in ("packforcing", "app", "visualizers", "bench") for p in sorted((ROOT / d).rglob("*.py"))] + [ROOT / "app.py"]
+SOURCES = [p for d in ("packforcing", "app", "visualizers", "bench")
+           for p in sorted((ROOT / d).rglob("*.py"))] + [ROOT / "app.py"]
 TESTS = sorted((ROOT / "tests").rglob("*.py"))
 MAX_FUNCTION_LINES, MAX_FILE_LINES = 80, 400
 CORE = sorted((ROOT / "packforcing").glob("*.py")) + sorted((ROOT / "packforcing" / "backbones").glob("*.py"))
@@ -90,7 +91,8 @@ def test_packforcing_imports_form_no_cycle():
 
 def test_cycle_check_sees_a_circle():
     """Negative control: a two-module circle through a lazy import, and a longer one."""
-    sources = {"packforcing.a": "from .b import f", "packforcing.b": "def g():\n    from . import a", "packforcing.c": ""}
+    sources = {"packforcing.a": "from .b import f", "packforcing.b": "def g():\n    from . import a",
+               "packforcing.c": ""}
     assert find_cycle(import_graph(sources)) == ["packforcing.a", "packforcing.b", "packforcing.a"]
     assert find_cycle({"x": {"y"}, "y": {"z"}, "z": {"x"}}) == ["x", "y", "z", "x"]
     assert find_cycle({"x": {"y"}, "y": {"z"}, "z": set()}) == []
@@ -108,7 +110,8 @@ def test_import_check_sees_relative_and_absolute_imports():
                    "from packforcing import embedded"):
         imports = imported_modules(source, "packforcing.pipeline")
         assert any(m.startswith("packforcing.embedded") for m in imports), source
-    assert "packforcing.embedded.model" in imported_modules("from ..embedded.model import X", "packforcing.backbones.wan")
+    assert "packforcing.embedded.model" in imported_modules("from ..embedded.model import X",
+                                                            "packforcing.backbones.wan")
 
 
 def test_importing_the_core_loads_no_embedded_module():
@@ -169,7 +172,8 @@ def test_no_function_over_80_lines_and_no_file_over_400():
         where = str(path.relative_to(ROOT))
         if len(source.splitlines()) > MAX_FILE_LINES:
             long_files[where] = len(source.splitlines())
-        long_functions |= {f"{where}:{name}": n for name, n in function_lengths(source).items() if n > MAX_FUNCTION_LINES}
+        long_functions |= {f"{where}:{name}": n for name,
+                           n in function_lengths(source).items() if n > MAX_FUNCTION_LINES}
     assert long_functions == {} and long_files == {}
 
 
@@ -190,7 +194,8 @@ def test_ruff_is_clean():
 # torch's fused foreach ops) and the marker `install` leaves on a transformer
 # our tags on a diffusers model (_packforcing_*), and torch's compiler config and counters
 # (torch._dynamo: the documented way to allow or forbid recompiles and count graphs)
-FOREIGN_PRIVATE = {"_cached_conv_counts", "_foreach_copy_", "_foreach_lerp_", "_packforcing_slot", "_packforcing_compiled", "_dynamo"}
+FOREIGN_PRIVATE = {"_cached_conv_counts", "_foreach_copy_", "_foreach_lerp_", "_packforcing_slot",
+                   "_packforcing_compiled", "_dynamo"}
 
 
 def private_uses(source: str) -> list[str]:
@@ -233,12 +238,15 @@ def test_nothing_imports_another_modules_private_names():
 def test_private_import_check_sees_private_names():
     """Negative control: the imports this check was written for are flagged; a private
     alias, __future__ and torch's _dynamo are not."""
-    flagged = "from .model import A, _PromptEncoder\nfrom ._style import x\nimport pkg._impl\ndef f():\n    from m import _g"
+    flagged = ("from .model import A, _PromptEncoder\nfrom ._style import x\nimport pkg._impl\n"
+               "def f():\n    from m import _g")
     assert [f.split(":")[0] for f in private_imports(flagged)] == ["1", "2", "3", "5"]
-    assert private_imports("from __future__ import annotations\nfrom . import switches as _s\nfrom torch._dynamo import utils") == []
+    assert private_imports("from __future__ import annotations\nfrom . import switches as _s\nfrom torch._dynamo "
+                           "import utils") == []
 
 
 def test_private_check_sees_reaching_in():
     """Negative control: the trainer's old calls are flagged, a class's own are not."""
-    assert private_uses("v = sampler._forward(x)\nsampler.session._select(q)") == ["1: sampler._forward", "2: sampler.session._select"]
+    assert private_uses("v = sampler._forward(x)\nsampler.session._select(q)") == ["1: sampler._forward",
+                                                                                   "2: sampler.session._select"]
     assert private_uses("class A:\n    def f(self):\n        return self._g()") == []

@@ -60,7 +60,8 @@ def test_held_tokens_per_block_hand_counted():
         assert [r[policy] for r in rows] == [t * BPT for t in tokens], policy
     assert [r["video_seconds"] for r in rows] == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]
     assert [r["block"] for r in rows] == list(range(8))
-    assert [r["video_seconds"] for r in kv_curve(2.0, 128, 128, 24, config)] == pytest.approx([16 / 24, 32 / 24, 48 / 24])
+    assert [r["video_seconds"]
+            for r in kv_curve(2.0, 128, 128, 24, config)] == pytest.approx([16 / 24, 32 / 24, 48 / 24])
     table = memory_table(8.0, 128, 128, 16, config)
     assert table["packforcing_tokens"] == 792 and table["kv_bytes_by_policy"]["fifo"] == 784 * BPT
 
@@ -81,7 +82,9 @@ def test_bounded_context_formula_hand_counted_off_the_paper_geometry():
     # 640x352: latent 80 x 44 -> 40 x 22 = 880 tokens per latent frame; compressed
     # 2 x (44 // 8) x (80 // 8) = 100. Context: 8 sink frames + 16 x 100 + recent + current.
     table = memory_table(30, 640, 352)
-    assert (table["tokens_per_latent_frame"], table["tokens_per_block"], table["compressed_tokens_per_block"]) == (880, 3520, 100)
+    assert (table["tokens_per_latent_frame"], table["tokens_per_block"], table["compressed_tokens_per_block"]) == (880,
+                                                                                                                   3520,
+                                                                                                                   100)
     assert table["context_tokens"] == 8 * 880 + 16 * 100 + 3520 + 3520 == 15680
     assert all(type(table[k]) is int for k in ("tokens_per_latent_frame", "tokens_per_block", "context_tokens"))
     assert table["sink_tokens"] == 7040 and table["recent_tokens"] == 3520
@@ -106,6 +109,8 @@ def test_compressed_count_is_what_the_hr_branch_outputs(block_frames):
 
 
 def test_memory_table_rejects_what_cannot_be_counted():
-    for kwargs, word in [({"seconds": 0}, "seconds=0"), ({"seconds": 1, "width": 8}, "width=8 is out of range; allowed 16 to"), ({"seconds": 1, "fps": -1}, "fps=-1")]:
+    for kwargs, word in [({"seconds": 0}, "seconds=0"),
+                         ({"seconds": 1, "width": 8}, "width=8 is out of range; allowed 16 to"),
+                         ({"seconds": 1, "fps": -1}, "fps=-1")]:
         with pytest.raises(ValueError, match=word):
             memory_table(**kwargs)

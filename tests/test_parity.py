@@ -28,7 +28,8 @@ class MaskedWanProcessor:
         k = attn.norm_k(attn.to_k(hidden_states)).unflatten(2, (attn.heads, -1))
         v = attn.to_v(hidden_states).unflatten(2, (attn.heads, -1))
         q, k = apply_rotary(q, *rotary_emb), apply_rotary(k, *rotary_emb)
-        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=self.mask)
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                             attn_mask=self.mask)
         return attn.to_out[0](out.transpose(1, 2).flatten(2, 3))
 
 
@@ -49,7 +50,8 @@ def reference_blocks(model, latent_shape, text, config, seed, use_mask=True):
             v = model(full, timestep=t, encoder_hidden_states=text, return_dict=False)[0][:, :, -latent_shape[2]:]
             x0 = (x.double() - sigma * v.double()).float()
             if i + 1 < len(sigmas):
-                x = ((1 - sigmas[i + 1]) * x0.double() + sigmas[i + 1] * torch.randn(latent_shape, generator=gen).double()).float()
+                x = ((1 - sigmas[i + 1]) * x0.double() + sigmas[i + 1]
+                     * torch.randn(latent_shape, generator=gen).double()).float()
         clean.append(x0)
     return clean
 

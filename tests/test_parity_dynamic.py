@@ -82,7 +82,8 @@ class DenseStream:
             values.insert(-1, entry["v"][layer])
             weight = math.log(TOKENS / COMPRESSED) if self.proportional and b in self.bank else 0.0
             bias.insert(-1, torch.full((entry["k"][layer].shape[1],), weight, dtype=torch.float64))
-        q, keys, values = rotate(q, *self.positions).double(), torch.cat(keys, 1).double(), torch.cat(values, 1).double()
+        q, keys, values = rotate(q, *self.positions).double(), torch.cat(keys, 1).double(), torch.cat(values,
+                                                                                                      1).double()
         logits = torch.einsum("bihd,bjhd->bhij", q, keys) / math.sqrt(q.shape[-1]) + torch.cat(bias)
         return torch.einsum("bhij,bjhd->bihd", logits.softmax(-1), values)
 
@@ -109,7 +110,8 @@ class DenseStream:
                 v = self.velocity(x, sigma * 1000, here, score=(i == 0 and bool(self.bank)))
                 x0 = (x.double() - sigma * v.double()).float()
                 if i + 1 < len(SIGMAS):
-                    x = ((1 - SIGMAS[i + 1]) * x0.double() + SIGMAS[i + 1] * torch.randn(x.shape, generator=self.noise).double()).float()
+                    x = ((1 - SIGMAS[i + 1]) * x0.double() + SIGMAS[i + 1]
+                         * torch.randn(x.shape, generator=self.noise).double()).float()
             seen = dict(sink=list(self.sink), mid_bank=list(self.bank), mid_selected=list(self.selected),
                         recent=list(self.recent), placed=dict(self.placed), scores=dict(self.scores))
             self.forward(x0, 0.0, here, context=True, keep=c)
@@ -128,7 +130,8 @@ class DenseStream:
             if self.projection:
                 tokens = self.model.patch_embedding(lr).flatten(2).transpose(1, 2)
                 attn = [blk.attn1 for blk in self.model.blocks]
-                self.store[b] = {"pos": centres, "k": [a.norm_k(a.to_k(tokens)).unflatten(2, (a.heads, -1)) for a in attn],
+                self.store[b] = {"pos": centres,
+                                 "k": [a.norm_k(a.to_k(tokens)).unflatten(2, (a.heads, -1)) for a in attn],
                                  "v": [a.to_v(tokens).unflatten(2, (a.heads, -1)) for a in attn]}
             else:
                 self.forward(lr, 0.0, centres, context=False, keep=b)
@@ -172,7 +175,8 @@ def test_dynamic_packed_stream_equals_dense_reference(pristine, case):
     x0s, events = engine_run(backbone, config)
     reference = reference_run(backbone, model, **CASES[case]["options"])
     for c, (e, (x0, seen)) in enumerate(zip(events, reference)):
-        assert (e.sink, e.mid_bank, e.mid_selected, e.recent) == (seen["sink"], seen["mid_bank"], seen["mid_selected"], seen["recent"]), c
+        assert (e.sink, e.mid_bank, e.mid_selected, e.recent) == (seen["sink"], seen["mid_bank"], seen["mid_selected"],
+                                                                  seen["recent"]), c
         assert {b: e.positions[b] + e.rope_shift[b] for b in seen["placed"]} == seen["placed"], c
         assert e.selection_scores.keys() == seen["scores"].keys()
         assert all(abs(e.selection_scores[m] - s) <= 1e-4 * max(1.0, abs(s)) for m, s in seen["scores"].items()), c
@@ -187,8 +191,10 @@ def test_reference_notices_packing_and_selection(pristine):
     # negative controls: the same reference without packing, or attending the lowest
     # scored blocks, moves away from the engine's frames by 100x the tolerance
     backbone, model = pristine
-    config = PackForcingConfig(sink_frames=4 * SINK, recent_blocks=RECENT, top_k=TOP_K, mid_capacity=CAPACITY, query_stride=STRIDE)
+    config = PackForcingConfig(sink_frames=4 * SINK, recent_blocks=RECENT, top_k=TOP_K, mid_capacity=CAPACITY,
+                               query_stride=STRIDE)
     x0s, _ = engine_run(backbone, config)
     for wrong in (dict(pack=False), dict(worst=True)):
         reference = reference_run(backbone, model, **wrong)
-        assert max((x0s[c] - x0).abs().max().item() for c, (x0, _) in enumerate(reference)) > 1e-3, wrong  # 5e-7 when right
+        assert max((x0s[c] - x0).abs().max().item() for c,
+                   (x0, _) in enumerate(reference)) > 1e-3, wrong  # 5e-7 when right

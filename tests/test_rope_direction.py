@@ -79,7 +79,8 @@ def test_a_fresh_wrapper_is_wan_rotary_pos_embed_itself(model):
 
 
 def test_attention_output_equals_wan_attn_processor(model, monkeypatch):
-    hidden = torch.randn(1, FRAMES * PER_FRAME, model.config.num_attention_heads * 12, generator=torch.Generator().manual_seed(0))
+    hidden = torch.randn(1, FRAMES * PER_FRAME, model.config.num_attention_heads * 12,
+                         generator=torch.Generator().manual_seed(0))
     table = wan_table(model, 3)
     attn = model.blocks[0].attn1
     with torch.no_grad():
@@ -91,7 +92,8 @@ def test_attention_output_equals_wan_attn_processor(model, monkeypatch):
 
 
 def test_written_keys_and_a_temporal_shift_equal_wan_keys_at_the_new_frame(model, monkeypatch):
-    hidden = torch.randn(1, FRAMES * PER_FRAME, model.config.num_attention_heads * 12, generator=torch.Generator().manual_seed(1))
+    hidden = torch.randn(1, FRAMES * PER_FRAME, model.config.num_attention_heads * 12,
+                         generator=torch.Generator().manual_seed(1))
     attn = model.blocks[0].attn1
     with torch.no_grad():
         block = BlockKV(1, 5.0, FRAMES * PER_FRAME)

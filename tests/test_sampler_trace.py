@@ -33,7 +33,8 @@ def run(backbone, blocks, check=None, **cfg):
 
 def test_kv_bytes_flat_after_bank_full_and_ordering(backbone):
     small = dict(top_k=2, mid_capacity=4)
-    kv = {p: [e.kv_bytes for e in blocks_of(run(backbone, 20, policy=p, **small))] for p in ("window", "dynamic", "full")}
+    kv = {p: [e.kv_bytes for e in blocks_of(run(backbone, 20, policy=p, **small))]
+          for p in ("window", "dynamic", "full")}
     fill = 2 + 1 + 4  # sink + recent + bank
     assert len(set(kv["dynamic"][fill:])) == 1
     assert len(set(kv["window"][3:])) == 1
@@ -95,7 +96,8 @@ def test_streaming_decode_equals_full_decode(backbone):
     with torch.no_grad():
         full = codec.decode(latent)
         stream = codec.stream_decoder()
-        parts = [stream.decode_next(latent[:, :, :4]), stream.decode_next(latent[:, :, 4:5]), stream.decode_next(latent[:, :, 5:])]
+        parts = [stream.decode_next(latent[:, :, :4]), stream.decode_next(latent[:, :, 4:5]),
+                 stream.decode_next(latent[:, :, 5:])]
     assert [p.shape[2] for p in parts] == [13, 4, 16]
     assert torch.allclose(torch.cat(parts, dim=2), full, atol=1e-6)
 
@@ -103,7 +105,8 @@ def test_streaming_decode_equals_full_decode(backbone):
 def test_pipeline_validates_and_streams_deterministically():
     pipe = PackForcingPipeline.from_name("tiny-random")
     for prompt, seconds, cfg, word in [("", 4, {}, "empty"), ("x" * 2000, 4, {}, "2,000 characters"),
-                                       ("ok", 0.5, {}, "duration=0.5"), ("ok", 4, {"sink_frames": 40}, "sink_frames=40"),
+                                       ("ok", 0.5, {}, "duration=0.5"),
+                                       ("ok", 4, {"sink_frames": 40}, "sink_frames=40"),
                                        ("ok", 4, {"top_k": 100, "mid_capacity": 200}, "top_k=100")]:
         with pytest.raises(ValueError, match=word):
             pipe.validate(prompt, seconds, PackForcingConfig(**cfg))
@@ -207,16 +210,23 @@ def test_batched_guidance_equals_two_passes(backbone):
             return x0
 
     cfg = PackForcingConfig(top_k=2, mid_capacity=4, step_rule="euler", guidance_scale=3.0)
-    runs = [list(cls(backbone, cfg, seed=0).stream("a test prompt", 7, "tiny-random")) for cls in (PackForcingSampler, TwoPass)]
-    (blocks_a, blocks_b), (frames_a, frames_b) = ([[e for e in r if isinstance(e, kind)] for r in runs] for kind in (Block, Frames))
+    runs = [list(cls(backbone, cfg, seed=0).stream("a test prompt", 7, "tiny-random"))
+            for cls in (PackForcingSampler, TwoPass)]
+    (blocks_a, blocks_b), (frames_a,
+                           frames_b) = ([[e for e in r if isinstance(e, kind)] for r in runs]
+                                        for kind in (Block, Frames))
     assert [b.mid_selected for b in blocks_a] == [b.mid_selected for b in blocks_b]
     for a, b in zip(blocks_a, blocks_b):
         assert a.selection_scores.keys() == b.selection_scores.keys()
-        assert all(abs(a.selection_scores[m] - b.selection_scores[m]) <= 1e-4 * abs(b.selection_scores[m]) for m in a.selection_scores)
+        assert all(abs(a.selection_scores[m] - b.selection_scores[m]) <= 1e-4 * abs(b.selection_scores[m])
+                   for m in a.selection_scores)
     assert any(b.mid_selected for b in blocks_a)  # selection was exercised
     for fa, fb in zip(frames_a, frames_b):
         assert abs(fa.frames.astype(int) - fb.frames.astype(int)).max() <= 1
-    unguided = [e for e in PackForcingSampler(backbone, cfg.replace(guidance_scale=1.0), seed=0).stream("a test prompt", 7, "tiny-random") if isinstance(e, Frames)]
+    unguided = [e
+                for e in PackForcingSampler(backbone, cfg.replace(guidance_scale=1.0), seed=0).stream("a test prompt",
+                                                                                                      7, "tiny-random")
+                if isinstance(e, Frames)]
     assert abs(unguided[-1].frames.astype(int) - frames_a[-1].frames.astype(int)).max() > 10  # guidance matters
 
 

@@ -26,7 +26,8 @@ STRIDE, HEADS = 3, 4
 def stream():
     """Eight blocks of `dynamic` on the tiny model; every layer-0 self-attention input recorded."""
     backbone = fold_backbone(64, 64, heads=HEADS)
-    sampler = PackForcingSampler(backbone, PackForcingConfig(sink_frames=4, top_k=2, mid_capacity=3, query_stride=STRIDE), seed=0)
+    sampler = PackForcingSampler(backbone,
+                                 PackForcingConfig(sink_frames=4, top_k=2, mid_capacity=3, query_stride=STRIDE), seed=0)
     attn = backbone.transformer.blocks[0].attn1
     log, selections = [], []
 
@@ -58,7 +59,8 @@ def projections(attn, hidden, rotary=None):
         cos, sin = rotary
         def rot(x):
             x1, x2 = x.unflatten(-1, (-1, 2)).unbind(-1)
-            return torch.stack([x1 * cos[..., 0::2] - x2 * sin[..., 1::2], x1 * sin[..., 1::2] + x2 * cos[..., 0::2]], -1).flatten(-2)
+            return torch.stack([x1 * cos[..., 0::2] - x2 * sin[..., 1::2], x1 * sin[..., 1::2] + x2 * cos[..., 0::2]],
+                               -1).flatten(-2)
         q, k = rot(q), rot(k)
     return q, k
 
@@ -67,7 +69,8 @@ def passes(log, mode, block):
     return [(hidden, rotary) for m, b, hidden, rotary in log if m == mode and b == block]
 
 
-def reference_scores(attn, log, event, stride=STRIDE, recent=True, denoise_pass=0, rope_current=False, rope_recent=False,
+def reference_scores(attn, log, event, stride=STRIDE, recent=True, denoise_pass=0, rope_current=False,
+                     rope_recent=False,
                      rope_k=False, scored=HEADS // 2):
     with torch.no_grad():
         hidden, rotary = passes(log, "denoise", event.block)[denoise_pass]
@@ -118,9 +121,12 @@ def test_training_hook_gets_the_scored_query_and_its_required_blocks():
     # block 1 must be attended while the bank holds it (blocks 3-5; unhooked, the scores
     # pick [1], [2], [2], [2] at blocks 3-6); block 99 never exists and is ignored
     backbone = fold_backbone(64, 64, heads=HEADS)
-    sampler = PackForcingSampler(backbone, PackForcingConfig(sink_frames=4, top_k=1, mid_capacity=3, query_stride=STRIDE), seed=0)
+    sampler = PackForcingSampler(backbone,
+                                 PackForcingConfig(sink_frames=4, top_k=1, mid_capacity=3, query_stride=STRIDE), seed=0)
     attn, log = backbone.transformer.blocks[0].attn1, []
-    handle = attn.register_forward_pre_hook(lambda m, args: log.append((sampler.memory.session.mode, sampler.memory.cache.current, args[0].detach().clone(), None)))
+    handle = attn.register_forward_pre_hook(lambda m,
+                                            args: log.append((sampler.memory.session.mode, sampler.memory.cache.current,
+                                                              args[0].detach().clone(), None)))
     text, selected = backbone.encode_prompt("a red ball rolls"), []
     try:
         with torch.no_grad():
@@ -130,10 +136,12 @@ def test_training_hook_gets_the_scored_query_and_its_required_blocks():
                 x0 = sampler.denoise_block(c, text)
                 selected.append(list(sampler.memory.cache.selected))
                 recent = list(sampler.memory.cache.recent)
-                sampler.memory.admit(sampler.write_block(c, x0, text), x0, Decoded(pixels=backbone.codec.decode(x0)), text)
+                sampler.memory.admit(sampler.write_block(c, x0, text), x0, Decoded(pixels=backbone.codec.decode(x0)),
+                                     text)
                 if c >= 3:  # the query sum it was scored with: this block's first pass and the recent block's write
                     current = projections(attn, passes(log, "denoise", c)[0][0])[0][:, ::STRIDE].sum(1)
-                    written = sum(projections(attn, h)[0][:, ::STRIDE].sum(1) for m, b, h, _ in log if m == "write" and b in recent)
+                    written = sum(projections(attn, h)[0][:, ::STRIDE].sum(1) for m, b, h,
+                                  _ in log if m == "write" and b in recent)
                     assert torch.allclose(hook.query_sum, current + written, atol=1e-5), c
                 else:
                     assert hook.query_sum is None  # nothing to score yet
@@ -163,7 +171,8 @@ def test_flat_scores_degrade_to_fifo_newest_wins():
     assert select_blocks(bank, config, {m: 1.0 for m in bank}) == [8, 9]
     assert select_blocks(bank, config, {2: 3.0, 3: 1.0, 5: 1.0, 8: 0.0, 9: 0.5}) == [2, 5]  # 5 beats 3
     assert select_blocks(bank, config, {2: 3.0, 3: 0.2, 5: 0.0, 8: 0.5, 9: 0.5}) == [2, 9]
-    assert select_blocks(bank, config, {2: 0.0, 3: 9.0, 5: 8.0, 8: 0.0, 9: 0.0}) == [3, 5]  # not FIFO when scores differ
+    assert select_blocks(bank, config, {2: 0.0, 3: 9.0, 5: 8.0, 8: 0.0, 9: 0.0}) == [3,
+                                                                                     5]  # not FIFO when scores differ
     assert include_required([8, 9], [2], {m: 1.0 for m in bank}, 2) == [2, 9]  # the newer of the tied survives
 
 

@@ -44,7 +44,8 @@ def test_geometry_hand_counted(run):
         "tokens_per_latent_frame": 16, "tokens_per_block": 64, "compressed_tokens_per_block": 2,
         "bounded_context_tokens": 3 * 64 + 2 * 2,  # sink + recent + current, and top_k compressed
         "bytes_per_token": 2 * 2 * 48 * 4,  # K and V, 2 layers, 48 wide, fp32
-        "latent_shape": [16, 4, 8, 8], "pixel_size": [64, 64], "fps": 16, "frames_per_latent": 4, "seconds_per_block": 1.0,
+        "latent_shape": [16, 4, 8, 8], "pixel_size": [64, 64], "fps": 16, "frames_per_latent": 4,
+                              "seconds_per_block": 1.0,
     }
     at_24 = PackForcingSampler(dataclasses.replace(fold_backbone(64, 64), fps=24), CONFIG).geometry()
     assert at_24["seconds_per_block"] == 16 / 24  # 4 latent frames x 4 pixel frames at 24 FPS
@@ -62,7 +63,9 @@ def test_counters_timings_and_the_end(run):
         assert set(e.timings) == {"transformer", "decode", "compress"}
         assert all(t >= 0 for t in e.timings.values()) and sum(e.timings.values()) <= e.seconds
     end = events[-1]
-    assert isinstance(end, RunEnd) and (end.blocks, end.stopped) == (6, False) and end.seconds >= sum(e.seconds for e in blocks)
+    assert isinstance(end, RunEnd) and (end.blocks, end.stopped) == (6,
+                                                                     False) and end.seconds >= sum(e.seconds
+                                                                                                   for e in blocks)
 
 
 def test_every_pass_is_told_its_absolute_frame(run):
@@ -113,7 +116,8 @@ def test_a_guided_batch_of_clips_keeps_each_clip_to_its_own_cache_rows():
             for c in range(4):  # the public block loop
                 sampler.begin_block(c)
                 x0 = sampler.denoise_block(c, text)
-                sampler.memory.admit(sampler.write_block(c, x0, text), x0, Decoded(pixels=backbone.codec.decode(x0)), text)
+                sampler.memory.admit(sampler.write_block(c, x0, text), x0, Decoded(pixels=backbone.codec.decode(x0)),
+                                     text)
                 out.append(x0)
         assert sampler.memory.cache.mid[1].keys[0].shape[0] == 2  # one cache row per clip
         clips[other] = torch.stack(out)
@@ -139,7 +143,8 @@ def test_full_keeps_every_block_whole_and_window_none(policy, banks, kv_tokens):
     sampler = PackForcingSampler(fold_backbone(64, 64), PackForcingConfig(policy=policy, sink_frames=4), seed=0)
     blocks = [e for e in sampler.stream("x", 5, "fold") if isinstance(e, Block)]
     assert [e.mid_bank for e in blocks] == banks and [e.mid_selected for e in blocks] == banks
-    assert [e.kv_bytes for e in blocks] == [t * 768 for t in kv_tokens]  # 768 bytes per token (K, V, 2 layers, 48 wide, fp32)
+    assert [e.kv_bytes for e in blocks] == [t * 768
+                                            for t in kv_tokens]  # 768 bytes per token (K, V, 2 layers, 48 wide, fp32)
 
 
 def test_a_steered_camera_ends_with_its_run():

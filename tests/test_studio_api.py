@@ -16,7 +16,8 @@ from packforcing.tracefile import read_trace  # noqa: E402
 STATUS, TRACE = 6, 8  # indices of the status line and the trace file among /generate's outputs
 # The embedded model: a block is all transformer forwards (a few tenths of a second on one
 # thread), so a cancel right after an update lands while the next block's forwards run.
-RUN = dict(model="embedded", seed=0, sink_frames=4, top_k=2, mid_capacity=4, policy="dynamic", rope_repair=True, compression="hr+lr", camera="")
+RUN = dict(model="embedded", seed=0, sink_frames=4, top_k=2, mid_capacity=4, policy="dynamic", rope_repair=True,
+           compression="hr+lr", camera="")
 
 
 def _client(studio) -> Client:
@@ -81,7 +82,8 @@ def test_stop_while_queued_keeps_the_run_from_starting(studio):
     ("seed", 1e30, "seed=1e+30 is out of range; allowed 0 to 4,294,967,295"),
 ])
 def test_bad_numbers_and_names_get_plain_messages(studio, field, value, message):
-    result = _client(studio).predict(**{**RUN, "prompt": "a red circle", "seconds": 3, field: value}, api_name="/generate")
+    result = _client(studio).predict(**{**RUN, "prompt": "a red circle", "seconds": 3, field: value},
+                                     api_name="/generate")
     status = result[STATUS]
     assert status.startswith("⚠️ **Error:** ") and message in status.replace("\\", ""), status
 
@@ -90,10 +92,12 @@ def test_too_few_inputs_get_a_plain_error(studio):
     """Gradio's own message lists the components' reprs (<Dropdown object at 0x...>)."""
     client = _client(studio)
     response = httpx.post(studio.url + "gradio_api/queue/join", json={
-        "data": ["tiny-random", "a red circle"], "fn_index": _fn_index(client, "/generate"), "session_hash": "few-inputs"})
+        "data": ["tiny-random", "a red circle"], "fn_index": _fn_index(client, "/generate"),
+                                                                      "session_hash": "few-inputs"})
     assert response.status_code == 400
     detail = response.json()["detail"].strip("'")  # Gradio quotes a gr.Error here
-    assert detail.startswith("this endpoint takes 12 inputs (Model, Prompt, Duration (seconds), Seed,") and detail.endswith("; 2 were sent")
+    assert detail.startswith("this endpoint takes 12 inputs (Model, Prompt, Duration (seconds), Seed,")
+    assert detail.endswith("; 2 were sent")
     assert "object at 0x" not in detail and "/" not in detail
 
 
@@ -105,6 +109,7 @@ def test_eight_runs_leave_at_most_two_run_folders(studio):
     client = _client(studio)
     before = set(studio.cache.glob("packforcing-run-*"))
     for i in range(8):
-        assert client.predict(**{**RUN, "prompt": "a red circle", "seconds": 1, "seed": i}, api_name="/generate")[STATUS].startswith("Done")
+        assert client.predict(**{**RUN, "prompt": "a red circle", "seconds": 1, "seed": i},
+                              api_name="/generate")[STATUS].startswith("Done")
     left = set(studio.cache.glob("packforcing-run-*")) - before
     assert 1 <= len(left) <= 2, left

@@ -37,7 +37,8 @@ def text(backbone, prompt):
 
 
 def kv(cache) -> dict[int, list[torch.Tensor]]:
-    return {b.index: [t.clone() for t in b.keys + b.values] for part in (cache.sink, cache.mid, cache.recent) for b in part.values()}
+    return {b.index: [t.clone() for t in b.keys + b.values] for part in (cache.sink, cache.mid, cache.recent)
+            for b in part.values()}
 
 
 def same(x: list[torch.Tensor], y: list[torch.Tensor]) -> bool:
@@ -71,7 +72,8 @@ def under_a(backbone):
         for i in range(S):
             sampler.begin_block(i)
             latents.append(sampler.denoise_block(i, ta))
-            sampler.memory.admit(sampler.write_block(i, latents[-1], ta), latents[-1], Decoded(pixels=decoder.decode_next(latents[-1])), ta)
+            sampler.memory.admit(sampler.write_block(i, latents[-1], ta), latents[-1],
+                                 Decoded(pixels=decoder.decode_next(latents[-1])), ta)
     return latents, kv(sampler.memory.cache), sampler
 
 
@@ -103,7 +105,8 @@ def frames_of(events):
 
 
 def test_switch_times_fall_on_the_next_block_boundary():
-    first, switches = schedule_blocks([(0, A), (5.5, B), (7, "a blue circle")], seconds=10, seconds_per_block=1.0, num_blocks=10)
+    first, switches = schedule_blocks([(0, A), (5.5, B), (7, "a blue circle")], seconds=10, seconds_per_block=1.0,
+                                      num_blocks=10)
     assert (first, switches) == (A, {6: B, 7: "a blue circle"})
 
 
@@ -199,7 +202,8 @@ def test_bad_schedules_and_options_name_the_value(backbone):
     ]:
         with pytest.raises(ValueError, match=message):
             list(pipe.stream(schedule, seconds=10, config=CFG))
-    with pytest.raises(ValueError, match="recache='some' is not allowed; choose one of none, recent, sink\\+recent, all"):
+    with pytest.raises(ValueError,
+                       match="recache='some' is not allowed; choose one of none, recent, sink\\+recent, all"):
         CFG.replace(recache="some")
     with pytest.raises(ValueError, match="selection_hysteresis=-0.1"):
         CFG.replace(selection_hysteresis=-0.1)
@@ -207,11 +211,13 @@ def test_bad_schedules_and_options_name_the_value(backbone):
 
 def test_hysteresis_keeps_a_selected_block_until_beaten_by_the_margin():
     bank, scores, previous = [2, 3, 4, 5], {2: 1.0, 3: 0.9, 4: 0.5, 5: 0.0}, [3, 4]
-    pick = lambda h: select_blocks(bank, PackForcingConfig(top_k=2, selection_hysteresis=h), scores, previous=previous)  # noqa: E731
+    pick = lambda h: select_blocks(bank, PackForcingConfig(top_k=2, selection_hysteresis=h), scores,
+                                   previous=previous)  # noqa: E731
     assert pick(0.0) == [2, 3]  # off: the plain top-k
     assert pick(0.4) == [2, 3]  # 2 beats 4 by 0.5 of a range of 1.0, more than the margin 0.4
     assert pick(0.6) == [3, 4]  # ... less than 0.6: 4 stays
-    assert selection_change([3, 4], [2, 3]) == 0.5 and selection_change([], [2]) is None and selection_change([2], [2]) == 0.0
+    assert selection_change([3, 4], [2, 3]) == 0.5 and selection_change([], [2]) is None
+    assert selection_change([2], [2]) == 0.0
     assert selection_change([2], [2, 3, 4, 5]) == 0.75  # 3 of the 4 selected are new (the bank grew)
 
 

@@ -19,7 +19,8 @@ def events():
     """The recorded 20-block trace with a switch before block 10 that re-wrote blocks 0, 1 and 9."""
     events = read_trace(TRACE)
     at = next(i for i, e in enumerate(events) if isinstance(e, Block) and e.block == 10)
-    return events[:at] + [Switch(block=10, prompt=PROMPT, recache="sink+recent", recached=[0, 1, 9], seconds=0.25)] + events[at:]
+    return events[:at] + [Switch(block=10, prompt=PROMPT, recache="sink+recent", recached=[0, 1, 9],
+                                 seconds=0.25)] + events[at:]
 
 
 def switch_lines(fig):
@@ -65,7 +66,8 @@ def test_replayed_trace_keeps_the_switch(tmp_path, events):
     path = tmp_path / "t.jsonl"
     write_jsonl(events, path)
     replayed = read_trace(path)
-    assert [(s.block, s.prompt, s.recached, s.seconds) for s in replayed if isinstance(s, Switch)] == [(10, PROMPT, [0, 1, 9], 0.25)]
+    assert [(s.block, s.prompt, s.recached, s.seconds) for s in replayed
+            if isinstance(s, Switch)] == [(10, PROMPT, [0, 1, 9], 0.25)]
     again = next(e for e in replayed if isinstance(e, Block) and e.block == 10)
     assert (again.prompt, again.selection_change) == (PROMPT, 0.5)
     occupancy, _, _, memory = figures_at(replayed, 12)

@@ -41,7 +41,8 @@ def test_occupancy_equals_partition_tokens_and_bound(events):
     assert all(t.yaxis in (None, "y") for t in fig.data if t.stackgroup == "attended")
     bound = [t for t in fig.data if t.name.startswith("bounded context")][0]
     assert list(bound.y) == [events[0].geometry["bounded_context_tokens"]] * 2
-    assert max(attended) <= bound.y[0] < max(a + h for a, h in zip(attended, held[0].y))  # stacked together they would cross it
+    assert max(attended) <= bound.y[0] < max(a + h for a,
+                                             h in zip(attended, held[0].y))  # stacked together they would cross it
     assert fig.layout.yaxis2.range[0] == 0  # the held axis starts at zero, even while nothing is held
     early = occupancy_figure([e for e in events if not isinstance(e, Block) or e.block < 3])
     assert list(early.layout.yaxis2.range) == [0, 1.15]

@@ -26,8 +26,10 @@ def local_wan(tmp_path_factory):
     vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, **{w: i + 3 for i, w in enumerate(WORDS)}}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>").save_pretrained(root / "base" / "tokenizer")
-    config = UMT5Config(vocab_size=len(vocab), d_model=TINY_TRANSFORMER["text_dim"], d_kv=8, d_ff=32, num_layers=1, num_heads=2, relative_attention_num_buckets=8)
+    PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>",
+                            unk_token="<unk>").save_pretrained(root / "base" / "tokenizer")
+    config = UMT5Config(vocab_size=len(vocab), d_model=TINY_TRANSFORMER["text_dim"], d_kv=8, d_ff=32, num_layers=1,
+                        num_heads=2, relative_attention_num_buckets=8)
     UMT5EncoderModel(config).save_pretrained(root / "base" / "text_encoder")
     gen = torch.Generator().manual_seed(1)
     state = {k: 0.05 * torch.randn(s, generator=gen) for k, s in original_key_shapes(TINY_TRANSFORMER).items()}
@@ -42,7 +44,8 @@ def backbone(local_wan, tmp_path_factory):
 
     os.environ["PACKFORCING_CACHE"] = str(tmp_path_factory.mktemp("converted"))
     try:
-        return wan.load_wan(str(local_wan / "sf"), str(local_wan / "base"), device="cpu", dtype=torch.float32, transformer_config=TINY_TRANSFORMER)
+        return wan.load_wan(str(local_wan / "sf"), str(local_wan / "base"), device="cpu", dtype=torch.float32,
+                            transformer_config=TINY_TRANSFORMER)
     finally:
         del os.environ["PACKFORCING_CACHE"]
 

@@ -11,4 +11,5 @@ from .panels import (
     selection_figure,
 )
 
-__all__ = ["PARTITION_COLORS", "calculator_figure", "empty_figure", "figures_at", "memory_figure", "occupancy_figure", "rope_figure", "selection_figure"]
+__all__ = ["PARTITION_COLORS", "calculator_figure", "empty_figure", "figures_at", "memory_figure", "occupancy_figure",
+           "rope_figure", "selection_figure"]

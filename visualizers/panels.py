@@ -47,7 +47,8 @@ def style_figure(fig: go.Figure, title: str, x: str, y: str) -> go.Figure:
         font=dict(color="#8a8f98"),
         # the legend sits at the foot of the figure (not a fraction of the plot's height
         # below it), so a legend of several rows cannot climb onto the x-axis title
-        margin=dict(l=50, r=10, t=40 + 18 * title.count("<br>"), b=80),  # a second title line: a switch, the selection change
+        margin=dict(l=50, r=10, t=40 + 18 * title.count("<br>"),
+                    b=80),  # a second title line: a switch, the selection change
         legend=dict(orientation="h", yref="container", yanchor="bottom", y=0, font=dict(size=10)),
         hoverlabel=dict(namelength=-1),
         height=320,
@@ -90,11 +91,14 @@ def occupancy_figure(events) -> go.Figure:
         hover = [f"block {b.block}: {y[i]:,} tokens in {label}" for i, b in enumerate(blocks)]
         row = 1 if part in ATTENDED else 2
         fig.add_trace(go.Scatter(x=x, y=y, name=label, stackgroup="attended" if row == 1 else "held", mode="lines",
-                                 line=dict(width=0.5, color=PARTITION_COLORS[part]), hovertext=hover, hoverinfo="text"), row=row, col=1)
+                                 line=dict(width=0.5, color=PARTITION_COLORS[part]), hovertext=hover, hoverinfo="text"),
+                      row=row, col=1)
     bound = bounded_context(_run(events))
     if bound:
-        fig.add_trace(go.Scatter(x=[x[0], x[-1]], y=[bound, bound], name=f"bounded context ({bound:,} tokens)", mode="lines",
-                                 line=dict(dash="dash", color="#e05080"), hovertext=[f"never more than {bound:,} tokens are attended"] * 2,
+        fig.add_trace(go.Scatter(x=[x[0], x[-1]], y=[bound, bound], name=f"bounded context ({bound:,} tokens)",
+                                 mode="lines",
+                                 line=dict(dash="dash", color="#e05080"),
+                                 hovertext=[f"never more than {bound:,} tokens are attended"] * 2,
                                  hoverinfo="text"), row=1, col=1)
     fig = style_figure(fig, "Cache occupancy: tokens attended per block, and tokens only held", "", "tokens")
     fig.update_xaxes(title_text="generated block", row=2, col=1)
@@ -121,13 +125,17 @@ def selection_figure(events) -> go.Figure:
             chosen = m in b.mid_selected
             z[r][column[m]] = score if score is not None else math.nan
             shown = f"score {score:.3g}" if score is not None else "not scored (policy needs no score)"
-            text[r][column[m]] = f"block {m} for block {b.block}: {shown}, {'selected' if chosen else 'archived, not attended'}"
-    fig = go.Figure(go.Heatmap(x=mids, y=[b.block for b in rows], z=z, text=text, hoverinfo="text", colorscale="Viridis",
+            state = "selected" if chosen else "archived, not attended"
+            text[r][column[m]] = f"block {m} for block {b.block}: {shown}, {state}"
+    fig = go.Figure(go.Heatmap(x=mids, y=[b.block for b in rows], z=z, text=text, hoverinfo="text",
+                               colorscale="Viridis",
                                colorbar=dict(title="score", thickness=10), xgap=1, ygap=1, name="scores"))
     sel_x = [m for b in rows for m in b.mid_selected]
     sel_y = [b.block for b in rows for _ in b.mid_selected]
-    fig.add_trace(go.Scatter(x=sel_x, y=sel_y, mode="markers", name="selected (top-k)", marker=dict(symbol="square-open", size=9, color="#f0a030", line=dict(width=2)),
-                             hovertext=[f"block {m} selected for block {y}" for m, y in zip(sel_x, sel_y)], hoverinfo="text"))
+    fig.add_trace(go.Scatter(x=sel_x, y=sel_y, mode="markers", name="selected (top-k)",
+                             marker=dict(symbol="square-open", size=9, color="#f0a030", line=dict(width=2)),
+                             hovertext=[f"block {m} selected for block {y}" for m, y in zip(sel_x, sel_y)],
+                             hoverinfo="text"))
     fig = style_figure(fig, "Top-k selection: attention demand spans the whole history" + _switches.stability(events),
                  "mid-bank block (time it was generated)", "generated block")
     fig.update_xaxes(type="linear")
@@ -147,18 +155,25 @@ def rope_figure(events, block: int | None = None) -> go.Figure:
     for part, members in parts:
         orig = [b.positions.get(m, math.nan) for m in members]
         packed = [o + b.rope_shift.get(m, 0.0) for o, m in zip(orig, members)]
-        hover = [f"block {m}: generated at latent frame {o:g}, attended at frame {p:g} (shift {p - o:+g})" for m, o, p in zip(members, orig, packed)]
-        fig.add_trace(go.Scatter(x=orig, y=[1] * len(members), mode="markers", name=f"{part} original", marker=dict(color=PARTITION_COLORS[part], size=11, symbol="circle-open", line=dict(width=2)),
+        hover = [f"block {m}: generated at latent frame {o:g}, attended at frame {p:g} (shift {p - o:+g})" for m, o,
+                 p in zip(members, orig, packed)]
+        fig.add_trace(go.Scatter(x=orig, y=[1] * len(members), mode="markers", name=f"{part} original",
+                                 marker=dict(color=PARTITION_COLORS[part], size=11, symbol="circle-open",
+                                             line=dict(width=2)),
                                  hovertext=hover, hoverinfo="text", legendgroup=part, showlegend=False))
-        fig.add_trace(go.Scatter(x=packed, y=[0] * len(members), mode="markers", name=PARTITION_LABELS[part], marker=dict(color=PARTITION_COLORS[part], size=11),
+        fig.add_trace(go.Scatter(x=packed, y=[0] * len(members), mode="markers", name=PARTITION_LABELS[part],
+                                 marker=dict(color=PARTITION_COLORS[part], size=11),
                                  hovertext=hover, hoverinfo="text", legendgroup=part))
         for o, p in zip(orig, packed):
-            fig.add_annotation(x=p, y=0.08, ax=o, ay=0.92, xref="x", yref="y", axref="x", ayref="y", showarrow=True, arrowhead=2, arrowwidth=1, arrowcolor=PARTITION_COLORS[part], text="")
+            fig.add_annotation(x=p, y=0.08, ax=o, ay=0.92, xref="x", yref="y", axref="x", ayref="y", showarrow=True,
+                               arrowhead=2, arrowwidth=1, arrowcolor=PARTITION_COLORS[part], text="")
     skipped = [m for m in b.mid_bank if m not in b.mid_selected]
     if skipped:
-        fig.add_trace(go.Scatter(x=[b.positions.get(m, math.nan) for m in skipped], y=[1] * len(skipped), mode="markers", name="archived, not attended (gap closed)",
+        fig.add_trace(go.Scatter(x=[b.positions.get(m, math.nan) for m in skipped], y=[1] * len(skipped),
+                                 mode="markers", name="archived, not attended (gap closed)",
                                  marker=dict(color=PARTITION_COLORS["mid_archived"], size=8, symbol="x"),
-                                 hovertext=[f"block {m}: archived, not attended by block {b.block}" for m in skipped], hoverinfo="text"))
+                                 hovertext=[f"block {m}: archived, not attended by block {b.block}" for m in skipped],
+                                 hoverinfo="text"))
     # short titles: the panel is half a screen wide; the rows' labels say the rest
     title = f"RoPE packing, block {b.block}: the gaps close"
     if not repair:
@@ -177,20 +192,26 @@ def memory_figure(events, projection: list[dict] | None = None) -> go.Figure:
         return empty_figure()
     rows = 2 if projection else 1
     fig = make_subplots(rows=rows, cols=1, vertical_spacing=0.22,
-                        subplot_titles=["this run (KB)"] + (["Wan2.1-1.3B at 832x480, projected (GB)"] if projection else []))
+                        subplot_titles=["this run (KB)"]
+                        + (["Wan2.1-1.3B at 832x480, projected (GB)"] if projection else []))
     x = [b.video_seconds for b in blocks]
     held = [b.kv_bytes / 1024 for b in blocks]
     full = [b.full_cache_bytes / 1024 for b in blocks]
     fig.add_trace(go.Scatter(x=x, y=held, name="KV held by this run", line=dict(color="#50c070", width=3),
-                             hovertext=[f"after block {b.block} ({b.video_seconds:.1f} s): {b.kv_bytes:,} bytes held" for b in blocks], hoverinfo="text"), row=1, col=1)
+                             hovertext=[f"after block {b.block} ({b.video_seconds:.1f} s): {b.kv_bytes:,} bytes held"
+                                        for b in blocks], hoverinfo="text"), row=1, col=1)
     fig.add_trace(go.Scatter(x=x, y=full, name="a full cache would hold", line=dict(color="#d05050", dash="dash"),
-                             hovertext=[f"after block {b.block}: a full cache would hold {b.full_cache_bytes:,} bytes" for b in blocks], hoverinfo="text"), row=1, col=1)
+                             hovertext=[f"after block {b.block}: a full cache would hold {b.full_cache_bytes:,} bytes"
+                                        for b in blocks], hoverinfo="text"), row=1, col=1)
     if projection:
         px = [r["video_seconds"] for r in projection]
-        for key, color, dash in (("full", "#d05050", "dash"), ("dynamic", "#50c070", None), ("window", "#30a0d0", "dot")):
+        for key, color, dash in (("full", "#d05050", "dash"), ("dynamic", "#50c070", None),
+                                 ("window", "#30a0d0", "dot")):
             ys = [r[key] / 1e9 for r in projection]
-            fig.add_trace(go.Scatter(x=px, y=ys, name=f"real model, {key}", line=dict(color=color, dash=dash, width=2), opacity=0.8,
-                                     hovertext=[f"{key} at {s:.0f} s: {v:.2f} GB" for s, v in zip(px, ys)], hoverinfo="text"), row=2, col=1)
+            fig.add_trace(go.Scatter(x=px, y=ys, name=f"real model, {key}", line=dict(color=color, dash=dash, width=2),
+                                     opacity=0.8,
+                                     hovertext=[f"{key} at {s:.0f} s: {v:.2f} GB" for s, v in zip(px, ys)],
+                                     hoverinfo="text"), row=2, col=1)
     fig = style_figure(fig, "KV memory: bounded vs a full cache", "video seconds", "KB")
     _switches.mark_seconds(fig, events)
     if projection:
@@ -207,9 +228,13 @@ def calculator_figure(table: dict) -> go.Figure:
     gb = [by[n] / 1e9 for n in names]
     colors = [PARTITION_COLORS["full"] if n == "full" else "#50c070" if n == "dynamic" else "#30a0d0" for n in names]
     # cliponaxis off: a bar's label above the tallest bar is drawn in the margin, not cut
-    fig = go.Figure(go.Bar(x=names, y=gb, marker_color=colors, text=[_gb(v) for v in gb], textposition="outside", cliponaxis=False,
-                           hovertext=[f"{n}: {by[n]:,} bytes of K/V after {table['seconds']:g} s" for n in names], hoverinfo="text"))
-    fig = style_figure(fig, f"KV cache after {table['seconds']:g} s at {table['width']}x{table['height']}, {table['fps']} FPS", "policy", "")
+    fig = go.Figure(go.Bar(x=names, y=gb, marker_color=colors, text=[_gb(v) for v in gb], textposition="outside",
+                           cliponaxis=False,
+                           hovertext=[f"{n}: {by[n]:,} bytes of K/V after {table['seconds']:g} s" for n in names],
+                           hoverinfo="text"))
+    fig = style_figure(fig,
+                       f"KV cache after {table['seconds']:g} s at {table['width']}x{table['height']}, {table['fps']} "
+                       "FPS", "policy", "")
     low, high = max(min(gb), 1e-9), max(max(gb), 1e-9)
     if high > 20 * low:
         decades = range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
@@ -226,7 +251,10 @@ def _gb(value: float) -> str:
     return f"{value:.3g} GB" if value < 100 else f"{value:,.0f} GB"
 
 
-def figures_at(events, upto_block: int | None = None, projection: list[dict] | None = None) -> tuple[go.Figure, go.Figure, go.Figure, go.Figure]:
+def figures_at(events, upto_block: int | None = None, projection: list[dict] | None = None) -> tuple[go.Figure,
+                                                                                                     go.Figure,
+                                                                                                     go.Figure,
+                                                                                                     go.Figure]:
     """The four panels as they looked right after `upto_block` (trace replay)."""
     if upto_block is not None:
         events = [e for e in events if not isinstance(e, (Block, Switch)) or e.block <= upto_block]

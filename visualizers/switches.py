@@ -29,7 +29,8 @@ def label(switch: Switch, width: int = 28) -> str:
 
 def _line(fig: go.Figure, x: float, switch: Switch, **where) -> None:
     fig.add_vline(x=x, line=dict(color=SWITCH_COLOR, dash="dot", width=2), name="switch", **where)
-    fig.add_annotation(x=x, y=1, yref="y domain", text=label(switch), showarrow=False, xanchor="left", yanchor="top", font=dict(size=10, color=SWITCH_COLOR))
+    fig.add_annotation(x=x, y=1, yref="y domain", text=label(switch), showarrow=False, xanchor="left", yanchor="top",
+                       font=dict(size=10, color=SWITCH_COLOR))
 
 
 def mark_blocks(fig: go.Figure, events) -> go.Figure:
@@ -57,10 +58,13 @@ def mark_recached(fig: go.Figure, events, block: Block) -> str:
     shown = [m for m in switch.recached if m in block.positions]
     if shown:
         fig.add_trace(go.Scatter(
-            x=[block.positions[m] for m in shown], y=[1] * len(shown), mode="markers", name=f"re-cached at the switch before block {switch.block}",
+            x=[block.positions[m] for m in shown], y=[1] * len(shown), mode="markers",
+                                 name=f"re-cached at the switch before block {switch.block}",
             marker=dict(symbol="circle-open", size=19, color=SWITCH_COLOR, line=dict(width=2)),
-            hovertext=[f"block {m}: K/V re-written under the new prompt before block {switch.block}" for m in shown], hoverinfo="text"))
-    done = f"re-cached {len(switch.recached)} blocks in {switch.seconds:.2f} s" if switch.recached else f"no re-cache ({switch.recache})"
+            hovertext=[f"block {m}: K/V re-written under the new prompt before block {switch.block}" for m in shown],
+                                 hoverinfo="text"))
+    done = (f"re-cached {len(switch.recached)} blocks in {switch.seconds:.2f} s" if switch.recached
+            else f"no re-cache ({switch.recache})")
     return f"<br>switch before block {switch.block}: {done}"
 
 
@@ -69,4 +73,5 @@ def stability(events) -> str:
     changes = [e.selection_change for e in events if isinstance(e, Block) and e.selection_change is not None]
     if not changes:
         return ""
-    return f"<br>selection change: {statistics.mean(changes):.0%} of the selected blocks new per block (last: {changes[-1]:.0%})"
+    mean = statistics.mean(changes)
+    return f"<br>selection change: {mean:.0%} of the selected blocks new per block (last: {changes[-1]:.0%})"

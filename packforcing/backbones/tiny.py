@@ -52,7 +52,8 @@ class HashTextEncoder(nn.Module):
         return out
 
 
-def build_tiny_random(seed: int = 0, width: int = 128, height: int = 128, transformer_kwargs=None, vae_kwargs=None) -> Backbone:
+def build_tiny_random(seed: int = 0, width: int = 128, height: int = 128, transformer_kwargs=None,
+                      vae_kwargs=None) -> Backbone:
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
 
     torch.manual_seed(seed)
@@ -75,7 +76,8 @@ def build_tiny_random(seed: int = 0, width: int = 128, height: int = 128, transf
 
 MODEL = ModelEntry(
     name="tiny-random",
-    description="a tiny Wan transformer and VAE with random weights: exercises every part of the engine in seconds (its frames are noise)",
+    description="a tiny Wan transformer and VAE with random weights: exercises every part of the engine in seconds "
+                "(its frames are noise)",
     load=lambda device=None, dtype=None: build_tiny_random().to(device, dtype),
     default_rank=2,
 )

@@ -47,7 +47,8 @@ class UMT5PromptEncoder:
     def __call__(self, prompt: str) -> torch.Tensor:
         if prompt not in self._memo:
             self.encoder.to(self.device)
-            ids = self.tokenizer([prompt], padding="max_length", max_length=TEXT_TOKENS, truncation=True, return_tensors="pt")
+            ids = self.tokenizer([prompt], padding="max_length", max_length=TEXT_TOKENS, truncation=True,
+                                 return_tensors="pt")
             mask = ids.attention_mask.to(self.device)
             states = self.encoder(ids.input_ids.to(self.device), attention_mask=mask).last_hidden_state
             self._memo = {prompt: (states * mask[..., None]).cpu()}
@@ -60,7 +61,8 @@ class UMT5PromptEncoder:
             torch.cuda.empty_cache()
 
 
-def load_wan(transformer_path: str | None = None, base_repo: str | None = None, device="cuda", dtype=torch.bfloat16, transformer_config: dict | None = None) -> Backbone:
+def load_wan(transformer_path: str | None = None, base_repo: str | None = None, device="cuda", dtype=torch.bfloat16,
+             transformer_config: dict | None = None) -> Backbone:
     """The real model. `transformer_config` is only for tests (tiny synthetic checkpoints)."""
     from diffusers import AutoencoderKLWan
     from transformers import AutoTokenizer, UMT5EncoderModel
@@ -100,7 +102,8 @@ def _unavailable() -> str | None:
 
 MODEL = ModelEntry(
     name="wan-1.3b",
-    description="Wan2.1-T2V-1.3B with Self-Forcing's causal few-step generator, 832x480 at 16 FPS: the real model (CUDA GPU, about 20 GB of weights)",
+    description="Wan2.1-T2V-1.3B with Self-Forcing's causal few-step generator, 832x480 at 16 FPS: the real model "
+                "(CUDA GPU, about 20 GB of weights)",
     load=lambda device=None, dtype=None: load_wan(device=device or "cuda", dtype=dtype or torch.bfloat16),
     examples=(
         "a red fox trotting through fresh snow in a pine forest, golden hour",

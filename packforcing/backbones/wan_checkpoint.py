@@ -98,11 +98,13 @@ def select_generator(checkpoint: dict, source: str = "checkpoint") -> tuple[str 
     for name in GENERATOR_KEYS:
         if name in checkpoint:
             if not isinstance(checkpoint[name], dict):
-                raise CheckpointError(f"{source}: entry {name!r} is a {type(checkpoint[name]).__name__}, not a state dict")
+                raise CheckpointError(f"{source}: entry {name!r} is a {type(checkpoint[name]).__name__}, not a state "
+                                      "dict")
             return name, checkpoint[name]
     if checkpoint and all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
         return None, checkpoint
-    raise CheckpointError(f"{source}: no generator weights; expected one of {list(GENERATOR_KEYS)} or a state dict, found keys {sorted(checkpoint)[:8]}")
+    raise CheckpointError(f"{source}: no generator weights; expected one of {list(GENERATOR_KEYS)} or a state dict, "
+                          f"found keys {sorted(checkpoint)[:8]}")
 
 
 def expected_shapes(config: dict) -> dict[str, torch.Size]:
@@ -123,7 +125,8 @@ def check_state_dict(state: dict[str, torch.Tensor], config: dict, source: str =
     want = expected_shapes(config)
     missing = sorted(set(want) - set(state), key=_natural)
     unexpected = sorted(set(state) - set(want), key=_natural)
-    wrong = [f"{k}: {tuple(state[k].shape)} (expected {tuple(want[k])})" for k in sorted(set(want) & set(state), key=_natural) if state[k].shape != want[k]]
+    wrong = [f"{k}: {tuple(state[k].shape)} (expected {tuple(want[k])})"
+             for k in sorted(set(want) & set(state), key=_natural) if state[k].shape != want[k]]
     if missing or unexpected or wrong:
         parts = []
         for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
@@ -183,20 +186,23 @@ def _resolve(source: str) -> str:
         from huggingface_hub import hf_hub_download
 
         return hf_hub_download(source, SELF_FORCING_FILE)
-    raise CheckpointError(f"{source!r} is not a file, a directory or a Hugging Face repo id (like {SELF_FORCING_REPO!r})")
+    raise CheckpointError(f"{source!r} is not a file, a directory or a Hugging Face repo id (like "
+                          f"{SELF_FORCING_REPO!r})")
 
 
 def converted_cache_path(path: str, cache_dir: str | None = None) -> str:
     """Where the converted safetensors of `path` are kept: named after the file and its size
     and mtime, so a replaced checkpoint is converted again."""
-    cache_dir = cache_dir or os.environ.get("PACKFORCING_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "packforcing")
+    cache_dir = cache_dir or os.environ.get("PACKFORCING_CACHE") or os.path.join(os.path.expanduser("~"), ".cache",
+                                                                                 "packforcing")
     stat = os.stat(path)
     tag = hashlib.sha1(f"{os.path.realpath(path)}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:10]
     stem = os.path.basename(path).split(".")[0]
     return os.path.join(cache_dir, f"{stem}-{tag}{CONVERTED_SUFFIX}")
 
 
-def load_converted_state_dict(source: str, config: dict | None = None, cache_dir: str | None = None, save: bool = True) -> dict[str, torch.Tensor]:
+def load_converted_state_dict(source: str, config: dict | None = None, cache_dir: str | None = None,
+                              save: bool = True) -> dict[str, torch.Tensor]:
     """Converted, checked diffusers state dict of `source`; converted once, then read from the cache."""
     config = config or WAN_1_3B_CONFIG
     path = _resolve(source)
@@ -225,7 +231,8 @@ def load_converted_state_dict(source: str, config: dict | None = None, cache_dir
     return state
 
 
-def load_self_forcing_transformer(source: str, dtype=torch.bfloat16, device="cuda", config: dict | None = None, cache_dir: str | None = None):
+def load_self_forcing_transformer(source: str, dtype=torch.bfloat16, device="cuda", config: dict | None = None,
+                                  cache_dir: str | None = None):
     """The causal generator as a diffusers WanTransformer3DModel with the original's numerics.
 
     Built on the meta device and filled with `assign=True`, so the 1.3B weights are held

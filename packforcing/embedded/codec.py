@@ -89,7 +89,8 @@ class WorldCodec:
             x = torch.cat([x, x[:, :, -1:].expand(-1, -1, 4 - t % 4, -1, -1)], dim=2)
         basis, mean, std = self._consts(x.device)
         f = x.shape[2] // 4
-        cubes = x.reshape(b, 3, f, 4, h // 4, 4, w // 4, 4).permute(0, 2, 4, 6, 1, 3, 5, 7).reshape(b, f, h // 4, w // 4, 192)
+        cubes = x.reshape(b, 3, f, 4, h // 4, 4, w // 4, 4).permute(0, 2, 4, 6, 1, 3, 5, 7).reshape(b, f, h // 4,
+                                                                                                    w // 4, 192)
         z = (cubes @ basis.T - mean) / std
         return z.permute(0, 4, 1, 2, 3).contiguous().to(dtype)
 

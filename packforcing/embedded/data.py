@@ -52,6 +52,8 @@ def own_revisit_clip(sampler: PackForcingSampler, text: torch.Tensor, blocks: in
     is back (README, v9). With these clips the target of a revisit is whatever the model
     itself showed one loop before, found only in its cache (the camera clock says when)."""
     latent, pixels = own_rollout(sampler, text, loop_blocks)
-    bf, frames_per_block = sampler.config.block_frames, sampler.config.block_frames * sampler.backbone.codec.temporal_factor
+    bf = sampler.config.block_frames
+    frames_per_block = bf * sampler.backbone.codec.temporal_factor
     again = blocks - loop_blocks
-    return torch.cat([latent, latent[:, :, : again * bf]], 2), torch.cat([pixels, pixels[:, :, : again * frames_per_block]], 2)
+    return torch.cat([latent, latent[:, :, : again * bf]],
+                     2), torch.cat([pixels, pixels[:, :, : again * frames_per_block]], 2)

@@ -50,9 +50,11 @@ def score(frames, blocks: list[Block], prompt: str, seed: int) -> dict:
 
 def report(scores: dict) -> dict[str, str]:
     """The studio's comparison rows of one video's scores."""
-    out = {label: "n/a (too short)" if scores.get(key) is None else f"{scores[key]:.3f}" for key, label in LABELS.items()}
+    out = {label: "n/a (too short)" if scores.get(key) is None else f"{scores[key]:.3f}" for key,
+           label in LABELS.items()}
     attended = scores.get("revisit_source_attended")
-    out["revisit source attended (block one loop back)"] = "n/a (no source in the mid bank)" if attended is None else f"{attended:.0%}"
+    shown = "n/a (no source in the mid bank)" if attended is None else f"{attended:.0%}"
+    out["revisit source attended (block one loop back)"] = shown
     return out
 
 

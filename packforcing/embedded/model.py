@@ -20,7 +20,8 @@ from .architecture import EMBEDDED_HR_WIDTHS, EMBEDDED_TRANSFORMER, PromptEncode
 from .evaluate import EVALUATOR
 
 # the shipped weights
-EMBEDDED_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "assets", "embedded")
+EMBEDDED_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "assets",
+                            "embedded")
 
 # The paper's proportions (4-frame blocks, 2 sink blocks, 1 recent block, a compressed
 # mid bank with top-k), scaled to the world's 8-second camera loop: with top_k = 4 FIFO
@@ -128,12 +129,14 @@ def save_embedded(backbone: Backbone, directory: str, metadata: dict | None = No
     tensors = {}
     for prefix, module in trainable_modules(backbone).items():
         for key, value in module.state_dict().items():
-            tensors[f"{prefix}.{key}"] = value.detach().float().contiguous()  # float32: a resumed run continues from exactly the trained weights
+            # float32: a resumed run continues from exactly the trained weights
+            tensors[f"{prefix}.{key}"] = value.detach().float().contiguous()
     path = os.path.join(directory, "generator.safetensors")
     save_file(tensors, path, metadata={"format": "pt"})
     with open(os.path.join(directory, "config.json"), "w") as f:
         clock = {"camera_clock_blocks": backbone.clock.loop_blocks} if backbone.clock is not None else {}
-        json.dump({"transformer": EMBEDDED_TRANSFORMER, "hr_widths": EMBEDDED_HR_WIDTHS, **clock, **(metadata or {})}, f, indent=1)
+        json.dump({"transformer": EMBEDDED_TRANSFORMER, "hr_widths": EMBEDDED_HR_WIDTHS, **clock, **(metadata or {})},
+                  f, indent=1)
     return path
 
 
@@ -142,7 +145,8 @@ def load_embedded(directory: str) -> Backbone:
 
     path = os.path.join(directory, "generator.safetensors")
     if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} not found; train it with: python -m packforcing.embedded.train_v10 --out {directory}")
+        raise FileNotFoundError(f"{path} not found; train it with: python -m packforcing.embedded.train_v10 --out "
+                                f"{directory}")
     with open(os.path.join(directory, "config.json")) as f:
         meta = json.load(f)
     if meta.get("architecture") == "camera":  # v11: the camera-conditioned model
@@ -151,27 +155,31 @@ def load_embedded(directory: str) -> Backbone:
         return load(directory)
     clock_blocks = meta.get("camera_clock_blocks")
     if clock_blocks not in (None, CLOCK_BLOCKS):
-        raise ValueError(f"{directory}/config.json: camera_clock_blocks={clock_blocks}; the world's loop is {CLOCK_BLOCKS} blocks")
+        raise ValueError(f"{directory}/config.json: camera_clock_blocks={clock_blocks}; the world's loop is "
+                         f"{CLOCK_BLOCKS} blocks")
     backbone = build_embedded(camera_clock=clock_blocks is not None)
     tensors = load_file(path)
     for prefix, module in trainable_modules(backbone).items():
         own = {k[len(prefix) + 1 :]: v.float() for k, v in tensors.items() if k.startswith(prefix + ".")}
         missing, unexpected = module.load_state_dict(own, strict=False)
         if missing or unexpected:
-            raise ValueError(f"{path}: {prefix} weights do not match (missing {missing[:5]}, unexpected {unexpected[:5]})")
+            raise ValueError(f"{path}: {prefix} weights do not match (missing {missing[:5]}, unexpected "
+                             f"{unexpected[:5]})")
         module.eval().requires_grad_(False)
     return backbone
 
 
 def _unavailable() -> str | None:
     if not os.path.exists(os.path.join(EMBEDDED_DIR, "generator.safetensors")):
-        return "embedded weights not found in assets/embedded/ (train them with python -m packforcing.embedded.train_v10)"
+        return ("embedded weights not found in assets/embedded/ "
+                "(train them with python -m packforcing.embedded.train_v10)")
     return None
 
 
 MODEL = ModelEntry(
     name="embedded",
-    description="a 4-layer world model trained and shipped with this repository (64x64, shapes on a panning panorama, CPU)",
+    description="a 4-layer world model trained and shipped with this repository (64x64, shapes on a panning panorama, "
+                "CPU)",
     load=lambda device=None, dtype=None: load_embedded(EMBEDDED_DIR).to(device, dtype),
     default_config=EMBEDDED_CONFIG,
     max_seconds=MAX_SECONDS,

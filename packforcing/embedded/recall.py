@@ -28,7 +28,8 @@ def with_foreign_sources(pixels, latent, loop_blocks: int, block_frames: int, fr
 
 
 @torch.no_grad()
-def probe(backbone, text, pixels, latent, selection: str, sigma: float, seed: int, cfg=EMBEDDED_CONFIG, truth=None, sample_from: int | None = None,
+def probe(backbone, text, pixels, latent, selection: str, sigma: float, seed: int, cfg=EMBEDDED_CONFIG, truth=None,
+          sample_from: int | None = None,
           samples: dict | None = None):
     """Per-block losses and, per block, whether the revisit source was attended (None: not in the bank).
 
@@ -59,7 +60,8 @@ def probe(backbone, text, pixels, latent, selection: str, sigma: float, seed: in
             v = sampler.forward(x_t, torch.full((x0.shape[0],), sigma * cfg.num_train_timesteps), text)
             losses.append(((v - (noise - target)) ** 2).mean().item())
         hits.append(source in cache.selected if source in bank else None)
-        sampler.memory.admit(sampler.write_block(c, x0, text), x0, Decoded(pixels=pixels[:, :, c * frames_per_block : (c + 1) * frames_per_block]), text)
+        sampler.memory.admit(sampler.write_block(c, x0, text), x0,
+                             Decoded(pixels=pixels[:, :, c * frames_per_block : (c + 1) * frames_per_block]), text)
     sampler.memory.reset()
     return losses, hits
 

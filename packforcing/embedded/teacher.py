@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from ..attention import SelectionHook
+from ..decoding import Decoded
 from ..sampler import PackForcingSampler
 from ..selection import score_matrix
 from .camera_data import Clips, is_mid_revisit
@@ -61,7 +62,7 @@ def sample_sigmas(batch: int, gen: torch.Generator, floor: float = 0.0) -> torch
 def selection_ce(sampler: PackForcingSampler, hook: SelectionHook, sources: list[int]) -> torch.Tensor | None:
     """Cross-entropy of the dynamic scores towards the mid blocks that filmed the place
     (None when the bank holds nothing else to choose from)."""
-    cache, cfg = sampler.cache, sampler.config
+    cache, cfg = sampler.memory.cache, sampler.config
     bank = list(cache.mid)
     if hook.query_sum is None or not sources or len(bank) <= len(sources):
         return None
@@ -134,7 +135,7 @@ def clip_loss(sampler: PackForcingSampler, clips: Clips, texts: list[torch.Tenso
     try:
         for c, row in enumerate(clips.sources):
             x0 = clips.latent[:, :, c * bf : (c + 1) * bf].to(device)
-            mid = [m for m in row["mid"] if m in sampler.cache.mid] if is_mid_revisit(row) else []
+            mid = [m for m in row["mid"] if m in sampler.memory.cache.mid] if is_mid_revisit(row) else []
             d = draw(gen, x0.shape, bool(mid), tc)
             hook = SelectionHook(mid[: cfg.top_k] if mid and d.force else [])
             sampler.begin_block(c, hook=hook)
@@ -146,7 +147,7 @@ def clip_loss(sampler: PackForcingSampler, clips: Clips, texts: list[torch.Tenso
             if mid:
                 out.revisits.append(c)
                 if not hook.required:
-                    out.hits.append(float(bool(set(sampler.cache.selected) & set(mid))))
+                    out.hits.append(float(bool(set(sampler.memory.cache.selected) & set(mid))))
                 ce = selection_ce(sampler, hook, mid)
                 if ce is not None:
                     sel.append(ce)
@@ -156,9 +157,9 @@ def clip_loss(sampler: PackForcingSampler, clips: Clips, texts: list[torch.Tenso
                 block = sampler.write_block(c, clean, texts[c])
             leaving = c - cfg.recent_blocks  # the block this admit may compress into the mid bank
             with torch.set_grad_enabled(grad and (tc.grad_history == "all" or leaving in read)):
-                sampler.admit(block, clean, px, texts[c])
+                sampler.memory.admit(block, clean, Decoded(pixels=px), texts[c])
     finally:
-        sampler.reset()
+        sampler.memory.reset()
     if flow:
         w = torch.tensor(weights, device=device)
         out.total = (torch.stack(flow) * w).sum() / w.sum()

@@ -1,20 +1,17 @@
-"""Train the v10 embedded world model, the shipped weights (a chain of resumed legs; see
-the model card). New models train with the recipe trainer, packforcing.embedded.train.
+"""Train the v10 embedded world model, the shipped weights (a chain of resumed legs; see the model card). New models
+train with the recipe trainer, packforcing.embedded.train.
 
     python -m packforcing.embedded.train_v10 --out assets/embedded --minutes 40
 
-Teacher forcing through the engine itself: each training clip (12 s of the procedural
-world, 1.5 camera loops) is streamed block by block through the same cache,
-attention processors, compression and selection that sampling uses, so the model is
-trained under exactly the bounded context shape it samples with (sink + selected
-compressed mid blocks + recent + current). For every block it predicts the flow
-velocity v = noise - x0 of a copy noised at a random continuous level (rectified flow;
-the embedded model samples with Euler steps), then writes the block's K/V into the
-cache with gradients attached, so the write pass, the HR compressor and the text
-encoder all learn through the attention they feed. A second, cheaper batch of clips cut
-to their first blocks trains generation from an empty cache, the hardest part.
-Checkpoints (a moving average of the weights) are written every few minutes, so a
-stop loses little.
+Teacher forcing through the engine itself: each training clip (12 s of the procedural world, 1.5 camera loops) is
+streamed block by block through the same cache, attention processors, compression and selection that sampling uses,
+so the model is trained under exactly the bounded context shape it samples with (sink + selected compressed mid
+blocks + recent + current). For every block it predicts the flow velocity v = noise - x0 of a copy noised at a
+random continuous level (rectified flow; the embedded model samples with Euler steps), then writes the block's K/V
+into the cache with gradients attached, so the write pass, the HR compressor and the text encoder all learn through
+the attention they feed. A second, cheaper batch of clips cut to their first blocks trains generation from an empty
+cache, the hardest part. Checkpoints (a moving average of the weights) are written every few minutes, so a stop
+loses little.
 """
 
 from __future__ import annotations
@@ -29,7 +26,9 @@ import time
 import torch
 
 from ..attention import SelectionHook
-from ..sampler import PackForcingSampler, euler_step
+from ..decoding import Decoded
+from ..sampler import PackForcingSampler
+from ..scheduler import euler_step
 from ..selection import score_matrix
 from .data import own_revisit_clip, world_batch
 from .model import EMBEDDED_CONFIG, add_camera_clock, build_embedded, load_embedded, save_embedded, trainable_modules
@@ -43,7 +42,7 @@ CLIP_BLOCKS = 12
 
 
 @torch.no_grad()
-def _partial_rollout(sampler: PackForcingSampler, x0: torch.Tensor, text: torch.Tensor, gen: torch.Generator, steps: int = 3):
+def _partial_rollout(sampler: PackForcingSampler, x0: torch.Tensor, text: torch.Tensor, gen: torch.Generator, steps=3):
     """SDEdit from a random level in [0.4, 0.8] (per clip) down to x0, in `steps` Euler steps."""
     batch = x0.shape[0]
     start = (0.4 + 0.4 * torch.rand(batch, generator=gen)).view(batch, 1, 1, 1, 1)
@@ -60,16 +59,18 @@ def _partial_rollout(sampler: PackForcingSampler, x0: torch.Tensor, text: torch.
 def _selection_ce(sampler: PackForcingSampler, hook: SelectionHook, sources: list[int]) -> torch.Tensor:
     """Per clip, the cross-entropy of the block's selection scores over the mid bank towards
     `sources` (scores scaled by their spread, so only the ranking is trained)."""
-    cache, cfg = sampler.cache, sampler.config
+    cache, cfg = sampler.memory.cache, sampler.config
     bank = list(cache.mid)
-    scores = score_matrix(hook.query_sum, [cache.mid[m].key_sum for m in bank], hook.query_sum.shape[-1], cfg.score_head_fraction)
+    scores = score_matrix(hook.query_sum, [cache.mid[m].key_sum for m in bank], hook.query_sum.shape[-1],
+                          cfg.score_head_fraction)
     logits = scores / (scores.std(dim=1, keepdim=True).detach() + 1e-6)
     positive = torch.tensor([m in sources for m in bank])
     return -(logits.log_softmax(1)[:, positive].logsumexp(1))
 
 
-def clip_loss(sampler: PackForcingSampler, text: torch.Tensor, pixels, latent, gen: torch.Generator, history_noise: float, self_history: float = 0.0, text_dropout: float = 0.0,
-              recall_selection: float = 0.0, losses_out: dict | None = None, loss_from: int = 0, sigma_floor: float = 0.0):
+def clip_loss(sampler: PackForcingSampler, text: torch.Tensor, pixels, latent, gen: torch.Generator,
+              history_noise: float, self_history: float = 0.0, text_dropout: float = 0.0, recall_selection: float = 0.0,
+              losses_out: dict | None = None, loss_from: int = 0, sigma_floor: float = 0.0):
     """Per-block, per-clip flow-matching losses (blocks, B) of one teacher-forced pass
     through the engine (v-prediction, v = noise - x0). The clips of a batch share one
     selection per block (their scores are averaged).
@@ -104,7 +105,7 @@ def clip_loss(sampler: PackForcingSampler, text: torch.Tensor, pixels, latent, g
     build the cache (their denoising pass runs without gradient, to score the
     selection as sampling does), and the rest are noised to levels in [sigma_floor, 1]:
     recall has to happen in the first Euler steps, where sampling decides a layout."""
-    backbone, cfg, cache = sampler.backbone, sampler.config, sampler.cache
+    backbone, cfg, cache = sampler.backbone, sampler.config, sampler.memory.cache
     bf = cfg.block_frames
     frames_per_block = bf * backbone.codec.temporal_factor
     batch = latent.shape[0]
@@ -114,7 +115,8 @@ def clip_loss(sampler: PackForcingSampler, text: torch.Tensor, pixels, latent, g
         for c in range(latent.shape[2] // bf):
             x0 = latent[:, :, c * bf : (c + 1) * bf]
             sources = [m for m in (c - loop_blocks - 1, c - loop_blocks, c - loop_blocks + 1) if m in cache.mid]
-            forced = recall_selection and c - loop_blocks in cache.mid and torch.rand((), generator=gen).item() < recall_selection
+            draw = recall_selection and c - loop_blocks in cache.mid
+            forced = draw and torch.rand((), generator=gen).item() < recall_selection
             hook = SelectionHook(required=[c - loop_blocks] if forced else [])
             sampler.begin_block(c, hook=hook)
             sigma = sample_sigmas(batch, gen)
@@ -136,9 +138,10 @@ def clip_loss(sampler: PackForcingSampler, text: torch.Tensor, pixels, latent, g
             clean = x0 + level * torch.randn(x0.shape, generator=gen)
             if self_history and torch.rand((), generator=gen).item() < self_history:
                 clean = _partial_rollout(sampler, x0, text, gen)
-            sampler.admit(sampler.write_block(c, clean, text), clean, pixels[:, :, c * frames_per_block : (c + 1) * frames_per_block], text)
+            px = Decoded(pixels=pixels[:, :, c * frames_per_block : (c + 1) * frames_per_block])
+            sampler.memory.admit(sampler.write_block(c, clean, text), clean, px, text)
     finally:
-        sampler.reset()
+        sampler.memory.reset()
     if losses_out is not None:
         losses_out["selection"] = torch.stack(selection_losses).mean() if selection_losses else None
     return torch.stack(losses)
@@ -157,33 +160,55 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--batch", type=int, default=8, help="clips per step (they share one selection per block)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--history-noise", type=float, default=0.15, help="largest noise added to the history (per clip, uniform up to this)")
-    ap.add_argument("--self-history", type=float, default=0.5, help="probability that a block's history is the model's own partial rollout")
-    ap.add_argument("--text-dropout", type=float, default=0.1, help="probability that a clip's denoising pass sees no prompt (trains the unconditional branch of guidance)")
-    ap.add_argument("--ema", type=float, default=0.99, help="decay of the weight average that checkpoints save (0: save the raw weights)")
-    ap.add_argument("--short-batch", type=int, default=16, help="extra clips per step cut to the first --short-blocks blocks (generation from nothing is the hardest part and the cheapest to train)")
+    ap.add_argument("--history-noise", type=float, default=0.15, help="largest noise added to the history (per clip, "
+                    "uniform up to this)")
+    ap.add_argument("--self-history", type=float, default=0.5, help="probability that a block's history is the "
+                    "model's own partial rollout")
+    ap.add_argument("--text-dropout", type=float, default=0.1, help="probability that a clip's denoising pass sees no "
+                    "prompt (trains the unconditional branch of guidance)")
+    ap.add_argument("--ema", type=float, default=0.99, help="decay of the weight average that checkpoints save (0: "
+                    "save the raw weights)")
+    ap.add_argument("--short-batch", type=int, default=16, help="extra clips per step cut to the first --short-blocks "
+                    "blocks (generation from nothing is the hardest part and the cheapest to train)")
     ap.add_argument("--short-blocks", type=int, default=2)
     # recall from the mid bank (off in the recipe of the shipped weights)
-    ap.add_argument("--recall-selection", type=float, default=0.0, help="probability that a block whose revisit source is in the mid bank must attend it")
-    ap.add_argument("--recall-weight", type=float, default=1.0, help="weight of the flow loss of blocks whose revisit source only the mid bank holds (the rest weigh 1)")
-    ap.add_argument("--selection-loss", type=float, default=0.0, help="weight of the cross-entropy that teaches the selection scores to rank the revisit source first")
-    ap.add_argument("--proportional-attention", action="store_true", help="train with config.proportional_attention (sample with it too)")
-    ap.add_argument("--revisit-batch", type=int, default=0, help="extra clips per step of --revisit-blocks blocks whose loss covers only the blocks that revisit a place (one camera loop on), noised to at least --revisit-sigma-floor")
+    ap.add_argument("--recall-selection", type=float, default=0.0, help="probability that a block whose revisit "
+                    "source is in the mid bank must attend it")
+    ap.add_argument("--recall-weight", type=float, default=1.0, help="weight of the flow loss of blocks whose revisit "
+                    "source only the mid bank holds (the rest weigh 1)")
+    ap.add_argument("--selection-loss", type=float, default=0.0, help="weight of the cross-entropy that teaches the "
+                    "selection scores to rank the revisit source first")
+    ap.add_argument("--proportional-attention", action="store_true", help="train with config.proportional_attention "
+                    "(sample with it too)")
+    ap.add_argument("--revisit-batch", type=int, default=0, help="extra clips per step of --revisit-blocks blocks "
+                    "whose loss covers only the blocks that revisit a place (one camera loop on), noised to at least "
+                    "--revisit-sigma-floor")
     ap.add_argument("--revisit-blocks", type=int, default=14)
-    ap.add_argument("--revisit-from", type=int, default=None, help="first block of the revisit batch with a loss (default: one camera loop, 8; a slow pan shows the first places again from block 4 on)")
-    ap.add_argument("--revisit-sigma-floor", type=float, default=0.75, help="lowest noise level of the revisit batch: recall has to happen in the first Euler steps, where a block's layout is decided")
-    ap.add_argument("--revisit-weight", type=float, default=1.0, help="weight of the revisit batch's loss, added to the step's loss")
-    ap.add_argument("--own-revisit-batch", type=int, default=0, help="extra clips per step whose first camera loop is the model's own rollout and whose loss covers only the revisits of it (blocks one loop on, whose targets are the model's own blocks one loop back), noised to at least --revisit-sigma-floor")
-    ap.add_argument("--own-revisit-blocks", type=int, default=10, help="blocks of each --own-revisit-batch clip (the first loop, 8, then the revisits)")
-    ap.add_argument("--own-revisit-weight", type=float, default=1.0, help="weight of the own-revisit loss, added to the step's loss")
+    ap.add_argument("--revisit-from", type=int, default=None, help="first block of the revisit batch with a loss "
+                    "(default: one camera loop, 8; a slow pan shows the first places again from block 4 on)")
+    ap.add_argument("--revisit-sigma-floor", type=float, default=0.75, help="lowest noise level of the revisit batch: "
+                    "recall has to happen in the first Euler steps, where a block's layout is decided")
+    ap.add_argument("--revisit-weight", type=float, default=1.0, help="weight of the revisit batch's loss, added to "
+                    "the step's loss")
+    ap.add_argument("--own-revisit-batch", type=int, default=0, help="extra clips per step whose first camera loop is "
+                    "the model's own rollout and whose loss covers only the revisits of it (blocks one loop on, whose "
+                    "targets are the model's own blocks one loop back), noised to at least --revisit-sigma-floor")
+    ap.add_argument("--own-revisit-blocks", type=int, default=10, help="blocks of each --own-revisit-batch clip (the "
+                    "first loop, 8, then the revisits)")
+    ap.add_argument("--own-revisit-weight", type=float, default=1.0, help="weight of the own-revisit loss, added to "
+                    "the step's loss")
     ap.add_argument("--resume", action="store_true", help="continue from the weights in --out")
-    ap.add_argument("--add-camera-clock", action="store_true", help="give resumed weights trained without the camera clock a (zero) clock; fresh weights always have one")
-    ap.add_argument("--clock-lr-scale", type=float, default=10.0, help="learning rate of the camera clock's table, in multiples of --lr")
-    ap.add_argument("--restart-hr", action="store_true", help="start the HR compressor afresh (zero output: compressed tokens begin as the LR branch's)")
+    ap.add_argument("--add-camera-clock", action="store_true", help="give resumed weights trained without the camera "
+                    "clock a (zero) clock; fresh weights always have one")
+    ap.add_argument("--clock-lr-scale", type=float, default=10.0, help="learning rate of the camera clock's table, in "
+                    "multiples of --lr")
+    ap.add_argument("--restart-hr", action="store_true", help="start the HR compressor afresh (zero output: "
+                    "compressed tokens begin as the LR branch's)")
     ap.add_argument("--clip-blocks", type=int, default=CLIP_BLOCKS)
     ap.add_argument("--checkpoint-minutes", type=float, default=4.0)
     ap.add_argument("--threads", type=int, default=0)
-    ap.add_argument("--run", default="", help="label written into each curve row (a resumed lineage keeps its runs apart)")
+    ap.add_argument("--run", default="", help="label written into each curve row (a resumed lineage keeps its runs "
+                    "apart)")
     return ap
 
 
@@ -237,22 +262,27 @@ def _step_losses(sampler, args, rng, gen, blocks: dict) -> dict:
     selection_loss = extra["selection"]
     if args.short_batch:
         s_prompts, s_pixels, s_latent = world_batch(rng, args.short_batch, args.short_blocks, backbone.codec)
-        short = clip_loss(sampler, backbone.text_encoder(tokenize(s_prompts)), s_pixels, s_latent, gen, args.history_noise, text_dropout=args.text_dropout).mean(dim=1)
+        short = clip_loss(sampler, backbone.text_encoder(tokenize(s_prompts)), s_pixels, s_latent, gen,
+                          args.history_noise, text_dropout=args.text_dropout).mean(dim=1)
         loss = 0.5 * (loss + short.mean())
     total = loss + args.selection_loss * selection_loss if selection_loss is not None and args.selection_loss else loss
     revisit = own = None
     if args.revisit_batch:
         r_prompts, r_pixels, r_latent = world_batch(rng, args.revisit_batch, args.revisit_blocks, backbone.codec)
-        revisit = clip_loss(sampler, backbone.text_encoder(tokenize(r_prompts)), r_pixels, r_latent, gen, args.history_noise, args.self_history, args.text_dropout,
-                            args.recall_selection, loss_from=blocks["revisit_from"], sigma_floor=args.revisit_sigma_floor).mean(dim=1)
+        revisit = clip_loss(sampler, backbone.text_encoder(tokenize(r_prompts)), r_pixels, r_latent, gen,
+                            args.history_noise, args.self_history, args.text_dropout,
+                            args.recall_selection, loss_from=blocks["revisit_from"],
+                            sigma_floor=args.revisit_sigma_floor).mean(dim=1)
         total = total + args.revisit_weight * revisit.mean()
     if args.own_revisit_batch:
         o_text = backbone.text_encoder(tokenize([prompt_for(sample_spec(rng)) for _ in range(args.own_revisit_batch)]))
         o_latent, o_pixels = own_revisit_clip(sampler, o_text.detach(), args.own_revisit_blocks, blocks["loop"])
         own = clip_loss(sampler, o_text, o_pixels, o_latent, gen, args.history_noise, 0.0, args.text_dropout,
-                        args.recall_selection, loss_from=blocks["loop"], sigma_floor=args.revisit_sigma_floor).mean(dim=1)
+                        args.recall_selection, loss_from=blocks["loop"],
+                        sigma_floor=args.revisit_sigma_floor).mean(dim=1)
         total = total + args.own_revisit_weight * own.mean()
-    return {"total": total, "loss": loss, "per_block": per_block, "selection": selection_loss, "revisit": revisit, "own": own}
+    return {"total": total, "loss": loss, "per_block": per_block, "selection": selection_loss, "revisit": revisit,
+            "own": own}
 
 
 def _curve_row(args, losses: dict, blocks: dict, step: int, minutes: float, lr: float) -> dict:
@@ -271,7 +301,8 @@ def _curve_row(args, losses: dict, blocks: dict, step: int, minutes: float, lr: 
     if revisit is not None:
         # at high noise: blocks where first places come back into view (slow pans),
         # revisits of the sink, then of places only the mid bank holds
-        sink_at, mid_at = blocks["loop"] - blocks["revisit_from"], first_mid_recall - blocks["revisit_from"]  # indices into `revisit`
+        # indices into `revisit`
+        sink_at, mid_at = blocks["loop"] - blocks["revisit_from"], first_mid_recall - blocks["revisit_from"]
         if sink_at > 0:
             row["loss_revisit_entering_high"] = round(revisit[:sink_at].mean().item(), 5)
         row["loss_revisit_sink_high"] = round(revisit[sink_at:mid_at].mean().item(), 5)
@@ -288,9 +319,12 @@ def _blocks(args, config, backbone) -> dict:
     loop_blocks = LOOP_FRAMES // (config.block_frames * backbone.codec.temporal_factor)
     revisit_from = loop_blocks if args.revisit_from is None else args.revisit_from
     if not 0 < revisit_from <= loop_blocks:
-        raise ValueError(f"--revisit-from {revisit_from}: allowed 1..{loop_blocks} (the loss must cover the sink's revisits)")
+        raise ValueError(f"--revisit-from {revisit_from}: allowed 1..{loop_blocks} (the loss must cover the sink's "
+                         "revisits)")
     if args.own_revisit_batch and not loop_blocks < args.own_revisit_blocks <= 2 * loop_blocks:
-        raise ValueError(f"--own-revisit-blocks {args.own_revisit_blocks}: allowed {loop_blocks + 1}..{2 * loop_blocks} (one loop of the model's own blocks, then revisits of them)")
+        raise ValueError(f"--own-revisit-blocks {args.own_revisit_blocks}: allowed "
+                         f"{loop_blocks + 1}..{2 * loop_blocks} (one loop of the model's own blocks, then revisits of "
+                         "them)")
     return {"loop": loop_blocks, "revisit_from": revisit_from, "first_mid_recall": loop_blocks + config.sink_blocks}
 
 
@@ -356,7 +390,8 @@ def main(argv=None):
         if time.time() - last_ckpt > args.checkpoint_minutes * 60:
             save({"steps": row["step"], "minutes": row["minutes"], "params": n_params})
             last_ckpt = time.time()
-    save({"steps": done["steps"] + step, "minutes": round(done["minutes"] + (time.time() - start) / 60, 2), "params": n_params})
+    save({"steps": done["steps"] + step, "minutes": round(done["minutes"] + (time.time() - start) / 60, 2),
+          "params": n_params})
     log.close()
     print(f"saved {args.out} after {step} steps", flush=True)
 

@@ -278,5 +278,6 @@ def panorama(spec: WorldSpec, frame: int = 0) -> np.ndarray:
             x0, x1 = max(x, 0), min(x + w, width)
             if x0 < x1:
                 a = alpha[:, x0 - x : x1 - x, None]
-                img[y : y + h, x0:x1] = img[y : y + h, x0:x1] * (1 - a) + np.asarray(PALETTE[inst.colour], np.float32) * a
+                img[y : y + h, x0:x1] = img[y : y + h, x0:x1] * (1 - a) + np.asarray(PALETTE[inst.colour],
+                                                                                     np.float32) * a
     return np.clip(np.round(img), 0, 255).astype(np.uint8)

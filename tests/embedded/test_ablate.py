@@ -24,7 +24,8 @@ def table(pipe):
     # 9 s = 9 blocks: one camera loop (8 s) plus a revisit, and a mid bank of 6 blocks.
     # One unguided step per block keeps it fast; the memory does not depend on the steps.
     base = pipe.default_config.replace(timesteps=(1000.0,), guidance_scale=1.0)
-    return lab.ablate(pipe, 9, seeds=(0,), prompts=("a red circle and a blue square, camera pans right",), base=base, evaluator=EVALUATOR)
+    return lab.ablate(pipe, 9, seeds=(0,), prompts=("a red circle and a blue square, camera pans right",), base=base,
+                      evaluator=EVALUATOR)
 
 
 def test_every_configuration_is_run(table):

@@ -44,4 +44,5 @@ def test_recall_probe_swaps_sources_exactly_and_samples_revisits():
     assert sampled[:8] == taught[:8] and sampled[8] != taught[8] and sampled == again
     assert list(samples) == [8] and samples[8].shape == (2, 16, 4, 16, 16)
     assert sampled[8] == pytest.approx(recall.sample_error(samples[8], latent, 8, 4))
-    assert recall.sample_error(samples[8], latent, 8, 4) != pytest.approx(recall.sample_error(samples[8], latent.roll(1, dims=0), 8, 4))
+    assert recall.sample_error(samples[8], latent, 8,
+                               4) != pytest.approx(recall.sample_error(samples[8], latent.roll(1, dims=0), 8, 4))

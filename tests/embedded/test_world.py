@@ -117,7 +117,8 @@ def test_spec_validation():
 def test_parse_prompt():
     fields, words = vocab.parse_prompt("A red circle and a BLUE square, panning left quickly under the moon!")
     assert fields["objects"] == (("red", "circle"), ("blue", "square"))
-    assert (fields["pan"], fields["speed"], fields["motion"], fields["background"]) == ("left", "fast", "still", "night")
+    assert (fields["pan"], fields["speed"], fields["motion"], fields["background"]) == ("left", "fast", "still",
+                                                                                        "night")
     assert words == ["red", "circle", "blue", "square", "left", "quickly"]
     fields, _ = vocab.parse_prompt("red and yellow balls bouncing at dusk")
     assert fields["objects"] == (("red", "circle"), ("yellow", "circle"))
@@ -165,7 +166,8 @@ def test_text_encoder():
 
 
 def test_codec_round_trip_and_scale(codec, clips):
-    assert (codec.latent_channels, codec.spatial_factor, codec.temporal_factor, codec.first_frame_alone) == (16, 4, 4, False)
+    assert (codec.latent_channels, codec.spatial_factor, codec.temporal_factor, codec.first_frame_alone) == (16, 4, 4,
+                                                                                                             False)
     pixels = torch.cat([to_pixels(c) for c in clips.values()])
     latent = codec.encode(pixels)
     assert latent.shape == (2, 16, 2 * LOOP_FRAMES // 4, 16, 16)

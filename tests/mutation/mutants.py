@@ -8,7 +8,8 @@ import os
 
 BINOPS = {ast.Add: ("+", ["-"]), ast.Sub: ("-", ["+"]), ast.Mult: ("*", ["/"]), ast.Div: ("/", ["*", "//"]),
           ast.FloorDiv: ("//", ["/", "*"]), ast.Mod: ("%", ["//"]), ast.Pow: ("**", ["*"])}
-CMPOPS = {ast.Lt: ("<", ["<=", ">"]), ast.LtE: ("<=", ["<", ">="]), ast.Gt: (">", [">=", "<"]), ast.GtE: (">=", [">", "<="]),
+CMPOPS = {ast.Lt: ("<", ["<=", ">"]), ast.LtE: ("<=", ["<", ">="]), ast.Gt: (">", [">=", "<"]),
+          ast.GtE: (">=", [">", "<="]),
           ast.Eq: ("==", ["!="]), ast.NotEq: ("!=", ["=="]), ast.In: ("in", ["not in"]), ast.NotIn: ("not in", ["in"]),
           ast.Is: ("is", ["is not"]), ast.IsNot: ("is not", ["is"])}
 FUNC_SWAPS = {"min": "max", "max": "min"}
@@ -27,7 +28,8 @@ class Mutator(ast.NodeVisitor):
         self.lines, self.edits, self.skip, self.in_init = lines, [], set(), False
 
     def add(self, node_or_pos, new: str, what: str):
-        line, col, end = node_or_pos if isinstance(node_or_pos, tuple) else (node_or_pos.lineno, node_or_pos.col_offset, node_or_pos.end_col_offset)
+        line, col, end = node_or_pos if isinstance(node_or_pos, tuple) else (node_or_pos.lineno, node_or_pos.col_offset,
+                                                                             node_or_pos.end_col_offset)
         old = self.lines[line - 1][col:end]
         if old != new:
             self.edits.append((line, col, end, new, what or f"{old} -> {new}"))
@@ -36,7 +38,8 @@ class Mutator(ast.NodeVisitor):
         return self.lines[node.lineno - 1][node.col_offset:node.end_col_offset]
 
     def one_line(self, node) -> bool:
-        return getattr(node, "lineno", None) is not None and node.lineno == node.end_lineno and node.lineno not in self.skip
+        return getattr(node, "lineno",
+                       None) is not None and node.lineno == node.end_lineno and node.lineno not in self.skip
 
     def token_between(self, a, b, token: str):
         """Column span of `token` between the end of node a and the start of node b (same line)."""
@@ -142,7 +145,8 @@ class Mutator(ast.NodeVisitor):
 
     def visit_UnaryOp(self, node):
         if self.one_line(node) and isinstance(node.op, (ast.Not, ast.USub)):
-            self.add(node, self.text(node.operand), f"drop {'not' if isinstance(node.op, ast.Not) else 'minus'} in `{self.text(node)}`")
+            self.add(node, self.text(node.operand),
+                     f"drop {'not' if isinstance(node.op, ast.Not) else 'minus'} in `{self.text(node)}`")
         self.generic_visit(node)
 
     def visit_If(self, node):
@@ -177,7 +181,8 @@ class Mutator(ast.NodeVisitor):
                 self.add(node, f"list({self.text(node.args[0].args[0])})[-1]", f"oldest -> newest: `{self.text(node)}`")
             if isinstance(f, ast.Attribute) and f.attr in METHOD_SWAPS and f.end_lineno == f.lineno:
                 col = f.end_col_offset - len(f.attr)
-                self.add((f.lineno, col, f.end_col_offset), METHOD_SWAPS[f.attr], f".{f.attr}( -> .{METHOD_SWAPS[f.attr]}( in `{self.text(node)}`")
+                self.add((f.lineno, col, f.end_col_offset), METHOD_SWAPS[f.attr],
+                         f".{f.attr}( -> .{METHOD_SWAPS[f.attr]}( in `{self.text(node)}`")
             for kw in node.keywords:
                 if kw.arg == "reverse" and isinstance(kw.value, ast.Constant):
                     self.add(kw.value, str(not kw.value.value), f"reverse={kw.value.value} -> {not kw.value.value}")
@@ -185,7 +190,8 @@ class Mutator(ast.NodeVisitor):
         if name in LAYOUT:  # the tensors are still mutated, their layout integers are not
             self.visit(node.func)
             for arg in node.args + [kw.value for kw in node.keywords]:
-                if not (isinstance(arg, (ast.Constant, ast.Tuple)) or (isinstance(arg, ast.UnaryOp) and isinstance(arg.operand, ast.Constant))):
+                if not (isinstance(arg, (ast.Constant, ast.Tuple))
+                        or (isinstance(arg, ast.UnaryOp) and isinstance(arg.operand, ast.Constant))):
                     self.visit(arg)
             return
         self.generic_visit(node)
@@ -196,9 +202,11 @@ class Mutator(ast.NodeVisitor):
             for s in parts:
                 if isinstance(s, ast.Slice):
                     self.slice(s)
-                elif isinstance(s, ast.Constant) and s.value == 0 and isinstance(s.value, int) and not isinstance(s.value, bool):
+                elif isinstance(s, ast.Constant) and s.value == 0 and isinstance(s.value,
+                                                                                 int) and not isinstance(s.value, bool):
                     self.add(s, "-1", f"[0] -> [-1] in `{self.text(node)}`")
-                elif isinstance(s, ast.UnaryOp) and isinstance(s.op, ast.USub) and getattr(s.operand, "value", None) == 1:
+                elif isinstance(s, ast.UnaryOp) and isinstance(s.op, ast.USub) and getattr(s.operand, "value",
+                                                                                           None) == 1:
                     self.add(s, "0", f"[-1] -> [0] in `{self.text(node)}`")
         self.generic_visit(node)
 
@@ -219,7 +227,8 @@ def mutants_of(path: str, root: str) -> list[dict]:
     m = Mutator(lines)
     # skip docstring/comment lines before visiting so nested nodes respect them
     for node in ast.walk(tree):
-        if isinstance(node, ast.Expr) and isinstance(getattr(node, "value", None), ast.Constant) and isinstance(node.value.value, str):
+        if isinstance(node, ast.Expr) and isinstance(getattr(node, "value", None),
+                                                     ast.Constant) and isinstance(node.value.value, str):
             m.skip.update(range(node.lineno, node.end_lineno + 1))
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             m.skip.update(range(node.lineno, node.end_lineno + 1))

@@ -34,8 +34,10 @@ import time
 from mutants import mutants_of
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TARGETS = ("cache", "selection", "rope", "attention", "sampler", "memory", "compression", "block_memory", "scheduler", "passes")
-DECISIONS = ["test_cache_decisions.py", "test_selection_scores.py", "test_rope_direction.py", "test_compressed_positions.py",
+TARGETS = ("cache", "selection", "rope", "attention", "sampler", "memory", "compression", "block_memory", "scheduler",
+           "passes")
+DECISIONS = ["test_cache_decisions.py", "test_selection_scores.py", "test_rope_direction.py",
+             "test_compressed_positions.py",
              "test_memory_edges.py", "test_parity_dynamic.py", "test_stream_contract.py"]
 OLDER = ["test_rope_selection.py", "test_compression_memory.py", "test_parity.py", "test_sampler_trace.py"]
 # the slow, VAE-heavy tests are left out of the per-mutant run (they pin frames, not decisions)
@@ -46,8 +48,10 @@ DESELECT = ["test_compression_memory.py::test_lr_branch_real_geometry_uses_froze
             "test_sampler_trace.py::test_streaming_decode_equals_full_decode"]
 FIRST = {  # the tests most likely to notice a bug in each file run first (pytest -x)
     "cache": ["test_cache_decisions.py"], "selection": ["test_selection_scores.py"], "rope": ["test_rope_direction.py"],
-    "attention": ["test_parity_dynamic.py"], "sampler": ["test_parity_dynamic.py", "test_stream_contract.py"], "memory": ["test_memory_edges.py"],
-    "compression": ["test_compressed_positions.py"], "block_memory": ["test_compressed_positions.py", "test_parity_dynamic.py"],
+    "attention": ["test_parity_dynamic.py"], "sampler": ["test_parity_dynamic.py", "test_stream_contract.py"],
+         "memory": ["test_memory_edges.py"],
+    "compression": ["test_compressed_positions.py"],
+         "block_memory": ["test_compressed_positions.py", "test_parity_dynamic.py"],
     "scheduler": ["test_sampler_trace.py", "test_parity_dynamic.py"], "passes": ["test_parity_dynamic.py"],
 }
 
@@ -74,7 +78,8 @@ class Failures:
 def tests_for(module: str, all_failures: bool) -> list[str]:
     first = FIRST[module]
     files = first + [f for f in DECISIONS + OLDER if f not in first] + LAST.get(module, [])
-    args = [os.path.join("tests", f) for f in files] + ["-q", "-p", "no:cacheprovider", "--no-header", "-p", "no:warnings"]
+    args = [os.path.join("tests", f) for f in files] + ["-q", "-p", "no:cacheprovider", "--no-header", "-p",
+                                                        "no:warnings"]
     args += [x for d in DESELECT for x in ("--deselect", os.path.join("tests", d))]
     return args if all_failures else args + ["-x"]
 
@@ -134,7 +139,8 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--timeout", type=int, default=180, help="seconds per mutant")
     p.add_argument("--only", default="", help="file.py:line[,file.py:line...]: only mutants on these lines")
     p.add_argument("--list", action="store_true", help="print the mutants and stop")
-    p.add_argument("--all-failures", action="store_true", help="run every test per mutant (no -x) and list all that fail")
+    p.add_argument("--all-failures", action="store_true",
+                   help="run every test per mutant (no -x) and list all that fail")
     p.add_argument("--out", default="", help="also write the JSON here")
     args = p.parse_args(argv)
     args.modules = [m.strip().removesuffix(".py") for m in args.files.split(",") if m.strip()]
@@ -147,13 +153,15 @@ def parse(argv=None) -> argparse.Namespace:
 def choose(args, workdir: str) -> tuple[list[dict], int]:
     """(the mutants to run, how many were generated) from the copy in `workdir`: the copy
     is made first, so a change to the worktree while the run starts cannot shift lines."""
-    mutants = [dict(mu, module=m) for m in args.modules for mu in mutants_of(os.path.join(workdir, "packforcing", m + ".py"), workdir)]
+    mutants = [dict(mu, module=m) for m in args.modules
+               for mu in mutants_of(os.path.join(workdir, "packforcing", m + ".py"), workdir)]
     if args.only:
         wanted = {(f.split(":")[0].removesuffix(".py"), int(f.split(":")[1])) for f in args.only.split(",")}
         mutants = [mu for mu in mutants if (mu["module"], mu["line"]) in wanted]
     total = len(mutants)
     if args.sample and args.sample < total:
-        mutants = sorted(random.Random(args.seed).sample(mutants, args.sample), key=lambda mu: (mu["module"], mu["line"]))
+        mutants = sorted(random.Random(args.seed).sample(mutants, args.sample),
+                         key=lambda mu: (mu["module"], mu["line"]))
     return mutants, total
 
 
@@ -185,7 +193,8 @@ def run_all(mutants: list[dict], total: int, workdir: str, args) -> dict:
 
     torch.set_num_threads(1)
     result_path = os.path.join(workdir, "failed.json")
-    report = {"mutants_generated": total, "mutants_run": len(mutants), "sample_seed": args.seed if args.sample else None,
+    report = {"mutants_generated": total, "mutants_run": len(mutants),
+              "sample_seed": args.seed if args.sample else None,
               "killed": 0, "survived": [], "timeouts": [], "crashed": [], "killed_by": {}}
     baseline, seconds = run_in_child(workdir, tests_for("cache", True), args.timeout * 3, result_path)
     if baseline != "survived":
@@ -202,7 +211,8 @@ def run_all(mutants: list[dict], total: int, workdir: str, args) -> dict:
         else:
             entry = {"at": where, "change": mu["change"], "after": mu["after"]}
             report[{"survived": "survived", "timeout": "timeouts", "crashed": "crashed"}[outcome]].append(entry)
-        print(f"[{i + 1}/{len(mutants)}] {outcome:8s} {seconds:5.1f}s {where} {mu['change']}", file=sys.stderr, flush=True)
+        print(f"[{i + 1}/{len(mutants)}] {outcome:8s} {seconds:5.1f}s {where} {mu['change']}", file=sys.stderr,
+              flush=True)
     detected = report["killed"] + len(report["timeouts"]) + len(report["crashed"])
     report["kill_rate"] = round(detected / len(mutants), 4) if mutants else None
     return report
