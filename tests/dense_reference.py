@@ -47,9 +47,8 @@ def brute_force_scores(queries: torch.Tensor, keys: dict[int, torch.Tensor], sco
     heads and the batch: queries (B, Sq, H, D), keys[m] (B, Sk, H, D)."""
     head_dim = queries.shape[-1]
     q = queries[:, :, :scored_heads].double()
-    return {m: float(torch.einsum("bihd,bjhd->bhij", q, k[:, :, :scored_heads].double()).sum(dim=(-1, -2)).mean()
-                     / math.sqrt(head_dim))
-            for m, k in keys.items()}
+    pairs = {m: torch.einsum("bihd,bjhd->bhij", q, k[:, :, :scored_heads].double()) for m, k in keys.items()}
+    return {m: float(p.sum(dim=(-1, -2)).mean() / math.sqrt(head_dim)) for m, p in pairs.items()}
 
 
 def top_k_newest_wins(scores: dict[int, float], k: int) -> list[int]:
