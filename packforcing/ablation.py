@@ -64,8 +64,8 @@ def ablate(pipe, seconds: float, seeds=(0, 1), prompts=None, progress=None, base
         table[name] = {k: statistics.mean(r[k] for r in rows) for k in keys}
         for k in spread:
             if k in keys:
-                table[name][f"{k}_sem"] = statistics.stdev(r[k]
-                                                           for r in rows) / len(rows) ** 0.5 if len(rows) > 1 else 0.0
+                spread = statistics.stdev(r[k] for r in rows) if len(rows) > 1 else 0.0
+                table[name][f"{k}_sem"] = spread / len(rows) ** 0.5
         if progress:
             progress(name, table[name])
     return table
@@ -77,15 +77,15 @@ def main(args) -> int:
 
     if args.seeds < 1:
         raise ValueError(f"seeds={args.seeds} is out of range; allowed 1 or more (seeds 0..N-1 are run)")
-    name = args.model or next((n for n, e in registry.entries().items() if e.evaluator and e.unavailable() is None),
-                              None)
+    ready = (n for n, e in registry.entries().items() if e.evaluator and e.unavailable() is None)
+    name = args.model or next(ready, None)
     if name is None:
         raise ValueError("no model with an evaluator can run here; pass --model")
     entry = registry.get(name)
     pipe = PackForcingPipeline.from_name(name)
     seeds = tuple(range(args.seeds))
-    table = ablate(pipe, args.seconds, seeds, evaluator=entry.evaluator, progress=lambda n,
-                   r: print(f"{n}: done", file=sys.stderr))
+    table = ablate(pipe, args.seconds, seeds, evaluator=entry.evaluator,
+                   progress=lambda n, r: print(f"{n}: done", file=sys.stderr))
     prompts = list(entry.evaluator.prompts) if entry.evaluator else []
     if args.json:
         print(json.dumps({"model": pipe.name, "seconds": args.seconds, "seeds": list(seeds), "prompts": prompts,

@@ -70,8 +70,8 @@ def conv_layout(module: torch.nn.Module, channels_last: bool) -> None:
     preferred layout for bf16, or back to contiguous. Activations follow the weights."""
     for p in module.parameters():
         if p.dim() in (4, 5):
-            layout = (torch.channels_last_3d if p.dim() == 5
-                      else torch.channels_last) if channels_last else torch.contiguous_format
+            last = torch.channels_last_3d if p.dim() == 5 else torch.channels_last
+            layout = last if channels_last else torch.contiguous_format
             p.data = p.data.contiguous(memory_format=layout)
 
 

@@ -73,8 +73,8 @@ def memory_table(
     config: PackForcingConfig = PackForcingConfig(),
     dims: ModelDims = WAN_1_3B,
 ) -> dict:
-    seconds, fps = _check_positive("seconds", seconds,
-                                   MAX_SECONDS), int(check_number("fps", fps, 1, MAX_FPS, integer=True))
+    seconds = _check_positive("seconds", seconds, MAX_SECONDS)
+    fps = int(check_number("fps", fps, 1, MAX_FPS, integer=True))
     width, height = check_frame_size(width, height, dims)
     per_frame = tokens_per_latent_frame(width, height, dims)
     per_block = per_frame * config.block_frames

@@ -128,8 +128,9 @@ class PackForcingSampler:
                 v = steps.guide(self.forward(torch.cat([x, x]), steps.timestep(i), text))
             else:
                 v = self.forward(x, steps.timestep(i), text)
-            noise = to_device(torch.randn(shape, generator=self.noise),
-                              b.device).to(b.dtype) if steps.needs_noise(i) else None
+            noise = None
+            if steps.needs_noise(i):
+                noise = to_device(torch.randn(shape, generator=self.noise), b.device).to(b.dtype)
             x, x0 = steps.step(x, v, i, noise)
         return x0
 
@@ -162,8 +163,8 @@ class PackForcingSampler:
                     break
                 switch = self._poll(index, switches, controls)
                 if switch is not None:
-                    frames_total, done = yield from self._release(waiting, 0, frames_total,
-                                                                  done)  # the old prompt's first
+                    # the old prompt's blocks first
+                    frames_total, done = yield from self._release(waiting, 0, frames_total, done)
                     t0 = time.perf_counter()
                     prompt, text = switch, b.encode_prompt(switch).to(b.device, b.dtype)
                     recached = self.memory.recache(text, cfg.recache)
@@ -196,8 +197,8 @@ class PackForcingSampler:
         memory.admit(block, x0, decoded, text)
         t3 = time.perf_counter()
         full_bytes = (index + 1) * memory.tokens_per_block * self.backbone.dims().bytes_per_token
-        return BlockRecord(decoded, snapshot, prompt, view, memory.cache.kv_bytes(), full_bytes,
-                           list(memory.cache.evicted),
+        cache = memory.cache
+        return BlockRecord(decoded, snapshot, prompt, view, cache.kv_bytes(), full_bytes, list(cache.evicted),
                            seconds=t3 - t0, transformer_seconds=t1 - t0, compress_seconds=t3 - t2)
 
     def _release(self, waiting: deque[BlockRecord], keep: int, frames_total: int, done: int):

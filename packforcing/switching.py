@@ -29,9 +29,8 @@ def as_schedule(prompt: str | Schedule) -> list[tuple[float, str]]:
     return entries
 
 
-def schedule_blocks(schedule: Schedule, seconds: float, seconds_per_block: float, num_blocks: int) -> tuple[str,
-                                                                                                            dict[int,
-                                                                                                                 str]]:
+def schedule_blocks(schedule: Schedule, seconds: float, seconds_per_block: float,
+                    num_blocks: int) -> tuple[str, dict[int, str]]:
     """Validate a schedule for a video of `seconds`: (the first prompt, {block: prompt} for
     each later switch). Raises ValueError naming the bad entry and what is allowed."""
     entries = as_schedule(schedule)

@@ -141,17 +141,15 @@ def _geometry(where: str, g, config: PackForcingConfig) -> dict:
         raise ValueError(f"{where}: geometry must be an object")
     out = {name: _field(where, g, name, _int, low, high) for name, low, high in (
         ("tokens_per_latent_frame", 1, 10**7), ("tokens_per_block", 1, 10**8),
-                                                                                 ("compressed_tokens_per_block", 0,
-                                                                                  10**8),
+        ("compressed_tokens_per_block", 0, 10**8),
         ("bytes_per_token", 1, 10**9), ("fps", 1, 240), ("frames_per_latent", 1, 64))}
     bounded = _field(where, g, "bounded_context_tokens", _int, 0, 10**9, required=False)
     if bounded is not None:
         out["bounded_context_tokens"] = bounded
     for name in ("latent_shape", "pixel_size"):
         value = g.get(name, [])
-        if not isinstance(value,
-                          list) or len(value) > 8 or not all(isinstance(v, int) and not isinstance(v, bool)
-                                                             for v in value):
+        whole = isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        if not whole or len(value) > 8:
             raise ValueError(f"{where}: geometry {name} must be a short list of whole numbers")
         out[name] = value
     # what the block checks measure time by: derived, never taken from the file
@@ -216,8 +214,8 @@ def _switch(where: str, d: dict, index: int, run: dict) -> dict:
 
 def _camera(name, value):
     """Where a block looked: a direction and a few positions in the model's units."""
-    if not isinstance(value,
-                      dict) or value.get("direction") not in CAMERA_DIRECTIONS or not set(value) <= set(CAMERA_KEYS):
+    if (not isinstance(value, dict) or value.get("direction") not in CAMERA_DIRECTIONS
+            or not set(value) <= set(CAMERA_KEYS)):
         raise ValueError(f"{name} must be an object with a direction ({', '.join(CAMERA_DIRECTIONS)}) and numbers "
                          f"{', '.join(CAMERA_KEYS[1:])}")
     return {k: v if k == "direction" else _float(f"{name}[{k}]", v, -BIG, BIG) for k, v in value.items()}

@@ -193,8 +193,8 @@ def _resolve(source: str) -> str:
 def converted_cache_path(path: str, cache_dir: str | None = None) -> str:
     """Where the converted safetensors of `path` are kept: named after the file and its size
     and mtime, so a replaced checkpoint is converted again."""
-    cache_dir = cache_dir or os.environ.get("PACKFORCING_CACHE") or os.path.join(os.path.expanduser("~"), ".cache",
-                                                                                 "packforcing")
+    default = os.path.join(os.path.expanduser("~"), ".cache", "packforcing")
+    cache_dir = cache_dir or os.environ.get("PACKFORCING_CACHE") or default
     stat = os.stat(path)
     tag = hashlib.sha1(f"{os.path.realpath(path)}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:10]
     stem = os.path.basename(path).split(".")[0]

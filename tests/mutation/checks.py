@@ -155,7 +155,7 @@ BREAKS = [
      "f, h, w = f // st, h // sh, w // sw", "f, h, w = max(f // st, 1), h // sh, w // sw",
      "a 1-frame block compressed anyway"),
     (f"{ME}::test_memory_table_rejects_what_cannot_be_counted", MEM,
-     "    _check_positive(seconds=seconds, width=width, height=height, fps=fps)\n", "", "no validation"),
+     "    seconds = _check_positive(\"seconds\", seconds, MAX_SECONDS)\n", "", "no validation"),
     (f"{PD}::test_dynamic_packed_stream_equals_dense_reference[context-pass]", ROPE,
      "    return angles.cos()[None, :, None], angles.sin()[None, :, None]",
      "    return angles.cos()[None, :, None], -angles.sin()[None, :, None]",
