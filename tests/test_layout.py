@@ -184,10 +184,19 @@ def test_length_check_counts_nested_functions_and_decorators():
 
 
 def test_ruff_is_clean():
-    """pyproject.toml's rules (bugs, unused names, import order) find nothing."""
+    """pyproject.toml's rules (bugs, unused names, import order, lines of at most 120) find nothing."""
     out = subprocess.run([sys.executable, "-m", "ruff", "check", "--output-format", "concise", "."], cwd=ROOT,
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_ruff_sees_a_line_of_121_characters():
+    """Negative control: the same configuration flags one character too many, and not 120."""
+    def check(line: str) -> str:
+        return subprocess.run([sys.executable, "-m", "ruff", "check", "--output-format", "concise", "--stdin-filename",
+                               "probe.py", "-"], cwd=ROOT, input=line + "\n", capture_output=True, text=True).stdout
+
+    assert "E501" in check("x = " + repr("a" * 115)) and "E501" not in check("x = " + repr("a" * 114))
 
 
 # private names of other libraries the code has to reach (diffusers' decoder cache size,
