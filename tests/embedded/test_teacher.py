@@ -118,3 +118,26 @@ def test_the_rebuild_head_reads_only_the_compressor(setup):
     assert with_head.block_losses == pytest.approx(plain.block_losses, rel=1e-5)
     with_head.recon.backward()
     assert sum(p.grad.abs().sum() for p in backbone.hr_compressor.parameters()) > 0
+
+
+def test_compressed_tokens_sit_inside_the_view_they_summarise(setup):
+    """The camera model's block is a 4 x 4 x 4 token grid compressed to 2 x 2 x 2, so its
+    compressed tokens sit at the centres of the 2 x 2 x 2 cells they cover: t in
+    start + {0.5, 2.5}, h and w in {0.5, 2.5} (by hand). Placed with Wan's 4-token span
+    they would fall at 1.5 and 5.5, outside the view's rows 0-3."""
+    from packforcing.cache import BlockKV
+
+    backbone, clips = setup
+    sampler = PackForcingSampler(backbone, backbone.default_config, seed=0)
+    placed = []
+    place = sampler.rope.place
+    sampler.rope.place = lambda *args: (placed.append(args), place(*args))[1]
+    backbone.place.set_clip(clips.xs)
+    text = encode_texts(backbone, clips)[0]
+    with torch.no_grad():
+        sampler.compress(BlockKV(3, 12.0, 64), clips.latent[:, :, 12:16], clips.pixels[:, :, 48:64], text)
+    sampler.rope.place = place
+    (start, spacing, center), = placed
+    rows = [center[1] + spacing[1] * i for i in range(sampler.grid[1])]
+    frames = [start + center[0] + spacing[0] * i for i in range(sampler.grid[0])]
+    assert sampler.grid == (2, 2, 2) and rows == [0.5, 2.5] and frames == [12.5, 14.5]
