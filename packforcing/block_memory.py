@@ -21,7 +21,7 @@ import torch
 from .attention import CacheSession, SelectionHook
 from .backbone import Backbone
 from .cache import BlockKV, KVCache
-from .compression import TOKEN_SPAN, fit_lr_to_grid, lr_latent
+from .compression import fit_lr_to_grid, lr_latent, token_span
 from .config import PackForcingConfig
 from .decoding import Decoded
 from .passes import ModelPasses
@@ -66,6 +66,7 @@ class BlockMemory:
         self.backbone, self.config = backbone, config
         self.tokens_per_block = config.block_frames * backbone.tokens_per_latent_frame()
         self.grid = backbone.compressed_grid(config.block_frames)
+        self.token_span = token_span(backbone.patch)  # where compressed tokens sit in RoPE
         self.compressed_tokens = math.prod(self.grid)
         if self.compressed_tokens == 0 and config.compresses_mid:
             raise ValueError(
@@ -205,12 +206,12 @@ class BlockMemory:
                 return output
             return hr if cfg.compression == "hr" else output + hr
 
-        center = tuple((s - 1) / 2 for s in TOKEN_SPAN)
+        center = tuple((s - 1) / 2 for s in self.token_span)
         patch_embedding = b.transformer.patch_embedding
         if cfg.kv_source == "context-pass":
             handle = patch_embedding.register_forward_hook(add_hr)
             try:
-                self.passes.run(lr, 0.0, text, "compressed", block.start_frame, out, TOKEN_SPAN, center)
+                self.passes.run(lr, 0.0, text, "compressed", block.start_frame, out, self.token_span, center)
             finally:
                 handle.remove()
             return out
@@ -223,7 +224,7 @@ class BlockMemory:
         """Each layer's K/V straight from the compressed tokens (kv_source=projection)."""
         model = self.backbone.transformer
         head_dim = model.config.attention_head_dim
-        cos, sin = rope_cos_sin(*grid_positions(*self.grid, out.start_frame, TOKEN_SPAN, center), head_dim)
+        cos, sin = rope_cos_sin(*grid_positions(*self.grid, out.start_frame, self.token_span, center), head_dim)
         for layer, blk in enumerate(model.blocks):
             attn = blk.attn1
             k_raw = attn.norm_k(attn.to_k(tokens)).unflatten(2, (attn.heads, -1))

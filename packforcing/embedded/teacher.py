@@ -14,6 +14,10 @@ per useful gradient, and neither changes a trained block's loss in the forward p
 - `other_fraction < 1`: a block that revisits nothing in the mid bank trains its
   denoising loss only with this probability; otherwise its denoising pass is skipped
   (its dynamic selection is then scored in the write pass, from the clean block).
+One option adds a signal: `recon_weight > 0` asks a small head to rebuild each mid
+block's pooled latent from its HR-compressed tokens, so the compressor carries content
+before anything has learned to read it (the head is training's only; sampling never
+sees it).
 Every random draw of a block is made whether or not it is trained, so two recipes see
 the same noise on the same batch.
 """
@@ -23,6 +27,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
+from einops import rearrange
 
 from ..attention import SelectionHook
 from ..decoding import Decoded
@@ -42,6 +48,7 @@ class TeacherConfig:
     force_source: float = 0.5  # probability a mid revisit must attend its source (reading is learned)
     grad_history: str = "all"  # all (v11) | sources | none: which write/compressed passes keep gradient
     other_fraction: float = 1.0  # probability a block that recalls nothing trains its denoising loss
+    recon_weight: float = 0.0  # auxiliary: rebuild a mid block's pooled latent from its compressed tokens
 
     def __post_init__(self):
         if self.grad_history not in GRAD_HISTORY:
@@ -71,6 +78,27 @@ def selection_ce(sampler: PackForcingSampler, hook: SelectionHook, sources: list
     logits = scores / (scores.std(dim=1, keepdim=True).detach() + 1e-6)
     positive = torch.tensor([m in sources for m in bank])
     return -(logits.log_softmax(1)[:, positive].logsumexp(1)).mean()
+
+
+RECON_POOL = (2, 4, 4)  # latent frames x rows x columns averaged per rebuilt value
+
+
+class ReconHead(torch.nn.Module):
+    """HR-compressed tokens (B, D, f, h, w) -> the block's latent pooled by RECON_POOL
+    (B, C, f, 2h, 2w): each token rebuilds the 2x2 pooled cells it covers."""
+
+    def __init__(self, dim: int, channels: int):
+        super().__init__()
+        self.proj = torch.nn.Linear(dim, channels * 4)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        x = self.proj(rearrange(tokens, "b d f h w -> b f h w d"))
+        return rearrange(x, "b f h w (c i j) -> b c f (h i) (w j)", i=2, j=2)
+
+
+def recon_loss(backbone, head: ReconHead, latent: torch.Tensor) -> torch.Tensor:
+    target = F.avg_pool3d(latent.float(), RECON_POOL)
+    return F.mse_loss(head(backbone.hr_compressor(latent)).float(), target)
 
 
 @dataclass
@@ -111,6 +139,7 @@ class ClipLoss:
     block_losses: dict[int, float]  # block -> its flow loss (trained blocks only)
     revisits: list[int]  # trained blocks that revisit a place only the mid bank holds
     hits: list[float]  # un-forced mid revisits: 1 if the selection held a source
+    recon: torch.Tensor | None = None  # mean auxiliary rebuild loss of the blocks bound for the mid bank
 
 
 def _denoise_loss(sampler, x0, d: Draw, text, device) -> torch.Tensor:
@@ -123,14 +152,15 @@ def _denoise_loss(sampler, x0, d: Draw, text, device) -> torch.Tensor:
 
 
 def clip_loss(sampler: PackForcingSampler, clips: Clips, texts: list[torch.Tensor], tc: TeacherConfig,
-              gen: torch.Generator) -> ClipLoss:
-    """One teacher-forced pass over the clips; the cache is left empty."""
+              gen: torch.Generator, head: ReconHead | None = None) -> ClipLoss:
+    """One teacher-forced pass over the clips; the cache is left empty. `head`: the
+    rebuild head, needed when tc.recon_weight > 0."""
     cfg, device = sampler.config, sampler.backbone.device
     bf = cfg.block_frames
     sampler.backbone.place.set_clip(clips.xs)
     read = recalled_sources(clips) if tc.grad_history == "sources" else set()
     grad = torch.is_grad_enabled()
-    flow, weights, sel = [], [], []
+    flow, weights, sel, recon = [], [], [], []
     out = ClipLoss(None, None, {}, [], [])
     try:
         for c, row in enumerate(clips.sources):
@@ -158,10 +188,13 @@ def clip_loss(sampler: PackForcingSampler, clips: Clips, texts: list[torch.Tenso
             leaving = c - cfg.recent_blocks  # the block this admit may compress into the mid bank
             with torch.set_grad_enabled(grad and (tc.grad_history == "all" or leaving in read)):
                 sampler.memory.admit(block, clean, Decoded(pixels=px), texts[c])
+            if tc.recon_weight > 0 and c >= sampler.memory.cache.config.sink_blocks:
+                recon.append(recon_loss(sampler.backbone, head, clean))
     finally:
         sampler.memory.reset()
     if flow:
         w = torch.tensor(weights, device=device)
         out.total = (torch.stack(flow) * w).sum() / w.sum()
     out.selection = torch.stack(sel).mean() if sel else None
+    out.recon = torch.stack(recon).mean() if recon else None
     return out

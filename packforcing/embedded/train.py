@@ -27,7 +27,7 @@ import torch
 from ..sampler import PackForcingSampler
 from . import camera_model
 from .camera_data import V11_PATHS, Clips, make_clips
-from .teacher import TeacherConfig, clip_loss
+from .teacher import ReconHead, TeacherConfig, clip_loss
 from .vocab import tokenize
 
 
@@ -102,7 +102,11 @@ class Run:
         torch.set_num_threads(tc.threads)
         self.backbone = camera_model.build(tc.seed)
         self.backbone.transformer.to(self.device)
-        modules = camera_model.trainable_modules(self.backbone).values()
+        # the rebuild head trains beside the model and lives in state.pt only (sampling never uses it)
+        self.head = None
+        if tc.teacher.recon_weight > 0:
+            self.head = ReconHead(self.backbone.hr_compressor.net[-1].out_channels, self.backbone.codec.latent_channels)
+        modules = [*camera_model.trainable_modules(self.backbone).values(), *([self.head] if self.head else [])]
         for m in modules:
             m.to(self.device).train()
         self.params = [p for m in modules for p in m.parameters()]
@@ -164,8 +168,10 @@ class Run:
         autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda" and tc.bf16)
         with autocast:
             texts = encode_texts(self.backbone, clips)
-            out = clip_loss(self.sampler, clips, texts, tc.teacher, self.gen)
+            out = clip_loss(self.sampler, clips, texts, tc.teacher, self.gen, self.head)
             loss = out.total + (tc.selection_weight * out.selection if out.selection is not None else 0.0)
+            if out.recon is not None:
+                loss = loss + tc.teacher.recon_weight * out.recon
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(self.params, 1.0)
@@ -188,6 +194,7 @@ def curve_row(run: Run, out, norm, lr: float, clips: Clips, seconds: float, cpu:
         "minutes": round(run.minutes, 3),
         "loss": round(out.total.item(), 5),
         "selection_ce": round(out.selection.item(), 4) if out.selection is not None else None,
+        "recon": round(out.recon.item(), 4) if out.recon is not None else None,
         "mid_revisit_flow": mean([losses[c] for c in out.revisits]),
         "other_flow": mean([v for c, v in losses.items() if c not in out.revisits]),
         "selection_hit": mean(out.hits),

@@ -10,7 +10,7 @@ import torch
 
 from packforcing.embedded import camera_model
 from packforcing.embedded.camera_data import is_mid_revisit, make_clips
-from packforcing.embedded.teacher import TeacherConfig, clip_loss, recalled_sources
+from packforcing.embedded.teacher import ReconHead, TeacherConfig, clip_loss, recalled_sources
 from packforcing.embedded.train import Run, TrainConfig, encode_texts
 from packforcing.sampler import PackForcingSampler
 
@@ -26,13 +26,13 @@ def setup():
     return backbone, clips
 
 
-def _loss(setup, seed=0, **teacher):
+def _loss(setup, seed=0, head=None, **teacher):
     backbone, clips = setup
     backbone.transformer.zero_grad(set_to_none=True)
     backbone.hr_compressor.zero_grad(set_to_none=True)
     sampler = PackForcingSampler(backbone, backbone.default_config, seed=0)
     tc = TeacherConfig(**{"force_source": 0.0, **teacher})
-    return clip_loss(sampler, clips, encode_texts(backbone, clips), tc, torch.Generator().manual_seed(seed))
+    return clip_loss(sampler, clips, encode_texts(backbone, clips), tc, torch.Generator().manual_seed(seed), head)
 
 
 def test_the_clip_revisits_what_the_mid_bank_holds(setup):
@@ -97,3 +97,49 @@ def test_a_resumed_run_continues_where_it_stopped(tmp_path):
     assert row["step"] == 3 and row["loss"] == pytest.approx(rows[2]["loss"], rel=1e-5)
     assert row["loss"] != pytest.approx(rows[1]["loss"], rel=1e-3)  # negative control: not a replayed step
     assert (tmp_path / "b" / "ckpts" / "2" / "generator.safetensors").exists()
+
+
+def test_the_rebuild_head_reads_only_the_compressor(setup):
+    """The auxiliary loss adds no term to the flow losses and trains the HR compressor,
+    each token rebuilding the pooled latent cells under it (hand-checked shapes)."""
+    backbone, clips = setup
+    head = ReconHead(128, 16)
+    tokens = torch.zeros(1, 128, 2, 2, 2)
+    tokens[0, :, 1, 0, 1] = 1.0  # one token: frame 1, row 0, column 1
+    out = head(tokens)
+    assert out.shape == (1, 16, 2, 4, 4)
+    bias = head.proj.bias.view(16, 2, 2)
+    torch.testing.assert_close(out[0, :, 0, :2, :2], bias)  # a zero token gives the bias
+    assert not torch.allclose(out[0, :, 1, :2, 2:], bias)  # the set token moves its own cells
+    torch.testing.assert_close(out[0, :, 1, 2:, 2:], bias)
+    plain = _loss(setup)
+    with_head = _loss(setup, recon_weight=1.0, head=head)
+    assert plain.recon is None and with_head.recon is not None and with_head.recon.item() > 0
+    assert with_head.block_losses == pytest.approx(plain.block_losses, rel=1e-5)
+    with_head.recon.backward()
+    assert sum(p.grad.abs().sum() for p in backbone.hr_compressor.parameters()) > 0
+
+
+def test_compressed_tokens_sit_inside_the_view_they_summarise(setup):
+    """The camera model's block is a 4 x 4 x 4 token grid compressed to 2 x 2 x 2, so its
+    compressed tokens sit at the centres of the 2 x 2 x 2 cells they cover: t in
+    start + {0.5, 2.5}, h and w in {0.5, 2.5} (by hand). Placed with Wan's 4-token span
+    they would fall at 1.5 and 5.5, outside the view's rows 0-3."""
+    from packforcing.cache import BlockKV
+
+    backbone, clips = setup
+    sampler = PackForcingSampler(backbone, backbone.default_config, seed=0)
+    placed = []
+    place = sampler.memory.passes.rope.place
+    sampler.memory.passes.rope.place = lambda *args: (placed.append(args), place(*args))[1]
+    backbone.place.set_clip(clips.xs)
+    text = encode_texts(backbone, clips)[0]
+    with torch.no_grad():
+        memory = sampler.memory
+        lr = memory.lr_input(clips.pixels[:, :, 48:64])
+        memory.compress(BlockKV(3, 12.0, 64), clips.latent[:, :, 12:16], lr, text)
+    sampler.memory.passes.rope.place = place
+    (start, spacing, center), = placed
+    rows = [center[1] + spacing[1] * i for i in range(sampler.memory.grid[1])]
+    frames = [start + center[0] + spacing[0] * i for i in range(sampler.memory.grid[0])]
+    assert sampler.memory.grid == (2, 2, 2) and rows == [0.5, 2.5] and frames == [12.5, 14.5]
