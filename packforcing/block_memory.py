@@ -165,9 +165,9 @@ class BlockMemory:
         if not targets:
             return []
         in_mid = set(cache.mid)
-        old = {**cache.sink, **cache.mid, **cache.recent}
+        old = {**cache.sink, **cache.mid, **cache.recent}  # sink, mid, recent: temporal order
         cache.clear()
-        for index in sorted(old):
+        for index in old:
             block, kept = old[index], self.kept[index]
             if index not in targets:
                 cache.archive(block) if index in in_mid else cache.add_block(block)

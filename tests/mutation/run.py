@@ -37,8 +37,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 TARGETS = ("cache", "selection", "rope", "attention", "sampler", "memory", "compression", "block_memory", "scheduler",
            "passes")
 DECISIONS = ["test_cache_decisions.py", "test_selection_scores.py", "test_rope_direction.py",
-             "test_compressed_positions.py",
-             "test_memory_edges.py", "test_parity_dynamic.py", "test_stream_contract.py"]
+             "test_compressed_positions.py", "test_memory_edges.py", "test_parity_dynamic.py",
+             "test_stream_contract.py", "test_block_memory.py", "test_scheduler.py"]
 OLDER = ["test_rope_selection.py", "test_compression_memory.py", "test_parity.py", "test_sampler_trace.py"]
 # the slow, VAE-heavy tests are left out of the per-mutant run (they pin frames, not decisions)
 DESELECT = ["test_compression_memory.py::test_lr_branch_real_geometry_uses_frozen_vae",
@@ -49,10 +49,10 @@ DESELECT = ["test_compression_memory.py::test_lr_branch_real_geometry_uses_froze
 FIRST = {  # the tests most likely to notice a bug in each file run first (pytest -x)
     "cache": ["test_cache_decisions.py"], "selection": ["test_selection_scores.py"], "rope": ["test_rope_direction.py"],
     "attention": ["test_parity_dynamic.py"], "sampler": ["test_parity_dynamic.py", "test_stream_contract.py"],
-         "memory": ["test_memory_edges.py"],
-    "compression": ["test_compressed_positions.py"],
-         "block_memory": ["test_compressed_positions.py", "test_parity_dynamic.py"],
-    "scheduler": ["test_sampler_trace.py", "test_parity_dynamic.py"], "passes": ["test_parity_dynamic.py"],
+    "memory": ["test_memory_edges.py"], "compression": ["test_compressed_positions.py"],
+    "block_memory": ["test_block_memory.py", "test_compressed_positions.py", "test_parity_dynamic.py"],
+    "scheduler": ["test_scheduler.py", "test_sampler_trace.py", "test_parity_dynamic.py"],
+    "passes": ["test_parity_dynamic.py"],
 }
 
 # the live-steering path (slow to set up: only the sampler's mutants); the re-cache at a
