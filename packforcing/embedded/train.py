@@ -48,6 +48,10 @@ class TrainConfig:
     # PackForcingConfig fields to train under instead of the model's default config, e.g.
     # {"policy": "full"} (mid blocks kept whole): a rung of the probe ladder, not for shipping
     sampler: dict = field(default_factory=dict)
+    # A curriculum for reading the mid bank: the probability a step keeps its mid blocks
+    # whole (policy full), where reading starts sooner than through 8x compression; the
+    # other steps, and sampling, use the model's config. 0 = off.
+    mix_full: float = 0.0
     threads: int = 2
     device: str = "auto"  # auto | cpu | cuda
     bf16: bool = True  # autocast on cuda
@@ -116,6 +120,7 @@ class Run:
         self.rng, self.gen = random.Random(tc.seed), torch.Generator().manual_seed(tc.seed)
         config = self.backbone.default_config.replace(**tc.sampler)
         self.sampler = PackForcingSampler(self.backbone, config, seed=tc.seed)
+        self.full_sampler = PackForcingSampler(self.backbone, config.replace(policy="full"), seed=tc.seed)
         os.makedirs(out, exist_ok=True)
         if os.path.exists(os.path.join(out, "state.pt")):
             self.resume()
@@ -165,10 +170,12 @@ class Run:
         for g in self.opt.param_groups:
             g["lr"] = lr
         clips = make_clips(self.rng, tc.batch, tc.blocks, self.backbone.codec, tc.switch_prob, tc.paths)
+        full = tc.mix_full > 0 and self.rng.random() < tc.mix_full
+        sampler = self.full_sampler if full else self.sampler
         autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda" and tc.bf16)
         with autocast:
             texts = encode_texts(self.backbone, clips)
-            out = clip_loss(self.sampler, clips, texts, tc.teacher, self.gen, self.head)
+            out = clip_loss(sampler, clips, texts, tc.teacher, self.gen, self.head)
             loss = out.total + (tc.selection_weight * out.selection if out.selection is not None else 0.0)
             if out.recon is not None:
                 loss = loss + tc.teacher.recon_weight * out.recon
@@ -181,7 +188,8 @@ class Run:
         self.step += 1
         self.minutes += (time.time() - t0) / 60
         self.revisits += len(out.revisits) * tc.batch
-        return curve_row(self, out, norm, lr, clips, time.time() - t0, time.process_time() - cpu0)
+        row = curve_row(self, out, norm, lr, clips, time.time() - t0, time.process_time() - cpu0)
+        return {**row, "policy": sampler.config.policy}
 
 
 def curve_row(run: Run, out, norm, lr: float, clips: Clips, seconds: float, cpu: float) -> dict:

@@ -143,3 +143,15 @@ def test_compressed_tokens_sit_inside_the_view_they_summarise(setup):
     rows = [center[1] + spacing[1] * i for i in range(sampler.memory.grid[1])]
     frames = [start + center[0] + spacing[0] * i for i in range(sampler.memory.grid[0])]
     assert sampler.memory.grid == (2, 2, 2) and rows == [0.5, 2.5] and frames == [12.5, 14.5]
+
+
+def test_the_reading_curriculum_keeps_mid_blocks_whole_at_its_rate(tmp_path):
+    recipe = {"batch": 2, "blocks": 8, "paths": PATHS, "threads": 1, "switch_prob": 0.0, "other_fraction": 0.0}
+    policies = {}
+    for rate in (0.0, 1.0):
+        run = Run(TrainConfig.from_dict({**recipe, "mix_full": rate}), str(tmp_path / str(rate)))
+        row = run.train_step()
+        policies[rate] = row["policy"]
+        assert row["revisit_blocks"] == 2 and row["trained_blocks"] == 2  # block 5 of both clips
+    assert policies == {0.0: "dynamic", 1.0: "full"}
+    assert run.sampler.config.policy == "dynamic"  # sampling keeps the model's config
