@@ -64,8 +64,8 @@ def ablate(pipe, seconds: float, seeds=(0, 1), prompts=None, progress=None, base
         table[name] = {k: statistics.mean(r[k] for r in rows) for k in keys}
         for k in spread:
             if k in keys:
-                spread = statistics.stdev(r[k] for r in rows) if len(rows) > 1 else 0.0
-                table[name][f"{k}_sem"] = spread / len(rows) ** 0.5
+                deviation = statistics.stdev(r[k] for r in rows) if len(rows) > 1 else 0.0
+                table[name][f"{k}_sem"] = deviation / len(rows) ** 0.5
         if progress:
             progress(name, table[name])
     return table
