@@ -51,3 +51,14 @@ def test_a_200_switch_trace_loads_and_replays_in_under_two_seconds(tmp_path):
     replay_figures(events, last)
     assert time.perf_counter() - started < 2.0
     assert last == 19 and sum(isinstance(e, Switch) for e in events) == 200
+
+
+def test_a_long_camera_path_is_quoted_short():
+    from packforcing.camera import CameraPath
+
+    try:
+        CameraPath.parse("x" * 20000)
+    except ValueError as e:
+        assert len(str(e)) < 200 and "'xxxxxxxx" in str(e)
+    else:
+        raise AssertionError("a path of 20,000 x's was accepted")

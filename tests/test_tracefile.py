@@ -108,12 +108,13 @@ def test_replay_draws_only_the_real_blocks_and_checks_the_slider():
 def test_a_bad_upload_clears_the_replay_and_says_why(tmp_path):
     from app.callbacks import on_trace_upload
 
-    events, slider, status, *figures = on_trace_upload(_with(tmp_path, 1, tokens="abc"))
-    assert events == [] and slider["value"] == 0
+    events, slider, status, *figures, narration = on_trace_upload(_with(tmp_path, 1, tokens="abc"))
+    assert events == [] and slider["value"] == 0 and narration == ""
     assert status.startswith("⚠️ **Error:** line 2 \\(block 0\\)\\: tokens must be an object") and str(tmp_path) not in status
     assert all(fig.layout.annotations[0].text == "Upload a trace to replay it" for fig in figures)
-    events, slider, status, *_ = on_trace_upload(TRACE)
-    assert len(events) == 22 and slider["value"] == 19 and status == "Loaded 20 blocks."
+    events, slider, status, *_, narration = on_trace_upload(TRACE)
+    assert len(events) == 22 and slider["value"] == 19 and status == "Loaded 20 blocks (0 to 19)."
+    assert narration.startswith("After block 19, mid block 14, the oldest, left the cache")
 
 
 def test_a_camera_entry_is_kept_and_checked(tmp_path):
