@@ -66,7 +66,7 @@ def camera_note(model) -> str:
     entry = registry.entries().get(model) if isinstance(model, str) else None
     if entry is not None and entry.camera:
         return ""
-    return "This model takes no camera: no camera path, steering or camera panel (no shipped model takes one yet)."
+    return f"{plain(str(model)[:40])} takes no camera: no camera path, steering or camera panel (no shipped model takes one yet)."
 
 
 def camera_controls(model) -> tuple:
