@@ -38,8 +38,8 @@ def clips_for(seed: int, batch: int, codec) -> Clips:
 
 
 @torch.no_grad()
-def revisit_loss(backbone, clips: Clips, condition: str, sigma: float = 0.9, seed: int = 0) -> float:
-    cfg = backbone.default_config.replace(policy="window") if condition == "window" else backbone.default_config
+def revisit_loss(backbone, clips: Clips, condition: str, sigma: float = 0.9, seed: int = 0, policy: str = "dynamic") -> float:
+    cfg = backbone.default_config.replace(policy="window" if condition == "window" else policy)
     sampler = PackForcingSampler(backbone, cfg, seed=seed)
     gen = torch.Generator().manual_seed(seed)
     text = backbone.text_encoder(tokenize(clips.prompts[0]))
@@ -70,6 +70,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--weights", action="append", required=True)
     ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--policy", default="dynamic", help="the policy of the trained model's mid bank (full: kept whole)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     out = []
@@ -79,7 +80,7 @@ def main(argv=None) -> int:
         with open(f"{weights}/config.json") as f:
             steps = json.load(f).get("steps")
         row = {"weights": weights, "steps": steps}
-        row |= {c: round(revisit_loss(backbone, clips, c), 4) for c in ("dynamic", "oracle", "window", "swapped")}
+        row |= {c: round(revisit_loss(backbone, clips, c, policy=args.policy), 4) for c in ("dynamic", "oracle", "window", "swapped")}
         out.append(row)
         print(json.dumps(row), flush=True)
     return 0

@@ -8,6 +8,8 @@ Both land on the same (block_frames/2, h/8, w/8) token grid and are fused by sum
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -17,8 +19,14 @@ from .memory import HR_STRIDES
 # Paper's schedule: 16 -> 32 s(2,1,1) -> 128 s(1,2,2) -> 512 s(1,2,2) -> 2048 s(1,2,2) -> 1536 s1.
 HR_WIDTHS = (32, 128, 512, 2048)
 LR_POOL = (2, 4, 4)
-# A compressed token summarises 2 latent frames x 4 x 4 full-resolution tokens.
-TOKEN_SPAN = (2.0, 4.0, 4.0)
+
+
+def token_span(patch: tuple[int, int, int]) -> tuple[float, float, float]:
+    """Full-resolution tokens one compressed token spans per axis (t, h, w): the HR
+    branch's total stride (2, 8, 8 latent cells) over the patch. Wan's (1, 2, 2) patch:
+    2 x 4 x 4 tokens; a (1, 4, 4) patch: 2 x 2 x 2."""
+    total = [math.prod(stride[axis] for stride in HR_STRIDES) for axis in range(3)]
+    return tuple(float(t / p) for t, p in zip(total, patch, strict=True))
 
 
 class HRCompressor(nn.Module):

@@ -26,7 +26,7 @@ from .attention import CacheSession, SelectionHook, install
 from .backbone import Backbone
 from .cache import BlockKV, KVCache
 from .camera import CameraPath
-from .compression import TOKEN_SPAN, fit_lr_to_grid, lr_latent
+from .compression import fit_lr_to_grid, lr_latent, token_span
 from .config import PackForcingConfig
 from .controls import LiveControls
 from .decoding import Decoded, DecodeQueue
@@ -73,6 +73,7 @@ class PackForcingSampler:
         self.latent_shape = (1, cfg.in_channels, config.block_frames, lat_h, lat_w)
         self.tokens_per_block = config.block_frames * backbone.tokens_per_latent_frame()
         self.grid = backbone.compressed_grid(config.block_frames)
+        self.token_span = token_span(backbone.patch)  # where compressed tokens sit in RoPE
         self.compressed_tokens = math.prod(self.grid)
         if self.compressed_tokens == 0 and config.compresses_mid:
             raise ValueError(
@@ -212,7 +213,7 @@ class PackForcingSampler:
             lr = torch.zeros(grid_latent_shape, device=b.device, dtype=b.dtype)
         hr = b.hr_compressor(latent.to(b.dtype)) if cfg.compression in ("hr", "hr+lr") else None
         out = BlockKV(index=block.index, start_frame=block.start_frame, tokens=self.compressed_tokens, compressed=True)
-        center = tuple((s - 1) / 2 for s in TOKEN_SPAN)
+        center = tuple((s - 1) / 2 for s in self.token_span)
 
         def add_hr(module, inputs, output):
             if hr is None:
@@ -222,13 +223,13 @@ class PackForcingSampler:
         if cfg.kv_source == "context-pass":
             handle = model.patch_embedding.register_forward_hook(add_hr)
             try:
-                self._forward(lr, 0.0, text, "compressed", out, block.start_frame, TOKEN_SPAN, center)
+                self._forward(lr, 0.0, text, "compressed", out, block.start_frame, self.token_span, center)
             finally:
                 handle.remove()
             return out
         # projection: each layer's own K/V projections straight from the compressed tokens.
         tokens = add_hr(None, None, model.patch_embedding(lr)).flatten(2).transpose(1, 2)
-        cos, sin = rope_cos_sin(*grid_positions(*self.grid, block.start_frame, TOKEN_SPAN, center), self.head_dim)
+        cos, sin = rope_cos_sin(*grid_positions(*self.grid, block.start_frame, self.token_span, center), self.head_dim)
         for layer, blk in enumerate(model.blocks):
             attn = blk.attn1
             k_raw = attn.norm_k(attn.to_k(tokens)).unflatten(2, (attn.heads, -1))

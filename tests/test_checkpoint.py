@@ -208,7 +208,8 @@ def test_float64_timestep_embedding_is_the_originals():
     assert ours.dtype == torch.float64 and ours.shape == (4, 256)
     half = torch.arange(128, dtype=torch.float64) / 128
     angles = t.double()[:, None] * torch.pow(10000.0, -half)[None]
-    assert torch.equal(ours, torch.cat([angles.cos(), angles.sin()], dim=1))
+    # float64 throughout: equal to the formula far below float32's resolution (1e-7)
+    torch.testing.assert_close(ours, torch.cat([angles.cos(), angles.sin()], dim=1), rtol=0, atol=1e-12)
     diffusers_fp32 = Timesteps(256, flip_sin_to_cos=True, downscale_freq_shift=0)(t)
     assert torch.allclose(ours.float(), diffusers_fp32, atol=1e-3)
     # why it matters: after the cast to bf16 they are not the same numbers

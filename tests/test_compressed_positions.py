@@ -131,3 +131,13 @@ def test_lr_latent_is_cropped_or_zero_padded_to_the_grid():
     assert padded.shape == (1, 1, 2, 4, 6) and padded.sum() == 15
     assert torch.equal(padded[:, :, :1, :3, :5], small) and padded[:, :, 1:].abs().sum() == 0
     assert padded[:, :, :, 3:].abs().sum() == 0 and padded[:, :, :, :, 5:].abs().sum() == 0
+
+
+def test_the_span_follows_the_patch():
+    """The HR branch strides 2 x 8 x 8 latent cells: Wan's 2 x 2 patch makes that 2 x 4 x 4
+    tokens, a 4 x 4 patch (the camera embedded model) 2 x 2 x 2."""
+    from packforcing.compression import token_span
+
+    assert token_span((1, 2, 2)) == (2.0, 4.0, 4.0)
+    assert token_span((1, 4, 4)) == (2.0, 2.0, 2.0)
+    assert token_span((1, 1, 1)) == (2.0, 8.0, 8.0)

@@ -21,9 +21,19 @@ FRAMES_PER_BLOCK = 16
 NEAR = 48  # px between block centres: the earlier block filmed (most of) the same place
 
 
-def sample_path(rng: random.Random, blocks: int) -> list[str]:
-    """One direction per block: a loop, an out-and-back, or a wander with stops."""
-    kind = rng.choices(["loop", "outback", "wander"], weights=[2, 5, 3])[0]
+PATH_KINDS = ("loop", "outback", "wander")
+V11_PATHS = {"loop": 2.0, "outback": 5.0, "wander": 3.0}
+
+
+def sample_path(rng: random.Random, blocks: int, weights: dict[str, float] | None = None) -> list[str]:
+    """One direction per block: a loop, an out-and-back, or a wander with stops, drawn
+    with the given weights (default: v11's 2 / 5 / 3)."""
+    weights = weights or V11_PATHS
+    unknown = sorted(set(weights) - set(PATH_KINDS))
+    if unknown:
+        raise ValueError(f"path kinds {unknown} unknown; allowed: {PATH_KINDS}")
+    kinds = [k for k in PATH_KINDS if weights.get(k, 0) > 0]
+    kind = rng.choices(kinds, weights=[weights[k] for k in kinds])[0]
     d = rng.choice(["left", "right"])
     back = "left" if d == "right" else "right"
     if kind == "loop":
@@ -79,8 +89,9 @@ def random_objects(rng: random.Random) -> tuple:
     return tuple(rng.sample(pairs, n))
 
 
-def make_clips(rng: random.Random, batch: int, blocks: int, codec, switch_prob: float = 0.0) -> Clips:
-    path = sample_path(rng, blocks)
+def make_clips(rng: random.Random, batch: int, blocks: int, codec, switch_prob: float = 0.0,
+               paths: dict[str, float] | None = None) -> Clips:
+    path = sample_path(rng, blocks, paths)
     offsets = world.positions(path, 0.0, FRAMES_PER_BLOCK)
     switch = rng.randint(3, blocks - 3) if rng.random() < switch_prob else None
     frames, xs, prompts = [], [], [[] for _ in range(blocks)]

@@ -14,6 +14,11 @@ Patch 4x4 (v1-v10: 2x2): 64 tokens a 1-s block instead of 256, about 4x less com
 per training step (CPU training is compute-bound), and 8 compressed tokens then hold a
 block at 8x instead of 32x. Compression is HR only: the LR branch pools a whole view
 into less than one 4x4-patch token.
+
+Codec: "dct" (the fixed WorldCodec, 16x16 latent, patch 4x4; the default) or "ae" (the
+learned autoencoder of autoencoder.py, an 8x8 latent as Wan's VAE makes, patch 2x2: a
+1-s block is still 64 tokens). With the shared HR strides an 8x8 latent compresses a
+block to a (2, 1, 1) grid: 2 tokens, the paper's 32x.
 """
 
 from __future__ import annotations
@@ -110,6 +115,26 @@ class PlaceEmbedding(torch.nn.Module):
 STEPS = 6
 # v10's transformer with 4x4 patches: a 1-s block is 64 tokens, so 8 compressed tokens are 8x
 TRANSFORMER = {**EMBEDDED_TRANSFORMER, "patch_size": (1, 4, 4)}
+# the same transformer over the autoencoder's 8x8 latent: 2x2 patches keep 64 tokens a block
+AE_TRANSFORMER = {**EMBEDDED_TRANSFORMER, "patch_size": (1, 2, 2)}
+CODECS = ("dct", "ae")
+
+
+def transformer_config(codec: str) -> dict:
+    """The transformer config a codec's latent takes."""
+    if codec not in CODECS:
+        raise ValueError(f"codec={codec!r} not allowed: one of {CODECS}")
+    return TRANSFORMER if codec == "dct" else AE_TRANSFORMER
+
+
+def make_codec(codec: str):
+    if codec == "ae":
+        from .autoencoder import load_codec
+
+        return load_codec()
+    from .codec import WorldCodec
+
+    return WorldCodec()
 
 
 def default_config():
@@ -126,26 +151,32 @@ def default_config():
     )
 
 
-def build(seed: int = 0):
-    """Fresh random weights (training's starting point)."""
+def build(seed: int = 0, codec: str = "dct"):
+    """Fresh random weights (training's starting point) over the named codec's latent."""
     from diffusers import WanTransformer3DModel
 
     from ..backbone import Backbone
     from ..compression import HRCompressor
-    from .codec import WorldCodec
+    from ..memory import compressed_grid
     from .vocab import TinyTextEncoder, describe_prompt, validate_prompt
 
+    config = transformer_config(codec)
+    codec_object = make_codec(codec)
     torch.manual_seed(seed)
-    transformer = WanTransformer3DModel(**TRANSFORMER)
-    inner = TRANSFORMER["num_attention_heads"] * TRANSFORMER["attention_head_dim"]
-    hr = HRCompressor(TRANSFORMER["in_channels"], inner, EMBEDDED_HR_WIDTHS)
-    text_encoder = TinyTextEncoder(text_dim=TRANSFORMER["text_dim"])
-    place = PlaceEmbedding(inner, {64: (4, 4, 4), 8: (2, 2, 2)})
+    transformer = WanTransformer3DModel(**config)
+    inner = config["num_attention_heads"] * config["attention_head_dim"]
+    hr = HRCompressor(config["in_channels"], inner, EMBEDDED_HR_WIDTHS)
+    text_encoder = TinyTextEncoder(text_dim=config["text_dim"])
+    side = world.VIEW // codec_object.spatial_factor
+    # a 4-latent-frame block's token grids: full resolution, and the HR compressor's output
+    full = (4, side // config["patch_size"][1], side // config["patch_size"][2])
+    small = compressed_grid(4, side, side)
+    place = PlaceEmbedding(inner, {math.prod(full): full, math.prod(small): small})
     transformer.blocks[0].register_forward_pre_hook(place.add_to_first_block_input)
     backbone = Backbone(
         name="embedded",
         transformer=transformer,
-        codec=WorldCodec(),
+        codec=codec_object,
         encode_prompt=_PromptEncoder(text_encoder),
         width=world.VIEW,
         height=world.VIEW,
@@ -158,7 +189,7 @@ def build(seed: int = 0):
         on_frame=place.at_frame,
         move_camera=place.move,
     )
-    backbone.text_encoder, backbone.place = text_encoder, place
+    backbone.text_encoder, backbone.place, backbone.codec_name = text_encoder, place, codec
     return backbone
 
 
@@ -178,6 +209,7 @@ def save(backbone, directory: str, metadata: dict | None = None) -> str:
     from safetensors.torch import save_file
 
     os.makedirs(directory, exist_ok=True)
+    codec = getattr(backbone, "codec_name", "dct")
     tensors = {
         f"{prefix}.{k}": v.detach().float().contiguous()
         for prefix, module in trainable_modules(backbone).items()
@@ -187,7 +219,13 @@ def save(backbone, directory: str, metadata: dict | None = None) -> str:
     save_file(tensors, path, metadata={"format": "pt"})
     with open(os.path.join(directory, "config.json"), "w") as f:
         json.dump(
-            {"architecture": "camera", "transformer": TRANSFORMER, "place_harmonics": HARMONICS, **(metadata or {})},
+            {
+                "architecture": "camera",
+                "codec": codec,
+                "transformer": transformer_config(codec),
+                "place_harmonics": HARMONICS,
+                **(metadata or {}),
+            },
             f,
             indent=1,
         )
@@ -195,12 +233,15 @@ def save(backbone, directory: str, metadata: dict | None = None) -> str:
 
 
 def load(directory: str):
+    import json
     import os
 
     from safetensors.torch import load_file
 
     path = os.path.join(directory, "generator.safetensors")
-    backbone = build()
+    with open(os.path.join(directory, "config.json")) as f:
+        codec = json.load(f).get("codec", "dct")  # weights saved before the choice existed are DCT
+    backbone = build(codec=codec)
     tensors = load_file(path)
     for prefix, module in trainable_modules(backbone).items():
         own = {k[len(prefix) + 1 :]: v.float() for k, v in tensors.items() if k.startswith(prefix + ".")}

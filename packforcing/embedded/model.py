@@ -170,7 +170,7 @@ def load_embedded(directory: str) -> Backbone:
 
     path = os.path.join(directory, "generator.safetensors")
     if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} not found; train it with: python -m packforcing.embedded.train --out {directory}")
+        raise FileNotFoundError(f"{path} not found; train it with: python -m packforcing.embedded.train_v10 --out {directory}")
     with open(os.path.join(directory, "config.json")) as f:
         meta = json.load(f)
     if meta.get("architecture") == "camera":  # v11: the camera-conditioned model
@@ -193,7 +193,7 @@ def load_embedded(directory: str) -> Backbone:
 
 def _unavailable() -> str | None:
     if not os.path.exists(os.path.join(EMBEDDED_DIR, "generator.safetensors")):
-        return "embedded weights not found in assets/embedded/ (train them with python -m packforcing.embedded.train)"
+        return "embedded weights not found in assets/embedded/ (train them with python -m packforcing.embedded.train_v10)"
     return None
 
 

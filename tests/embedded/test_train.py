@@ -9,7 +9,7 @@ import torch
 
 from packforcing.embedded.data import own_revisit_clip, world_batch
 from packforcing.embedded.model import EMBEDDED_CONFIG, build_embedded, load_embedded, trainable_modules
-from packforcing.embedded.train import clip_loss, main, sample_sigmas
+from packforcing.embedded.train_v10 import clip_loss, main, sample_sigmas
 from packforcing.embedded.vocab import tokenize
 from packforcing.events import Frames
 from packforcing.sampler import PackForcingSampler

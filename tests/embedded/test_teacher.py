@@ -1,0 +1,155 @@
+"""The recipe trainer's cost levers change what is differentiated and which blocks are
+trained, never a trained block's loss; and a run resumes from a state that loads with
+weights_only=True exactly where it stopped."""
+
+import json
+import random
+
+import pytest
+import torch
+
+from packforcing.embedded import camera_model
+from packforcing.embedded.camera_data import is_mid_revisit, make_clips
+from packforcing.embedded.teacher import ReconHead, TeacherConfig, clip_loss, recalled_sources
+from packforcing.embedded.train import Run, TrainConfig, encode_texts
+from packforcing.sampler import PackForcingSampler
+
+# out-and-back over 8 blocks: right 4, left 4; block 5 films block 2's place (mid bank only)
+PATHS = {"outback": 1.0}
+
+
+@pytest.fixture(scope="module")
+def setup():
+    torch.manual_seed(0)
+    backbone = camera_model.build(0)
+    clips = make_clips(random.Random(3), 2, 8, backbone.codec, paths=PATHS)
+    return backbone, clips
+
+
+def _loss(setup, seed=0, head=None, **teacher):
+    backbone, clips = setup
+    backbone.transformer.zero_grad(set_to_none=True)
+    backbone.hr_compressor.zero_grad(set_to_none=True)
+    sampler = PackForcingSampler(backbone, backbone.default_config, seed=0)
+    tc = TeacherConfig(**{"force_source": 0.0, **teacher})
+    return clip_loss(sampler, clips, encode_texts(backbone, clips), tc, torch.Generator().manual_seed(seed), head)
+
+
+def test_the_clip_revisits_what_the_mid_bank_holds(setup):
+    _, clips = setup
+    assert [c for c, row in enumerate(clips.sources) if is_mid_revisit(row)] == [5]
+    assert recalled_sources(clips) == {2}
+
+
+def test_history_without_gradient_leaves_every_loss_unchanged(setup):
+    full = _loss(setup, grad_history="all")
+    cheap = _loss(setup, grad_history="sources")
+    assert sorted(full.block_losses) == sorted(cheap.block_losses) == list(range(8))
+    for c, loss in full.block_losses.items():
+        assert cheap.block_losses[c] == pytest.approx(loss, rel=1e-5, abs=1e-7), c
+    torch.testing.assert_close(cheap.total, full.total, rtol=1e-5, atol=1e-7)
+    other = _loss(setup, seed=1, grad_history="sources")  # negative control: other noise, other losses
+    assert abs(other.total.item() - full.total.item()) > 1e-3
+
+
+def test_the_compressor_learns_only_through_the_sources_read(setup):
+    backbone, _ = setup
+    _loss(setup, grad_history="sources").total.backward()
+    hr = [p.grad for p in backbone.hr_compressor.parameters()]
+    assert all(g is not None for g in hr) and sum(g.abs().sum() for g in hr) > 0
+    _loss(setup, grad_history="none").total.backward()
+    assert all(p.grad is None for p in backbone.hr_compressor.parameters())
+
+
+def test_blocks_that_recall_nothing_are_trained_at_the_given_rate(setup):
+    none = _loss(setup, other_fraction=0.0)
+    assert list(none.block_losses) == [5] and none.revisits == [5]
+    some = _loss(setup, other_fraction=0.5)
+    assert 5 in some.block_losses and 1 < len(some.block_losses) < 8
+    every = _loss(setup, other_fraction=0.5)
+    # the same draws: the trained subset's losses are the full recipe's
+    for c, loss in some.block_losses.items():
+        assert every.block_losses[c] == pytest.approx(loss, rel=1e-5, abs=1e-7)
+
+
+def test_bad_levers_are_named():
+    with pytest.raises(ValueError, match="grad_history='some'.*all"):
+        TeacherConfig(grad_history="some")
+    with pytest.raises(ValueError, match="other_fraction=1.5"):
+        TeacherConfig(other_fraction=1.5)
+    with pytest.raises(ValueError, match=r"unknown fields \['batchsize'\]"):
+        TrainConfig.from_dict({"batchsize": 3})
+
+
+def test_a_resumed_run_continues_where_it_stopped(tmp_path):
+    recipe = {"batch": 2, "blocks": 8, "paths": PATHS, "threads": 1, "warmup": 2, "switch_prob": 0.0,
+              "other_fraction": 0.5, "grad_history": "sources"}
+    tc = TrainConfig.from_dict(recipe)
+    straight = Run(tc, str(tmp_path / "a"))
+    rows = [straight.train_step() for _ in range(3)]
+    first = Run(tc, str(tmp_path / "b"))
+    first.train_step(), first.train_step()
+    first.save()
+    state = torch.load(tmp_path / "b" / "state.pt", weights_only=True)  # plain tensors and numbers only
+    assert state["counters"]["step"] == 2 and json.loads(state["recipe"])["other_fraction"] == 0.5
+    resumed = Run(tc, str(tmp_path / "b"))
+    row = resumed.train_step()
+    assert row["step"] == 3 and row["loss"] == pytest.approx(rows[2]["loss"], rel=1e-5)
+    assert row["loss"] != pytest.approx(rows[1]["loss"], rel=1e-3)  # negative control: not a replayed step
+    assert (tmp_path / "b" / "ckpts" / "2" / "generator.safetensors").exists()
+
+
+def test_the_rebuild_head_reads_only_the_compressor(setup):
+    """The auxiliary loss adds no term to the flow losses and trains the HR compressor,
+    each token rebuilding the pooled latent cells under it (hand-checked shapes)."""
+    backbone, clips = setup
+    head = ReconHead(128, 16)
+    tokens = torch.zeros(1, 128, 2, 2, 2)
+    tokens[0, :, 1, 0, 1] = 1.0  # one token: frame 1, row 0, column 1
+    out = head(tokens)
+    assert out.shape == (1, 16, 2, 4, 4)
+    bias = head.proj.bias.view(16, 2, 2)
+    torch.testing.assert_close(out[0, :, 0, :2, :2], bias)  # a zero token gives the bias
+    assert not torch.allclose(out[0, :, 1, :2, 2:], bias)  # the set token moves its own cells
+    torch.testing.assert_close(out[0, :, 1, 2:, 2:], bias)
+    plain = _loss(setup)
+    with_head = _loss(setup, recon_weight=1.0, head=head)
+    assert plain.recon is None and with_head.recon is not None and with_head.recon.item() > 0
+    assert with_head.block_losses == pytest.approx(plain.block_losses, rel=1e-5)
+    with_head.recon.backward()
+    assert sum(p.grad.abs().sum() for p in backbone.hr_compressor.parameters()) > 0
+
+
+def test_compressed_tokens_sit_inside_the_view_they_summarise(setup):
+    """The camera model's block is a 4 x 4 x 4 token grid compressed to 2 x 2 x 2, so its
+    compressed tokens sit at the centres of the 2 x 2 x 2 cells they cover: t in
+    start + {0.5, 2.5}, h and w in {0.5, 2.5} (by hand). Placed with Wan's 4-token span
+    they would fall at 1.5 and 5.5, outside the view's rows 0-3."""
+    from packforcing.cache import BlockKV
+
+    backbone, clips = setup
+    sampler = PackForcingSampler(backbone, backbone.default_config, seed=0)
+    placed = []
+    place = sampler.rope.place
+    sampler.rope.place = lambda *args: (placed.append(args), place(*args))[1]
+    backbone.place.set_clip(clips.xs)
+    text = encode_texts(backbone, clips)[0]
+    with torch.no_grad():
+        sampler.compress(BlockKV(3, 12.0, 64), clips.latent[:, :, 12:16], clips.pixels[:, :, 48:64], text)
+    sampler.rope.place = place
+    (start, spacing, center), = placed
+    rows = [center[1] + spacing[1] * i for i in range(sampler.grid[1])]
+    frames = [start + center[0] + spacing[0] * i for i in range(sampler.grid[0])]
+    assert sampler.grid == (2, 2, 2) and rows == [0.5, 2.5] and frames == [12.5, 14.5]
+
+
+def test_the_reading_curriculum_keeps_mid_blocks_whole_at_its_rate(tmp_path):
+    recipe = {"batch": 2, "blocks": 8, "paths": PATHS, "threads": 1, "switch_prob": 0.0, "other_fraction": 0.0}
+    policies = {}
+    for rate in (0.0, 1.0):
+        run = Run(TrainConfig.from_dict({**recipe, "mix_full": rate}), str(tmp_path / str(rate)))
+        row = run.train_step()
+        policies[rate] = row["policy"]
+        assert row["revisit_blocks"] == 2 and row["trained_blocks"] == 2  # block 5 of both clips
+    assert policies == {0.0: "dynamic", 1.0: "full"}
+    assert run.sampler.config.policy == "dynamic"  # sampling keeps the model's config
