@@ -137,8 +137,11 @@ class Run:
                               f"(a full cache: {event.full_cache_bytes / 1024:,.0f} KB)") + self.switched
                     if event.camera is not None:
                         status += f" · camera {event.camera['direction']} at {event.camera['x']:.0f}"
-                    yield {"segment": segment, "preview": preview, "figures": figures_at(self.events, None, self.projection), "status": status,
-                           "camera": camera_figure(self.events), "narration": plain(narration_at(self.events))}
+                    update = {"segment": segment, "preview": preview, "figures": figures_at(self.events, None, self.projection), "status": status,
+                              "narration": plain(narration_at(self.events))}
+                    if self.pipe.has_camera:  # the camera panel is hidden otherwise: nothing to draw into it
+                        update["camera"] = camera_figure(self.events)
+                    yield update
                 elif isinstance(event, RunEnd):
                     if self.frames:
                         write_mp4(np.concatenate(self.frames), self.video_path, self.pipe.fps, max(1, DISPLAY_SIZE // self.frames[0].shape[1]))

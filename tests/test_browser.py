@@ -17,13 +17,11 @@ ROOT = Path(__file__).resolve().parent.parent
 SHOTS = ROOT / "assets" if os.environ.get("PACKFORCING_SCREENSHOTS") == "1" else None
 
 
-def _shot(page, name: str, tmp_path: Path, clip: str | None = None) -> None:
-    """The full page, or the column holding the element `clip` (the video and its narration)."""
-    path = str((SHOTS or tmp_path) / name)
-    if clip:
-        page.locator(clip).locator("xpath=ancestor::div[contains(@class, 'column')][1]").screenshot(path=path)
-    else:
-        page.screenshot(path=path, full_page=True)
+def _shot(page, name: str, tmp_path: Path) -> None:
+    # the viewport only: a full-page shot resizes it, and the page then stalls re-laying out its plots
+    page.screenshot(path=str((SHOTS or tmp_path) / name))
+
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 if CHROMIUM is None and not os.environ.get("CI"):
     pytest.skip("Chromium is not installed (bash .ci/setup.sh --test installs it)", allow_module_level=True)
@@ -111,10 +109,8 @@ def test_generate_streams_video_and_panels(page, tmp_path):
     _wait_for_block(page, 7)
     for panel in PANELS:
         assert _panel_points(page, panel) >= 2, f"{panel} has no data for two blocks"
-    _shot(page, "screenshot.png", tmp_path)
-    page.locator("#narration").scroll_into_view_if_needed()
-    _shot(page, "narration.png", tmp_path, clip="#stream")
-    page.click("#stop")
+    _shot(page, "screenshot.png", tmp_path)  # the narration under the video, too
+    page.locator("#stop").dispatch_event("click")  # the page re-flows every block: no wait for it to settle
     page.wait_for_function("() => /Stopped/.test(document.querySelector('#status').innerText)", timeout=30_000)
 
 
@@ -123,7 +119,7 @@ def test_stop_ends_a_second_run(page):
     _set_seconds(page, 60)
     page.click("#generate")
     _wait_for_block(page, 2)
-    page.click("#stop")
+    page.locator("#stop").dispatch_event("click")  # the page re-flows every block: no wait for it to settle
     page.wait_for_function("() => /Stopped/.test(document.querySelector('#status').innerText)", timeout=30_000)
     blocks_then = _panel_points(page, "panel-memory")
     time.sleep(3)
@@ -223,7 +219,7 @@ def test_camera_buttons_steer_the_next_block_while_streaming(page):
     page.click("#camera-still")
     page.wait_for_function("() => /camera still at/.test(document.querySelector('#status').innerText)", timeout=60_000)
     assert _panel_points(page, "panel-camera") >= 3, "the camera panel has no bars"
-    page.click("#stop")
+    page.locator("#stop").dispatch_event("click")  # the page re-flows every block: no wait for it to settle
     page.wait_for_function("() => /Stopped/.test(document.querySelector('#status').innerText)", timeout=30_000)
 
 
@@ -253,5 +249,5 @@ def test_switch_prompt_mid_stream_marks_the_panels(page, tmp_path):
     assert "re-cached" in rope_title
     _wait_for_block(page, 12)
     _shot(page, "switch.png", tmp_path)
-    page.click("#stop")
+    page.locator("#stop").dispatch_event("click")  # the page re-flows every block: no wait for it to settle
     page.wait_for_function("() => /Stopped/.test(document.querySelector('#status').innerText)", timeout=30_000)
