@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .config import shown
 from .controls import CAMERA_DIRECTIONS
 
 
@@ -25,11 +26,11 @@ class CameraPath:
         for direction, seconds in self.segments:
             if direction not in CAMERA_DIRECTIONS:
                 raise ValueError(
-                    f"camera segment {direction}:{seconds:g}: direction {direction!r} is not allowed; "
+                    f"camera segment {direction[:20]}:{seconds:g}: direction {shown(direction)} is not allowed; "
                     f"choose one of {', '.join(CAMERA_DIRECTIONS)}"
                 )
             if not seconds > 0:
-                raise ValueError(f"camera segment {direction}:{seconds:g}: seconds must be > 0")
+                raise ValueError(f"camera segment {direction[:20]}:{seconds:g}: seconds must be > 0")
 
     @classmethod
     def parse(cls, text: str) -> CameraPath:
@@ -44,7 +45,7 @@ class CameraPath:
                 value = None
             if value is None:
                 raise ValueError(
-                    f"camera segment {part!r} is not direction:seconds; write e.g. right:8,left:8 "
+                    f"camera segment {shown(part)} is not direction:seconds; write e.g. right:8,left:8 "
                     f"with directions {', '.join(CAMERA_DIRECTIONS)}"
                 )
             segments.append((direction.strip().lower(), value))

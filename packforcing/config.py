@@ -188,7 +188,7 @@ class PackForcingConfig:
 
 def _check_choice(name, value, allowed):
     if value not in allowed:
-        raise ValueError(f"{name}={value!r} is not allowed; choose one of {', '.join(allowed)}")
+        raise ValueError(f"{name}={shown(value)} is not allowed; choose one of {', '.join(allowed)}")
 
 
 def _check_int(name, value, minimum):

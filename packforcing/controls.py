@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import threading
 
+from .config import shown
+
 CAMERA_DIRECTIONS = ("left", "still", "right")
 
 
 class LiveControls:
-    def __init__(self, camera: str | None = None):
-        self._lock = threading.Lock()
+    def __init__(self, camera: str | None = None, lock: threading.Lock | None = None):
+        self._lock = lock or threading.Lock()  # a caller's lock: held by it, a change waits (tests make races certain)
         self._prompt: str | None = None
         self._camera: str | None = None
         if camera is not None:
@@ -30,8 +32,7 @@ class LiveControls:
     def steer(self, direction: str) -> None:
         """Hold the camera moving `direction` from the next block until changed."""
         if direction not in CAMERA_DIRECTIONS:
-            raise ValueError(f"camera direction {direction!r} is not allowed; choose one of "
-                             f"{', '.join(CAMERA_DIRECTIONS)}")
+            raise ValueError(f"camera direction {shown(direction)} is not allowed; choose one of {', '.join(CAMERA_DIRECTIONS)}")
         with self._lock:
             self._camera = direction
 

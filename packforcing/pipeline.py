@@ -161,10 +161,11 @@ class PackForcingPipeline:
         """`right:8,left:8` (or a CameraPath) -> CameraPath; ValueError for a camera-less model."""
         if camera is None or isinstance(camera, str) and not camera.strip():
             return None
-        path = camera if isinstance(camera, CameraPath) else CameraPath.parse(camera)
-        if not self.has_camera:
-            raise ValueError(f"model {self.name!r} has no camera to steer (no shipped model takes a camera path yet)")
-        return path
+        if not self.has_camera:  # said before the path is read: no reason to parse what cannot be used
+            raise ValueError(f"model {self.name!r} has no camera to steer (no shipped model takes a camera path yet); leave the camera path empty")
+        if not isinstance(camera, (str, CameraPath)):
+            raise ValueError("the camera path must be text such as right:8,left:8")
+        return camera if isinstance(camera, CameraPath) else CameraPath.parse(camera)
 
     def stream(self, prompt: str | Schedule, seconds: float, seed: int = 0, config: PackForcingConfig | None = None,
                should_stop=None,

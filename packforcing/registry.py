@@ -42,6 +42,7 @@ class ModelEntry:
     ready: Callable[[], bool] = lambda: True  # runs here without downloading anything
     default_rank: int = 100  # the default model is the ready one of lowest rank
     evaluator: Evaluator | None = None
+    camera: bool = False  # takes a camera path and steering (the studio offers its camera controls)
 
 
 _entries: dict[str, ModelEntry] | None = None

@@ -209,7 +209,15 @@ def _switch(where: str, d: dict, index: int, run: dict) -> dict:
         raise ValueError(f"{where}: recache={shown(out['recache'])} is not allowed; choose one of "
                          f"{', '.join(RECACHE_MODES)}")
     out["recached"] = _field(where, d, "recached", _ids, index - 1, index)
+    _check_consistent(where, out)
     return out
+
+
+def _check_consistent(where: str, switch: dict) -> None:
+    """A switch may not contradict itself: recache "none" re-writes no block."""
+    if switch["recache"] == "none" and switch["recached"]:
+        raise ValueError(f"{where}: recache is 'none' but recached lists {len(switch['recached'])} blocks; "
+                         "a switch without re-cache re-writes none (recached: [])")
 
 
 def _camera(name, value):

@@ -156,12 +156,16 @@ def test_revisit_sources_of_the_out_and_back_path():
 def test_the_studio_buttons_steer_their_own_session_only():
     from types import SimpleNamespace
 
-    from app.handlers import live_controls, steerer
+    from app import sessions
+    from app.live import Live, steerer
+    from packforcing.controls import LiveControls
 
-    mine, other = live_controls("session-a"), live_controls("session-b")
-    steerer("left")(SimpleNamespace(session_hash="session-a"))
-    assert mine.poll() == (None, "left")
-    assert other.poll() == (None, None)  # another browser's run is not steered
-    steerer("still")(SimpleNamespace(session_hash="no-run"))  # no run: nothing to steer, no error
-    fresh = live_controls("session-a")  # a new run starts unsteered
-    assert fresh.poll() == (None, None)
+    camera_model = SimpleNamespace(name="camera-model", has_camera=True)
+    mine, other = Live(LiveControls(), camera_model), Live(LiveControls(), camera_model)
+    sessions.hold_live("session-a", mine), sessions.hold_live("session-b", other)
+    assert steerer("left")(SimpleNamespace(session_hash="session-a")) == "Steering left from the next block."
+    assert mine.controls.poll() == (None, "left")
+    assert other.controls.poll() == (None, None)  # another browser's run is not steered
+    assert "nothing is streaming" in steerer("still")(SimpleNamespace(session_hash="no-run"))
+    sessions.release_live("session-a", mine), sessions.release_live("session-b", other)
+    assert "nothing is streaming" in steerer("left")(SimpleNamespace(session_hash="session-a"))  # the run ended

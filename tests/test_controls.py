@@ -27,11 +27,19 @@ def test_bad_values_name_what_is_allowed():
         LiveControls(camera="down")
 
 
-def test_writes_from_other_threads_are_seen():
-    c = LiveControls(camera="still")
-    threads = [threading.Thread(target=c.steer, args=("right",)) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
+def test_a_change_waits_for_the_lock_and_is_then_seen():
+    """Every change and read takes the lock: while another thread holds it, a steer and a
+    switch from other threads wait, and both are seen once it is released. (Without the
+    lock they would land at once, while the holder still reads.)"""
+    lock = threading.Lock()
+    c = LiveControls(camera="still", lock=lock)
+    with lock:
+        writers = [threading.Thread(target=c.steer, args=("right",)), threading.Thread(target=c.switch_prompt, args=("a green square",))]
+        for t in writers:
+            t.start()
+        for t in writers:
+            t.join(timeout=0.2)
+        assert all(t.is_alive() for t in writers), "a change went through while the lock was held"
+    for t in writers:
         t.join()
-    assert c.poll() == (None, "right")
+    assert c.poll() == ("a green square", "right")

@@ -80,12 +80,35 @@ def test_stop_while_queued_keeps_the_run_from_starting(studio):
 
 @pytest.mark.parametrize("field, value, message", [
     ("seed", 1e30, "seed=1e+30 is out of range; allowed 0 to 4,294,967,295"),
+    # the app's own check, not Gradio's choice check (which showed a Python type)
+    ("recache", "ALL", "recache='ALL' is not allowed; choose one of none, recent, sink+recent, all"),
+    ("recache", "", "recache='' is not allowed"),
+    ("recache", 5, "recache=5 is not allowed"),
+    ("camera", "x" * 20000, "model 'embedded' has no camera to steer"),  # never echoed whole
 ])
 def test_bad_numbers_and_names_get_plain_messages(studio, field, value, message):
     result = _client(studio).predict(**{**RUN, "prompt": "a red circle", "seconds": 3, field: value},
                                      api_name="/generate")
     status = result[STATUS]
     assert status.startswith("⚠️ **Error:** ") and message in status.replace("\\", ""), status
+    assert len(status) < 300 and "type" not in status
+
+
+def test_live_controls_answer_for_the_running_model_and_only_while_it_runs(studio):
+    """Switch is checked by the model that runs (the embedded model, which refuses a prompt
+    with no word it knows), steer on a model without a camera says so, and once the run
+    ends both say that nothing is streaming."""
+    client = _client(studio)
+    assert "nothing is streaming" in client.predict(api_name="/steer_left")
+    job = _submit(client, seconds=30)
+    _wait_outputs(job, 2)
+    assert "model embedded has no camera to steer" in client.predict(api_name="/steer_left")
+    assert "has no known word" in client.predict("<img src=x onerror=alert(1)>", api_name="/switch")
+    assert "next block" in client.predict("a green circle", api_name="/switch")
+    client.predict(api_name="/stop")
+    assert job.result(timeout=120)[STATUS].startswith("Stopped")
+    assert "nothing is streaming" in client.predict("a green circle", api_name="/switch")
+    assert "nothing is streaming" in client.predict(api_name="/steer_right")
 
 
 def test_too_few_inputs_get_a_plain_error(studio):
