@@ -36,8 +36,8 @@ def _refused(e: ValueError) -> str:
 
 
 @gpu
-def generate(model, prompt, seconds, seed, sink_frames, top_k, mid_capacity, policy, rope_repair, compression, camera, recache="all",
-             request: gr.Request = None):
+def generate(model, prompt, seconds, seed, sink_frames, top_k, mid_capacity, policy, rope_repair, compression, camera,
+             recache="all", request: gr.Request = None):
     """Streams: video segment, preview, four figures, status, final video, trace, camera figure, narration."""
     nothing = gr.skip()
     session = _session(request)
@@ -79,14 +79,15 @@ def _pair_updates(lab: AblationRun):
         sides = []
         for update in (a, b):
             update = update or {}
-            sides += [update.get("segment", nothing), update.get("preview", nothing), *(update.get("figures") or (nothing,) * 4),
-                      update.get("narration", nothing)]
+            sides += [update.get("segment", nothing), update.get("preview", nothing),
+                      *(update.get("figures") or (nothing,) * 4), update.get("narration", nothing)]
         status = " · ".join(f"**{name}**: {u['status']}" for name, u in zip(lab.names, (a, b)) if u)
         yield sides, status or nothing, comparison or nothing
 
 
 def _stream_pair(make, session):
-    """Runs the pair `make(stop flag)` builds in the session's ablation slot; yields (sides, status, comparison, lab)."""
+    """Runs the pair `make(stop flag)` builds in the session's ablation slot; yields
+    (sides, status, comparison, lab)."""
     nothing = gr.skip()
     flag = sessions.begin_run(session, "ablation")
     try:
@@ -132,13 +133,14 @@ def run_lesson(title, model, prompt, seconds, seed, request: gr.Request = None):
 # Validators: Gradio runs them when a run is submitted, before it is queued (browser and
 # API clients alike). They arm the session's stop flag; the run checks its inputs itself.
 # (Gradio hands gr.Request only to a named parameter, hence the full signatures.)
-def arm_generate(model, prompt, seconds, seed, sink_frames, top_k, mid_capacity, policy, rope_repair, compression, camera, recache="all",
-                 request: gr.Request = None):
+def arm_generate(model, prompt, seconds, seed, sink_frames, top_k, mid_capacity, policy, rope_repair, compression,
+                 camera, recache="all", request: gr.Request = None):
     sessions.arm_stop(_session(request), "generate")
     return [gr.validate(True, "")] * 12
 
 
-def arm_ablation(model, prompt, seconds, seed, preset_a, preset_b, switch_at=8, switch_to="", request: gr.Request = None):
+def arm_ablation(model, prompt, seconds, seed, preset_a, preset_b, switch_at=8, switch_to="",
+                 request: gr.Request = None):
     sessions.arm_stop(_session(request), "ablation")
     return [gr.validate(True, "")] * 8
 
@@ -164,8 +166,8 @@ def on_trace_upload(file):
         events, last = load_trace(file)
     except (ValueError, OSError) as e:
         return [], gr.update(maximum=1, value=0), f"⚠️ **Error:** {plain(e)}", *replay_figures([], 0), ""
-    return (events, gr.update(maximum=max(last, 1), value=last), f"Loaded {last + 1} blocks (0 to {last}).", *replay_figures(events, last),
-            plain(narration_at(events, last)))
+    return (events, gr.update(maximum=max(last, 1), value=last), f"Loaded {last + 1} blocks (0 to {last}).",
+            *replay_figures(events, last), plain(narration_at(events, last)))
 
 
 def on_replay_scrub(events, block):

@@ -62,13 +62,14 @@ def cache_numbers(sink_frames, top_k, mid_capacity) -> dict:
                 mid_capacity=check_number("mid_capacity", mid_capacity, 0, MAX_MID_CAPACITY, integer=True))
 
 
-def build_config(model: str, sink_frames, top_k, mid_capacity, policy, rope_repair, compression, recache=None) -> PackForcingConfig:
+def build_config(model: str, sink_frames, top_k, mid_capacity, policy, rope_repair, compression,
+                 recache=None) -> PackForcingConfig:
     if not isinstance(rope_repair, bool):
         raise ValueError(f"rope_repair must be true or false; got {shown(rope_repair)}")
     base = registry.get(check_model(model)).default_config
     return base.replace(
-        **cache_numbers(sink_frames, top_k, mid_capacity), policy=policy, rope_repair=rope_repair, compression=compression,
-        recache=base.recache if recache is None else recache,
+        **cache_numbers(sink_frames, top_k, mid_capacity), policy=policy, rope_repair=rope_repair,
+        compression=compression, recache=base.recache if recache is None else recache,
     )
 
 
@@ -80,7 +81,8 @@ def upscale(frames: np.ndarray) -> np.ndarray:
 class Run:
     """One generation: streams (segment path, preview, figures, status) after every block."""
 
-    def __init__(self, model: str, prompt: str, seconds: float, seed: int, config: PackForcingConfig, workdir: str | None = None, stop: threading.Event | None = None,
+    def __init__(self, model: str, prompt: str, seconds: float, seed: int, config: PackForcingConfig,
+                 workdir: str | None = None, stop: threading.Event | None = None,
                  camera: str | None = None, controls: LiveControls | None = None):
         self.pipe = get_pipeline(model)
         self.pipe.validate(prompt, seconds, config, seed)
@@ -109,7 +111,8 @@ class Run:
             self.use_folder(None)
         started = time.perf_counter()
         with TraceWriter(self.trace_path) as trace:
-            for event in self.pipe.stream(self.prompt, self.seconds, self.seed, self.config, should_stop=self.stop_requested.is_set,
+            for event in self.pipe.stream(self.prompt, self.seconds, self.seed, self.config,
+                                          should_stop=self.stop_requested.is_set,
                                           camera=self.camera, controls=self.controls):
                 trace.write(event)
                 if isinstance(event, Frames):
@@ -126,25 +129,30 @@ class Run:
                 self.events.append(event)
                 if isinstance(event, RunStart):
                     words = plain(", ".join(event.understood_words) or "none")
-                    yield {"status": f"Generating blocks 0 to {event.num_blocks - 1} with **{plain(event.model)}** · understood: {words}"}
+                    yield {"status": f"Generating blocks 0 to {event.num_blocks - 1} with **{plain(event.model)}** "
+                                     f"· understood: {words}"}
                 elif isinstance(event, Switch):
-                    done = f"re-cached {len(event.recached)} blocks in {event.seconds:.2f} s" if event.recached else f"re-cache {event.recache}"
+                    done = (f"re-cached {len(event.recached)} blocks in {event.seconds:.2f} s" if event.recached
+                            else f"re-cache {event.recache}")
                     self.switched = f" · prompt switched before block {event.block} ({done})"
                 elif isinstance(event, Block):
                     segment, preview = self._pending
-                    status = (f"Block {event.block} · {event.video_seconds:.0f} s of video in {time.perf_counter() - started:.1f} s · "
+                    status = (f"Block {event.block} · {event.video_seconds:.0f} s of video "
+                              f"in {time.perf_counter() - started:.1f} s · "
                               f"attending {event.context_tokens:,} tokens · KV {event.kv_bytes / 1024:,.0f} KB "
                               f"(a full cache: {event.full_cache_bytes / 1024:,.0f} KB)") + self.switched
                     if event.camera is not None:
                         status += f" · camera {event.camera['direction']} at {event.camera['x']:.0f}"
-                    update = {"segment": segment, "preview": preview, "figures": figures_at(self.events, None, self.projection), "status": status,
+                    update = {"segment": segment, "preview": preview,
+                              "figures": figures_at(self.events, None, self.projection), "status": status,
                               "narration": plain(narration_at(self.events))}
                     if self.pipe.has_camera:  # the camera panel is hidden otherwise: nothing to draw into it
                         update["camera"] = camera_figure(self.events)
                     yield update
                 elif isinstance(event, RunEnd):
                     if self.frames:
-                        write_mp4(np.concatenate(self.frames), self.video_path, self.pipe.fps, max(1, DISPLAY_SIZE // self.frames[0].shape[1]))
+                        write_mp4(np.concatenate(self.frames), self.video_path, self.pipe.fps,
+                                  max(1, DISPLAY_SIZE // self.frames[0].shape[1]))
                     verb = "Stopped" if event.stopped else "Done"
                     yield {"status": f"{verb}: {event.blocks} blocks in {event.seconds:.1f} s", "done": True,
                            "video": self.video_path if self.frames else None, "trace": self.trace_path}
@@ -153,7 +161,8 @@ class Run:
 def calculator(width, height, fps, seconds, sink_frames, top_k, mid_capacity):
     """Memory calculator tab: (markdown table, figure) or an error message."""
     try:
-        t = memory_table(seconds, width, height, fps, PackForcingConfig(**cache_numbers(sink_frames, top_k, mid_capacity)))
+        t = memory_table(seconds, width, height, fps,
+                         PackForcingConfig(**cache_numbers(sink_frames, top_k, mid_capacity)))
     except ValueError as e:
         return f"**Error:** {plain(e)}", empty_figure(str(e))
     gb = lambda b: f"{b / 1e9:,.2f} GB"  # noqa: E731
@@ -194,15 +203,16 @@ def ablation_presets(model: str) -> dict[str, PackForcingConfig]:
     """The ablation lab's named configurations, built on the model's own defaults."""
     base = registry.get(check_model(model)).default_config
     # the same switch with and without re-writing the cache (Switch at / to, in the view)
-    return ablation_configs(base) | {"dynamic, re-cache all": base.replace(recache="all"), "dynamic, no re-cache": base.replace(recache="none")}
+    return ablation_configs(base) | {"dynamic, re-cache all": base.replace(recache="all"),
+                                     "dynamic, no re-cache": base.replace(recache="none")}
 
 
 class AblationRun:
     """Two configurations on the same prompt and seed, streamed block by block in lockstep.
     Both samplers share the model's weights (each claims it per forward), so nothing is loaded twice."""
 
-    def __init__(self, model: str, prompt: str, seconds: float, seed: int, preset_a: str, preset_b: str, stop: threading.Event | None = None,
-                 switch_at=None, switch_to: str = ""):
+    def __init__(self, model: str, prompt: str, seconds: float, seed: int, preset_a: str, preset_b: str,
+                 stop: threading.Event | None = None, switch_at=None, switch_to: str = ""):
         presets = ablation_presets(model)
         for preset in (preset_a, preset_b):
             if not isinstance(preset, str) or preset not in presets:
@@ -245,14 +255,17 @@ class AblationRun:
         out = {}
         evaluator = registry.get(run.pipe.name).evaluator
         if run.frames and blocks and evaluator is not None:
-            out.update(evaluator.report(evaluator.score(np.concatenate(run.frames), blocks, blocks[0].prompt, run.seed)))
+            out.update(evaluator.report(evaluator.score(np.concatenate(run.frames), blocks, blocks[0].prompt,
+                                                        run.seed)))
         for switch in (e for e in run.events if isinstance(e, Switch)):
-            out[f"switch before block {switch.block}"] = (f"re-cached {len(switch.recached)} blocks in {switch.seconds:.2f} s"
-                                                              if switch.recached else "no re-cache")
+            out[f"switch before block {switch.block}"] = (
+                f"re-cached {len(switch.recached)} blocks in {switch.seconds:.2f} s" if switch.recached
+                else "no re-cache")
             after = [b for b in blocks if b.block >= switch.block]
             if evaluator is not None and after:
                 start = next((b.frames_total for b in blocks if b.block == switch.block - 1), 0)
-                score = evaluator.score(np.concatenate(run.frames)[start:], after, switch.prompt, run.seed).get("faithfulness")
+                score = evaluator.score(np.concatenate(run.frames)[start:], after, switch.prompt,
+                                        run.seed).get("faithfulness")
                 out["faithfulness to the new prompt, after the switch"] = "n/a" if score is None else f"{score:.3f}"
         if blocks:
             out["KV bytes at the end"] = f"{blocks[-1].kv_bytes / 1024:,.0f} KB"

@@ -26,21 +26,25 @@ class Lesson:
 
 LESSONS = (
     Lesson("The sink", "dynamic", "dynamic, no sink",
-           "Both sides keep the same mid bank and recent block; only the left keeps the first frames at full resolution "
-           "(the sink). Watch whether the right video drifts away from the scene it began with.", "sink", "drift (first − last loop)"),
+           "Both sides keep the same mid bank and recent block; only the left keeps the first frames at full "
+           "resolution (the sink). Watch whether the right video drifts away from the scene it began with.",
+           "sink", "drift (first − last loop)"),
     Lesson("Dynamic vs FIFO selection", "dynamic", "fifo",
-           "FIFO attends the newest mid blocks whatever the queries want; dynamic scores every mid block and attends the best. "
-           "Watch the top-k panels: dynamic reaches back into the history, FIFO stays on the newest blocks.", "reach", "revisit consistency"),
+           "FIFO attends the newest mid blocks whatever the queries want; dynamic scores every mid block and attends "
+           "the best. Watch the top-k panels: dynamic reaches back into the history, FIFO stays on the newest blocks.",
+           "reach", "revisit consistency"),
     Lesson("A camera that comes back: dynamic vs window", "dynamic", "window",
-           "The camera returns to a place it filmed; dynamic can attend the mid block that filmed it, the window has dropped it. "
-           "Watch the camera panels when the band crosses an old bar.", "reach", "revisit source attended (block one loop back)", camera=True),
+           "The camera returns to a place it filmed; dynamic can attend the mid block that filmed it, the window has "
+           "dropped it. Watch the camera panels when the band crosses an old bar.",
+           "reach", "revisit source attended (block one loop back)", camera=True),
     Lesson("RoPE repair on vs off", "dynamic", "dynamic, no RoPE repair",
-           "Both sides attend the same kind of blocks; with repair off, their keys keep their original times and the model sees "
-           "gaps it never met in training. Watch the RoPE panels: arrows close the gaps on the left only.", "rope", "prompt faithfulness"),
+           "Both sides attend the same kind of blocks; with repair off, their keys keep their original times and the "
+           "model sees gaps it never met in training. Watch the RoPE panels: arrows close the gaps on the left only.",
+           "rope", "prompt faithfulness"),
     Lesson("A prompt switch: re-cache vs none", "dynamic, re-cache all", "dynamic, no re-cache",
-           "Both sides switch to the same new prompt halfway; the left re-writes its cached K/V under the new prompt, the right "
-           "keeps keys written under the old one. Watch how soon each video follows the new prompt.", "recache",
-           "faithfulness to the new prompt, after the switch", switch=True),
+           "Both sides switch to the same new prompt halfway; the left re-writes its cached K/V under the new prompt, "
+           "the right keeps keys written under the old one. Watch how soon each video follows the new prompt.",
+           "recache", "faithfulness to the new prompt, after the switch", switch=True),
 )
 
 
@@ -66,7 +70,8 @@ def switch_prompt_for(model: str, prompt: str) -> str:
 
 def pair(lesson: Lesson, model, prompt, seconds, seed, stop) -> AblationRun:
     """The lesson's two runs, on the ablation view's runner (switching halfway when it asks)."""
-    switch_to = switch_prompt_for(model, prompt) if lesson.switch and isinstance(model, str) and model in registry.entries() else ""
+    switch_to = (switch_prompt_for(model, prompt)
+                 if lesson.switch and isinstance(model, str) and model in registry.entries() else "")
     half = float(seconds) / 2 if isinstance(seconds, (int, float)) else 0.0
     return AblationRun(model, prompt, seconds, seed, lesson.a, lesson.b, stop, switch_at=half, switch_to=switch_to)
 
@@ -79,5 +84,6 @@ def explain(lesson: Lesson, lab: AblationRun | None = None) -> str:
     measured = difference(lesson.measure, lab.runs[0].events, lab.runs[1].events, lab.names)
     rows = lab.rows
     if lesson.row and len(rows) == 2 and lesson.row in rows[0] and lesson.row in rows[1]:
-        measured += f" {lesson.row[:1].upper()}{lesson.row[1:]}: {rows[0][lesson.row]} ({lab.names[0]}) vs {rows[1][lesson.row]} ({lab.names[1]})."
+        measured += (f" {lesson.row[:1].upper()}{lesson.row[1:]}: {rows[0][lesson.row]} ({lab.names[0]})"
+                     f" vs {rows[1][lesson.row]} ({lab.names[1]}).")
     return text + "\n\n" + plain(measured) if measured else text

@@ -54,7 +54,8 @@ def steerer(direction: str):
         if live is None:
             return _error(ValueError(NOTHING_STREAMING))
         if not live.pipe.has_camera:
-            return _error(ValueError(f"model {live.pipe.name} has no camera to steer; the camera buttons steer models that take one"))
+            return _error(ValueError(f"model {live.pipe.name} has no camera to steer; "
+                                     "the camera buttons steer models that take one"))
         live.controls.steer(direction)
         return f"Steering {direction} from the next block."
 
@@ -66,7 +67,8 @@ def camera_note(model) -> str:
     entry = registry.entries().get(model) if isinstance(model, str) else None
     if entry is not None and entry.camera:
         return ""
-    return f"{plain(str(model)[:40])} takes no camera: no camera path, steering or camera panel (no shipped model takes one yet)."
+    return (f"{plain(str(model)[:40])} takes no camera: no camera path, steering or camera panel "
+            "(no shipped model takes one yet).")
 
 
 def camera_controls(model) -> tuple:

@@ -36,11 +36,20 @@ from .lessons import LESSONS
 from .live import camera_controls, camera_note, steerer, switch_prompt
 
 PANEL_HELP = {
-    "occupancy": "Top: tokens each block attends, by partition, under the dashed bounded context, which never grows. Below: archived mid blocks, held in memory (compressed) but not attended.",
-    "selection": "Each row is a generated block, each column a compressed mid block. Colour = how much the current queries want that block; squares = the top-k actually attended. Old blocks keep getting picked: attention demand spans the whole history. The title's selection change: the share of selected blocks that are new since the block before (swaps can flicker).",
-    "rope": "Keys are cached already rotated at the time they were generated. Before attending, selected blocks are moved (rotated in time) so that sink, mid and recent sit side by side before the current block: the gaps left by unselected or evicted blocks close.",
-    "camera": "Bars show where each block was filmed on the wrapping panorama, coloured by the partition that holds it now; the band is where the camera looks. When it comes back to a place, the mid-bank block that filmed it should turn orange (attended).",
-    "memory": "Bytes of K/V actually held by this run vs a full cache. Below: the same policies for the real Wan2.1-1.3B at 832x480 (about 4 GB vs 138 GB at 120 s).",
+    "occupancy": "Top: tokens each block attends, by partition, under the dashed bounded context, which never grows. "
+                 "Below: archived mid blocks, held in memory (compressed) but not attended.",
+    "selection": "Each row is a generated block, each column a compressed mid block. Colour = how much the current "
+                 "queries want that block; squares = the top-k actually attended. Old blocks keep getting picked: "
+                 "attention demand spans the whole history. The title's selection change: the share of selected blocks "
+                 "that are new since the block before (swaps can flicker).",
+    "rope": "Keys are cached already rotated at the time they were generated. Before attending, selected blocks are "
+            "moved (rotated in time) so that sink, mid and recent sit side by side before the current block: the gaps "
+            "left by unselected or evicted blocks close.",
+    "camera": "Bars show where each block was filmed on the wrapping panorama, coloured by the partition that holds it "
+              "now; the band is where the camera looks. When it comes back to a place, the mid-bank block that filmed "
+              "it should turn orange (attended).",
+    "memory": "Bytes of K/V actually held by this run vs a full cache. Below: the same policies for the real "
+              "Wan2.1-1.3B at 832x480 (about 4 GB vs 138 GB at 120 s).",
 }
 
 
@@ -48,7 +57,8 @@ def _model_note() -> str:
     lines = []
     for name, entry in registry.entries().items():
         reason = entry.unavailable()
-        lines.append(f"- **{name}**: {entry.description}; " + ("available" if reason is None else f"unavailable ({reason})"))
+        lines.append(f"- **{name}**: {entry.description}; "
+                     + ("available" if reason is None else f"unavailable ({reason})"))
     return "\n".join(lines)
 
 
@@ -69,8 +79,9 @@ def build_demo() -> gr.Blocks:
     examples = _examples(model0)
     with Studio(title="PackForcing Studio", delete_cache=(600, sessions.RUN_FILES_TTL)) as demo:
         gr.Markdown(
-            "# PackForcing Studio\nLong streaming video with a **bounded KV cache**: a full-resolution **sink**, a **compressed mid bank** "
-            "searched by **top-k selection**, and the **recent** block — with RoPE packing so the model never sees the gaps. "
+            "# PackForcing Studio\nLong streaming video with a **bounded KV cache**: a full-resolution **sink**, "
+            "a **compressed mid bank** searched by **top-k selection**, and the **recent** block — with RoPE packing "
+            "so the model never sees the gaps. "
             "Type a prompt, press Generate, and watch the memory work block by block."
         )
         with gr.Tab("Generate"):
@@ -90,16 +101,19 @@ def _cache_controls(config) -> list:
     """Sink, top-k, capacity, policy, RoPE repair, compression, re-cache: the model's defaults."""
     with gr.Accordion("Advanced: the cache", open=False):
         controls = [
-            gr.Slider(0, MAX_SINK_FRAMES, value=config.sink_frames, step=config.block_frames, label="Sink frames (latent frames, multiple of 4)"),
+            gr.Slider(0, MAX_SINK_FRAMES, value=config.sink_frames, step=config.block_frames,
+                      label="Sink frames (latent frames, multiple of 4)"),
             gr.Slider(0, MAX_TOP_K, value=config.top_k, step=1, label="Top-k mid blocks attended"),
-            gr.Slider(0, MAX_MID_CAPACITY, value=config.mid_capacity, step=1, label="Mid-bank capacity (compressed blocks)"),
+            gr.Slider(0, MAX_MID_CAPACITY, value=config.mid_capacity, step=1,
+                      label="Mid-bank capacity (compressed blocks)"),
             gr.Radio(list(POLICIES), value=config.policy, label="Selection policy"),
             gr.Checkbox(value=config.rope_repair, label="RoPE repair (pack attended blocks in time)"),
             gr.Radio(list(COMPRESSIONS), value=config.compression, label="Compression"),
             # custom values pass: the app checks them itself, with a plain message (Gradio's
             # own check would answer an API call with a Python type)
-            gr.Dropdown(list(RECACHE_MODES), allow_custom_value=True, value=config.recache, label="Re-cache on a prompt switch (blocks re-written under the new prompt)",
-                     elem_id="recache"),
+            gr.Dropdown(list(RECACHE_MODES), allow_custom_value=True, value=config.recache,
+                        label="Re-cache on a prompt switch (blocks re-written under the new prompt)",
+                        elem_id="recache"),
         ]
         gr.Markdown(_model_note())
     return controls
@@ -109,7 +123,8 @@ def _panels(camera: bool) -> tuple[list, gr.Column]:
     """The five trace panels of a run, each with its explanation, and the camera panel's
     column (shown only for a model with a camera)."""
     plots = []
-    for row in ((("occupancy", "Occupancy"), ("selection", "Top-k selection")), (("rope", "RoPE offsets"), ("memory", "KV memory")),
+    for row in ((("occupancy", "Occupancy"), ("selection", "Top-k selection")),
+                (("rope", "RoPE offsets"), ("memory", "KV memory")),
                 (("camera", "Camera and memory"),)):
         with gr.Row():
             for key, label in row:
@@ -126,7 +141,8 @@ def _generate_tab(usable: list[str], model0: str, examples: list[str]) -> None:
             prompt = gr.Textbox(label="Prompt", value=examples[0], lines=2, max_lines=4, elem_id="prompt")
             gr.Examples(examples, inputs=prompt, label="Examples (click one)")
             with gr.Row():
-                seconds = gr.Slider(1, entry0.max_seconds, value=16, step=1, label="Duration (seconds)", elem_id="seconds")
+                seconds = gr.Slider(1, entry0.max_seconds, value=16, step=1, label="Duration (seconds)",
+                                    elem_id="seconds")
                 seed = gr.Number(value=0, precision=0, label="Seed", elem_id="seed")
             model = gr.Dropdown(usable, value=model0, label="Model", elem_id="model")
             cache = _cache_controls(entry0.default_config)
@@ -149,7 +165,8 @@ def _generate_tab(usable: list[str], model0: str, examples: list[str]) -> None:
             with gr.Row():
                 video = gr.Video(label="Streaming video", streaming=True, autoplay=True, elem_id="stream")
                 preview = gr.Image(label="Newest frame", elem_id="preview", height=256)
-            narration = gr.Markdown("What the cache does at each block is told here while the video streams.", elem_id="narration")
+            narration = gr.Markdown("What the cache does at each block is told here while the video streams.",
+                                    elem_id="narration")
             with gr.Row():
                 final = gr.File(label="Finished video (mp4)", elem_id="final")
                 trace = gr.File(label="Trace (JSONL, replay it in the Trace tab)", elem_id="trace")
@@ -161,8 +178,8 @@ def _generate_tab(usable: list[str], model0: str, examples: list[str]) -> None:
     # waits keeps it from starting; a Stop while it runs ends it after the block in flight,
     # with its video and trace so far. So does a closed tab (unload, in build_demo).
     *knobs, recache = cache
-    go_btn.click(generate, [model, prompt, seconds, seed, *knobs, camera, recache], outputs, concurrency_limit=1, concurrency_id="gpu",
-                 api_name="generate", validator=arm_generate)
+    go_btn.click(generate, [model, prompt, seconds, seed, *knobs, camera, recache], outputs,
+                 concurrency_limit=1, concurrency_id="gpu", api_name="generate", validator=arm_generate)
     switch_btn.click(switch_prompt, [prompt], switch_status, queue=False, api_name="switch")
     for direction, btn in steer_btns.items():
         btn.click(steerer(direction), None, switch_status, queue=False, api_name=f"steer_{direction}")
@@ -178,16 +195,16 @@ def _ablation_tab(usable: list[str], model0: str, examples: list[str]) -> None:
     presets = list(ablation_presets(model0))
     with gr.Row():
         a_prompt = gr.Textbox(label="Prompt", value=examples[0], lines=1, scale=3, elem_id="ablation-prompt")
-        a_seconds = gr.Slider(1, registry.get(model0).max_seconds, value=24, step=1, label="Duration (seconds)", scale=2,
-                              elem_id="ablation-seconds")
+        a_seconds = gr.Slider(1, registry.get(model0).max_seconds, value=24, step=1, label="Duration (seconds)",
+                              scale=2, elem_id="ablation-seconds")
         a_seed = gr.Number(value=0, precision=0, label="Seed", scale=1)
         a_model = gr.Dropdown(usable, value=model0, label="Model", scale=1)
     with gr.Row():
         preset_a = gr.Dropdown(presets, value="window", label="Left", elem_id="preset-a")
         preset_b = gr.Dropdown(presets, value="dynamic", label="Right", elem_id="preset-b")
     with gr.Row():  # compare re-cache on vs off: the two re-cache presets and a switch
-        switch_to = gr.Textbox(label="Switch to (optional: both sides switch the prompt)", value="", max_lines=1, scale=3,
-                               elem_id="ablation-switch-to")
+        switch_to = gr.Textbox(label="Switch to (optional: both sides switch the prompt)", value="", max_lines=1,
+                               scale=3, elem_id="ablation-switch-to")
         switch_at = gr.Number(value=8, label="Switch at (seconds)", scale=1, elem_id="ablation-switch-at")
     with gr.Row():
         a_go = gr.Button("Run both", variant="primary", elem_id="ablation-run")
@@ -198,16 +215,19 @@ def _ablation_tab(usable: list[str], model0: str, examples: list[str]) -> None:
         for side in ("a", "b"):
             with gr.Column():
                 with gr.Row():
-                    side_video = gr.Video(label="Streaming video", streaming=True, autoplay=True, elem_id=f"ablation-stream-{side}")
+                    side_video = gr.Video(label="Streaming video", streaming=True, autoplay=True,
+                                          elem_id=f"ablation-stream-{side}")
                     side_preview = gr.Image(label="Newest frame", height=200, elem_id=f"ablation-preview-{side}")
                 side_narration = gr.Markdown(elem_id=f"ablation-narration-{side}")
                 plots = [gr.Plot(empty_figure(), label=label, elem_id=f"ablation-{key}-{side}")
-                         for key, label in (("occupancy", "Occupancy"), ("selection", "Top-k selection"), ("rope", "RoPE offsets"), ("memory", "KV memory"))]
+                         for key, label in (("occupancy", "Occupancy"), ("selection", "Top-k selection"),
+                                            ("rope", "RoPE offsets"), ("memory", "KV memory"))]
                 side_outputs += [side_video, side_preview, *plots, side_narration]
     comparison = gr.Markdown(elem_id="ablation-table")
     _lessons((a_model, a_prompt, a_seconds, a_seed), side_outputs + [a_status, comparison, preset_a, preset_b])
-    a_go.click(ablate, [a_model, a_prompt, a_seconds, a_seed, preset_a, preset_b, switch_at, switch_to], side_outputs + [a_status, comparison],
-               concurrency_limit=1, concurrency_id="gpu", api_name="ablate", validator=arm_ablation)
+    a_go.click(ablate, [a_model, a_prompt, a_seconds, a_seed, preset_a, preset_b, switch_at, switch_to],
+               side_outputs + [a_status, comparison], concurrency_limit=1, concurrency_id="gpu", api_name="ablate",
+               validator=arm_ablation)
     a_stop.click(stopper("ablation"), None, None, queue=False, api_name="stop_ablation")
 
 
@@ -216,12 +236,14 @@ def _lessons(inputs: tuple, outputs: list) -> None:
     above; the text says what to watch, then what the pair measured."""
     gr.Markdown("**Lessons**: one click runs the pair of configurations that shows one mechanism.")
     with gr.Row():
-        buttons = [(lesson, gr.Button(lesson.title, size="sm", elem_id=f"lesson-{i}")) for i, lesson in enumerate(LESSONS)
+        buttons = [(lesson, gr.Button(lesson.title, size="sm", elem_id=f"lesson-{i}"))
+                   for i, lesson in enumerate(LESSONS)
                    if not lesson.camera or any(e.camera for e in registry.entries().values())]
     text = gr.Markdown(elem_id="lesson")
     for lesson, button in buttons:
         title = gr.State(lesson.title)
-        button.click(run_lesson, [title, *inputs], [*outputs, text], concurrency_limit=1, concurrency_id="gpu", validator=arm_lesson)
+        button.click(run_lesson, [title, *inputs], [*outputs, text], concurrency_limit=1, concurrency_id="gpu",
+                     validator=arm_lesson)
 
 
 def _calculator_tab(demo: gr.Blocks) -> None:
@@ -247,7 +269,8 @@ def _calculator_tab(demo: gr.Blocks) -> None:
 
 
 def _replay_tab() -> None:
-    gr.Markdown("Upload a trace (from the Generate tab or `python -m packforcing generate --trace`) and scrub through it block by block. No model runs.")
+    gr.Markdown("Upload a trace (from the Generate tab or `python -m packforcing generate --trace`) and scrub "
+                "through it block by block. No model runs.")
     events_state = gr.State([])
     with gr.Row():
         upload = gr.File(label="trace .jsonl", file_types=[".jsonl", ".json", ".txt"], elem_id="trace-upload")

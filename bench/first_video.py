@@ -40,7 +40,8 @@ def _trial(page, url: str) -> dict:
     seconds = page.locator("#seconds input[type=number]")
     seconds.fill("8")
     seconds.press("Enter")
-    clicked = page.evaluate("() => { window.__t = {}; document.querySelector('#generate').click(); return performance.now(); }")
+    clicked = page.evaluate("() => { window.__t = {}; document.querySelector('#generate').click(); "
+                            "return performance.now(); }")
     page.wait_for_function(WATCH, timeout=120_000, polling=20)
     marks = page.evaluate("() => window.__t")
     page.wait_for_function("() => /Done|Stopped/.test(document.querySelector('#status').innerText)", timeout=120_000)
@@ -63,7 +64,8 @@ def browser(checkout: Path, trials: int) -> dict:
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=shutil.which("chromium") or shutil.which("chromium-browser"),
-                                        args=["--headless", "--no-sandbox", "--disable-gpu", "--autoplay-policy=no-user-gesture-required"])
+                                        args=["--headless", "--no-sandbox", "--disable-gpu",
+                                              "--autoplay-policy=no-user-gesture-required"])
             page = browser.new_page(viewport={"width": 1500, "height": 1300})
             runs = [_trial(page, server.url) for _ in range(trials)]
             browser.close()
@@ -71,8 +73,8 @@ def browser(checkout: Path, trials: int) -> dict:
         server.proc.terminate()
         server.proc.wait(timeout=20)
     playing = [r["playing"] for r in runs]
-    return {"checkout": str(checkout), "server_start_s": round(boot, 2), "trials": runs, "median_play_s": statistics.median(playing),
-            "first_play_s": playing[0]}
+    return {"checkout": str(checkout), "server_start_s": round(boot, 2), "trials": runs,
+            "median_play_s": statistics.median(playing), "first_play_s": playing[0]}
 
 
 def inside() -> dict:
@@ -109,7 +111,8 @@ def inside() -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--trials", type=int, default=5)
-    parser.add_argument("--checkout", action="append", type=Path, help="a checkout of the studio (default: this one); repeat to compare")
+    parser.add_argument("--checkout", action="append", type=Path,
+                        help="a checkout of the studio (default: this one); repeat to compare")
     parser.add_argument("--inside", action="store_true", help="only the in-process split of the first block")
     args = parser.parse_args()
     if args.inside:

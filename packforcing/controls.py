@@ -32,7 +32,8 @@ class LiveControls:
     def steer(self, direction: str) -> None:
         """Hold the camera moving `direction` from the next block until changed."""
         if direction not in CAMERA_DIRECTIONS:
-            raise ValueError(f"camera direction {shown(direction)} is not allowed; choose one of {', '.join(CAMERA_DIRECTIONS)}")
+            raise ValueError(f"camera direction {shown(direction)} is not allowed; "
+                             f"choose one of {', '.join(CAMERA_DIRECTIONS)}")
         with self._lock:
             self._camera = direction
 

@@ -162,7 +162,8 @@ class PackForcingPipeline:
         if camera is None or isinstance(camera, str) and not camera.strip():
             return None
         if not self.has_camera:  # said before the path is read: no reason to parse what cannot be used
-            raise ValueError(f"model {self.name!r} has no camera to steer (no shipped model takes a camera path yet); leave the camera path empty")
+            raise ValueError(f"model {self.name!r} has no camera to steer (no shipped model takes a camera path yet); "
+                             "leave the camera path empty")
         if not isinstance(camera, (str, CameraPath)):
             raise ValueError("the camera path must be text such as right:8,left:8")
         return camera if isinstance(camera, CameraPath) else CameraPath.parse(camera)

@@ -136,7 +136,8 @@ def test_empty_prompt_shows_error_and_app_keeps_serving(page):
     page.click("#generate")
     page.wait_for_function("() => /Done/.test(document.querySelector('#status').innerText)", timeout=120_000)
     page.click("#switch")  # the run has ended: its live controls are gone
-    page.wait_for_function("() => /nothing is streaming/.test(document.querySelector('#switch-status').innerText)", timeout=30_000)
+    page.wait_for_function("() => /nothing is streaming/.test(document.querySelector('#switch-status').innerText)",
+                           timeout=30_000)
 
 
 def test_camera_controls_follow_the_model(page):
@@ -147,11 +148,13 @@ def test_camera_controls_follow_the_model(page):
     assert "embedded takes no camera" in page.inner_text("#no-camera")
     page.locator("#model input").click()
     page.get_by_role("option", name="tiny-random").click()
-    page.wait_for_function("() => /tiny-random takes no camera/.test(document.querySelector('#no-camera').innerText)", timeout=30_000)
+    page.wait_for_function("() => /tiny-random takes no camera/.test(document.querySelector('#no-camera').innerText)",
+                           timeout=30_000)
     assert not any(page.locator(sel).is_visible() for sel in hidden)
     page.locator("#model input").click()
     page.get_by_role("option", name="embedded").click()
-    page.wait_for_function("() => /embedded takes no camera/.test(document.querySelector('#no-camera').innerText)", timeout=30_000)
+    page.wait_for_function("() => /embedded takes no camera/.test(document.querySelector('#no-camera').innerText)",
+                           timeout=30_000)
 
 
 def test_user_text_is_shown_as_text(page):
@@ -212,7 +215,8 @@ def _camera_status(page) -> str | None:
 def test_camera_buttons_steer_the_next_block_while_streaming(page):
     page.get_by_role("tab", name="Generate").click()
     _set_prompt(page, "a red circle and a blue square, camera pans right")
-    if not page.locator("#camera-left").is_visible():  # the served embedded weights predate the camera (docs/embedded-v11.md)
+    # the served embedded weights predate the camera (docs/embedded-v11.md)
+    if not page.locator("#camera-left").is_visible():
         pytest.skip("the served model has no camera to steer")
     _set_seconds(page, 40)
     page.click("#generate")

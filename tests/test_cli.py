@@ -27,7 +27,8 @@ def test_generate_writes_video_and_trace_with_the_chosen_config(tmp_path, capsys
     (["--guidance-scale", "-1"], "guidance_scale=-1.0"),
     (["--seconds", "0"], "duration=0 s is out of range"),
     (["--prompt", ""], "prompt is empty"),
-    (["--camera", "up:3"], "has no camera to steer"),  # the shipped model takes none: said before the path is read (tests/test_camera.py reads paths)
+    # the shipped model takes none: said before the path is read (tests/test_camera.py reads paths)
+    (["--camera", "up:3"], "has no camera to steer"),
 ])
 def test_bad_input_exits_2_and_names_the_value(tmp_path, capsys, args, message):
     base = ["generate", "--model", "embedded", "--prompt", "a red circle", "--seconds", "2", "--out",

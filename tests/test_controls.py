@@ -34,7 +34,8 @@ def test_a_change_waits_for_the_lock_and_is_then_seen():
     lock = threading.Lock()
     c = LiveControls(camera="still", lock=lock)
     with lock:
-        writers = [threading.Thread(target=c.steer, args=("right",)), threading.Thread(target=c.switch_prompt, args=("a green square",))]
+        writers = [threading.Thread(target=c.steer, args=("right",)),
+                   threading.Thread(target=c.switch_prompt, args=("a green square",))]
         for t in writers:
             t.start()
         for t in writers:

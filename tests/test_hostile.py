@@ -6,7 +6,8 @@ import time
 from pathlib import Path
 
 from app.handlers import load_trace, replay_figures
-from packforcing.events import Block, Switch, read_jsonl, write_jsonl
+from packforcing.events import Block, Switch, write_jsonl
+from packforcing.tracefile import read_trace
 from visualizers import figures_at
 
 TRACE = Path(__file__).parent / "data" / "trace_dynamic.jsonl"  # 20 blocks
@@ -15,10 +16,11 @@ TRACE = Path(__file__).parent / "data" / "trace_dynamic.jsonl"  # 20 blocks
 def with_switches(n: int) -> list:
     """The recorded trace with `n` switches spread over blocks 1..19 (a run switching at every block, and more)."""
     out = []
-    for e in read_jsonl(TRACE):
+    for e in read_trace(TRACE):
         if isinstance(e, Block) and e.block >= 1:
             k = n // 19 + (e.block <= n % 19)  # 200: 11 before blocks 1..10, 10 before 11..19
-            out += [Switch(block=e.block, prompt=f"prompt {e.block}.{i}", recache="none", recached=[], seconds=0.0) for i in range(k)]
+            out += [Switch(block=e.block, prompt=f"prompt {e.block}.{i}", recache="none", recached=[], seconds=0.0)
+                    for i in range(k)]
         out.append(e)
     assert sum(isinstance(e, Switch) for e in out) == n
     return out
@@ -36,7 +38,8 @@ def _best_of_two(fn) -> float:
 def test_drawing_200_switches_costs_about_what_20_do():
     few, many = with_switches(20), with_switches(200)
     ratio = _best_of_two(lambda: figures_at(many)) / _best_of_two(lambda: figures_at(few))
-    assert ratio < 2, f"200 switches cost {ratio:.1f}x what 20 do"  # today about 1.1x; drawn one shape at a time, 30x and more
+    # today about 1.1x; drawn one shape at a time, 30x and more
+    assert ratio < 2, f"200 switches cost {ratio:.1f}x what 20 do"
     occupancy = figures_at(many)[0]
     lines = sorted(s.x0 for s in occupancy.layout.shapes if s.name == "switch")
     assert lines == [b - 0.5 for b in range(1, 20)]  # one line per block a new prompt starts at

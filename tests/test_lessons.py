@@ -15,9 +15,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def block(index, mid_selected=(), sink=0, shift=0.0, kv=100 * 1024) -> Block:
-    return Block(block=index, sink=[], mid_bank=list(mid_selected), mid_selected=list(mid_selected), recent=[], current=index,
-                 selection_scores={}, rope_shift={index: shift}, kv_bytes=kv, full_cache_bytes=kv, context_tokens=1, seconds=0.1,
-                 tokens={"sink": sink})
+    return Block(block=index, sink=[], mid_bank=list(mid_selected), mid_selected=list(mid_selected), recent=[],
+                 current=index, selection_scores={}, rope_shift={index: shift}, kv_bytes=kv, full_cache_bytes=kv,
+                 context_tokens=1, seconds=0.1, tokens={"sink": sink})
 
 
 def test_each_measure_against_hand_computed_numbers():
@@ -27,13 +27,14 @@ def test_each_measure_against_hand_computed_numbers():
     tail = "; the cache ended at 300 KB (dynamic) and 200 KB (fifo)."
     assert difference("sink", a, b, names) == "Measured: dynamic attended 512 sink tokens per block, fifo 0" + tail
     # reach: (5-1 + 5-2 + 6-1) / 3 = 4.0 and (5-3 + 5-4 + 6-5) / 3 = 1.3
-    assert difference("reach", a, b, names) == "Measured: the mid blocks dynamic attended lay 4.0 blocks back on average, fifo's 1.3" + tail
-    assert difference("rope", a, b, names) == ("Measured: dynamic moved keys by up to 10.0 latent frames per block on average, "
-                                               "fifo by 0.0" + tail)
+    assert difference("reach", a, b, names) == ("Measured: the mid blocks dynamic attended lay 4.0 blocks back on "
+                                                "average, fifo's 1.3" + tail)
+    assert difference("rope", a, b, names) == ("Measured: dynamic moved keys by up to 10.0 latent frames per block "
+                                               "on average, fifo by 0.0" + tail)
     switched = [a[0], Switch(block=6, prompt="x", recache="all", recached=[0, 1, 5], seconds=0.5), a[1]]
     kept = [b[0], Switch(block=6, prompt="x", recache="none", recached=[], seconds=0.01), b[1]]
-    assert difference("recache", switched, kept, names) == ("Measured: dynamic re-cached 3 blocks in 0.50 s at the switch, "
-                                                            "fifo 0 blocks in 0.01 s" + tail)
+    assert difference("recache", switched, kept, names) == ("Measured: dynamic re-cached 3 blocks in 0.50 s at the "
+                                                            "switch, fifo 0 blocks in 0.01 s" + tail)
     assert difference("sink", a, [], names) == ""  # a side with no block: nothing measured
 
 

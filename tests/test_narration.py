@@ -10,9 +10,9 @@ RUN = RunStart(prompt="a red circle", seed=0, model="m", num_blocks=20,
 
 
 def block(**fields) -> Block:
-    base = dict(block=10, sink=[0, 1], mid_bank=[5, 6, 7, 8], mid_selected=[6, 7], recent=[9], current=10, selection_scores={},
-                rope_shift={0: 20.0, 1: 20.0, 6: 4.0, 7: 4.0, 9: 0.0, 10: 0.0}, kv_bytes=300 * 1024, full_cache_bytes=1200 * 1024,
-                context_tokens=1040, seconds=0.3, evicted=[5])
+    base = dict(block=10, sink=[0, 1], mid_bank=[5, 6, 7, 8], mid_selected=[6, 7], recent=[9], current=10,
+                selection_scores={}, rope_shift={0: 20.0, 1: 20.0, 6: 4.0, 7: 4.0, 9: 0.0, 10: 0.0},
+                kv_bytes=300 * 1024, full_cache_bytes=1200 * 1024, context_tokens=1040, seconds=0.3, evicted=[5])
     return Block(**{**base, **fields})
 
 
@@ -20,8 +20,9 @@ def test_an_eviction_and_a_selection_in_three_sentences():
     assert narrate(block(), RUN) == (
         "After block 10, mid block 5, the oldest, left the cache to make room (the mid bank holds at most 4). "
         "Block 10 attended mid blocks 6 and 7 of the 4 it holds, the ones its queries scored highest. "
-        "RoPE repair moved keys by up to 20 latent frames to close the gaps; 1,040 tokens were attended, within the bound of "
-        "1,040 that holds however long the video runs; the cache holds 300 KB, 25% of the 1,200 KB a full cache would hold by now.")
+        "RoPE repair moved keys by up to 20 latent frames to close the gaps; 1,040 tokens were attended, within the "
+        "bound of 1,040 that holds however long the video runs; the cache holds 300 KB, 25% of the 1,200 KB a full "
+        "cache would hold by now.")
 
 
 def test_no_eviction_is_never_narrated():
@@ -37,10 +38,12 @@ def test_an_eviction_that_is_not_the_oldest_is_not_called_so():
 def test_a_switch_names_what_it_recached_and_a_switch_without_recache_says_so():
     switch = Switch(block=10, prompt="a <b>green</b> square", recache="sink+recent", recached=[0, 1, 9], seconds=0.25)
     assert narrate(block(evicted=[]), RUN, switch).startswith(
-        'The prompt switched to "a <b>green</b> square" before block 10 and re-cached blocks 0, 1 and 9 under it in 0.25 s. ')
+        'The prompt switched to "a <b>green</b> square" before block 10 and re-cached blocks 0, 1 and 9 under it '
+        'in 0.25 s. ')
     kept = Switch(block=10, prompt="x" * 200, recache="none", recached=[], seconds=0.0)
     first = narrate(block(evicted=[]), RUN, kept).split(". ")[0]
-    assert first == f'The prompt switched to "{"x" * 59}…" before block 10 and kept the cache as it was (no re-cache: the old prompt\'s keys stay)'
+    assert first == (f'The prompt switched to "{"x" * 59}…" before block 10 and kept the cache as it was '
+                     '(no re-cache: the old prompt\'s keys stay)')
 
 
 def test_the_first_block_and_a_run_without_repair_or_bound():
@@ -48,11 +51,12 @@ def test_the_first_block_and_a_run_without_repair_or_bound():
                   kv_bytes=96 * 1024, full_cache_bytes=96 * 1024, context_tokens=256)
     assert narrate(first, RUN) == (
         "Block 0 holds no mid block yet: blocks enter the compressed mid bank once they leave the recent window. "
-        "No key needed moving (no gap to close); 256 tokens were attended, within the bound of 1,040 that holds however long "
-        "the video runs; the cache holds 96 KB, 100% of the 96 KB a full cache would hold by now.")
+        "No key needed moving (no gap to close); 256 tokens were attended, within the bound of 1,040 that holds "
+        "however long the video runs; the cache holds 96 KB, 100% of the 96 KB a full cache would hold by now.")
     full = RunStart(**{**RUN.__dict__, "config": {"policy": "full", "rope_repair": False}})
     text = narrate(block(mid_selected=[5, 6, 7, 8], evicted=[]), full)
-    assert text.startswith("Block 10 attended all mid blocks 5, 6, 7 and 8 it holds. RoPE repair is off, so attended keys keep the gaps")
+    assert text.startswith("Block 10 attended all mid blocks 5, 6, 7 and 8 it holds. "
+                           "RoPE repair is off, so attended keys keep the gaps")
     assert "all of the history (a full cache has no bound)" in text
 
 

@@ -17,7 +17,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def test_status_panels_trace_and_narration_name_the_same_block(tmp_path):
     controls = LiveControls()
-    run = Run("tiny-random", "a red circle", 3, 0, PackForcingConfig(top_k=2, mid_capacity=4), workdir=str(tmp_path), controls=controls)
+    run = Run("tiny-random", "a red circle", 3, 0, PackForcingConfig(top_k=2, mid_capacity=4), workdir=str(tmp_path),
+              controls=controls)
     shown = []
     for update in run.updates():
         if update.get("figures"):

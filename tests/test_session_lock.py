@@ -11,7 +11,8 @@ MUTATORS = {"pop", "setdefault", "add", "discard", "clear", "update", "append", 
 
 
 def _changes_state(node) -> bool:
-    targets = node.targets if isinstance(node, (ast.Assign, ast.Delete)) else [node.target] if isinstance(node, ast.AugAssign) else []
+    targets = (node.targets if isinstance(node, (ast.Assign, ast.Delete))
+               else [node.target] if isinstance(node, ast.AugAssign) else [])
     if any(isinstance(t, ast.Subscript) and isinstance(t.value, ast.Name) and t.value.id in STATE for t in targets):
         return True
     return (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in MUTATORS

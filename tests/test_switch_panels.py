@@ -81,7 +81,8 @@ def test_replayed_trace_keeps_the_switch(tmp_path, events):
     ('"block": 10, "prompt": "x", "recache": "most", "recached": [], "seconds": 0.1', r"recache='most' is not allowed"),
     ('"block": 10, "prompt": "x", "recache": "all", "recached": [12], "seconds": 0.1', r"a block number in recached"),
     # a contradiction: no re-cache, yet blocks re-written
-    ('"block": 10, "prompt": "x", "recache": "none", "recached": [0, 1, 2], "seconds": 0.1', r"recache is 'none' but recached lists 3 blocks"),
+    ('"block": 10, "prompt": "x", "recache": "none", "recached": [0, 1, 2], "seconds": 0.1',
+     r"recache is 'none' but recached lists 3 blocks"),
 ])
 def test_a_bad_switch_line_names_the_field(tmp_path, line, message):
     path = tmp_path / "t.jsonl"

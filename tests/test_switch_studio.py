@@ -28,7 +28,8 @@ def test_switch_button_queues_a_prompt_checked_by_the_running_model(monkeypatch)
     assert "nothing is streaming" in switch_prompt("a green square", SimpleNamespace(session_hash="no-run"))
     live = Live(LiveControls(), SimpleNamespace(validate_prompt=strict, name="strict", has_camera=False))
     sessions.hold_live("switch-button", live)
-    assert "has no known word" in switch_prompt("<img src=x onerror=alert(1)>", request) and live.controls.poll() == (None, None)
+    assert "has no known word" in switch_prompt("<img src=x onerror=alert(1)>", request)
+    assert live.controls.poll() == (None, None)
     assert "next block" in switch_prompt("a *green* square", request)
     assert live.controls.poll() == ("a *green* square", None)
     sessions.release_live("switch-button", live)
@@ -46,11 +47,13 @@ def test_a_live_switch_shows_in_the_status_and_on_the_panels():
     assert not any("prompt switched" in s for s in statuses[:2])
     assert "prompt switched before block 1 (re-cached 1 blocks in" in statuses[2]
     occupancy, _, _, memory = figures
-    assert any(s.name == "switch" for s in occupancy.layout.shapes) and any(s.name == "switch" for s in memory.layout.shapes)
+    assert any(s.name == "switch" for s in occupancy.layout.shapes)
+    assert any(s.name == "switch" for s in memory.layout.shapes)
 
 
 def test_ablation_compares_the_same_switch_with_and_without_recache():
-    lab = AblationRun("tiny-random", "a red circle", 3, 0, "dynamic, re-cache all", "dynamic, no re-cache", switch_at=1, switch_to="a green square")
+    lab = AblationRun("tiny-random", "a red circle", 3, 0, "dynamic, re-cache all", "dynamic, no re-cache",
+                      switch_at=1, switch_to="a green square")
     table = [c for *_, c in lab.updates() if c][-1]
     assert "| switch before block 1 | re-cached 1 blocks in" in table and "| no re-cache |" in table
     plain = AblationRun("tiny-random", "a red circle", 2, 0, "window", "dynamic")  # no switch asked: one prompt

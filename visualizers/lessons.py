@@ -45,9 +45,11 @@ def difference(measure: str, events_a, events_b, names: tuple[str, str]) -> str:
         return ""
     left, right = names
     if measure == "sink":
-        text = f"{left} attended {sink_tokens(events_a):,.0f} sink tokens per block, {right} {sink_tokens(events_b):,.0f}"
+        text = (f"{left} attended {sink_tokens(events_a):,.0f} sink tokens per block, "
+                f"{right} {sink_tokens(events_b):,.0f}")
     elif measure == "reach":
-        text = f"the mid blocks {left} attended lay {reach(events_a):.1f} blocks back on average, {right}'s {reach(events_b):.1f}"
+        text = (f"the mid blocks {left} attended lay {reach(events_a):.1f} blocks back on average, "
+                f"{right}'s {reach(events_b):.1f}")
     elif measure == "rope":
         text = (f"{left} moved keys by up to {key_shift(events_a):.1f} latent frames per block on average, "
                 f"{right} by {key_shift(events_b):.1f}")
@@ -56,4 +58,5 @@ def difference(measure: str, events_a, events_b, names: tuple[str, str]) -> str:
         text = f"{left} re-cached {na} blocks in {sa:.2f} s at the switch, {right} {nb} blocks in {sb:.2f} s"
     else:
         raise ValueError(f"measure {measure!r} is not known; choose one of sink, reach, rope, recache")
-    return (f"Measured: {text}; the cache ended at {a[-1].kv_bytes / 1024:,.0f} KB ({left}) and {b[-1].kv_bytes / 1024:,.0f} KB ({right}).")
+    return (f"Measured: {text}; the cache ended at {a[-1].kv_bytes / 1024:,.0f} KB ({left}) "
+            f"and {b[-1].kv_bytes / 1024:,.0f} KB ({right}).")

@@ -51,9 +51,11 @@ def _selected(b: Block, config: dict, filmed: dict[int, dict] | None) -> str:
     if not b.mid_bank:
         if config.get("policy") == "window":
             return f"Block {b.block} keeps no mid bank (window policy): what left the recent window is gone."
-        return f"Block {b.block} holds no mid block yet: blocks enter the compressed mid bank once they leave the recent window."
+        return (f"Block {b.block} holds no mid block yet: blocks enter the compressed mid bank once they leave "
+                "the recent window.")
     if b.mid_selected and len(b.mid_selected) == len(b.mid_bank):
-        text = f"Block {b.block} attended {'both' if len(b.mid_bank) == 2 else 'all'} mid {_blocks(b.mid_bank)} it holds"
+        text = (f"Block {b.block} attended {'both' if len(b.mid_bank) == 2 else 'all'} mid "
+                f"{_blocks(b.mid_bank)} it holds")
     elif b.mid_selected:
         how = PICKED_BY.get(config.get("policy"), "by its policy")
         text = f"Block {b.block} attended mid {_blocks(b.mid_selected)} of the {len(b.mid_bank)} it holds, {how}"
@@ -89,9 +91,11 @@ def _numbers(b: Block, run: RunStart | None) -> str:
     else:
         rope = "no key needed moving (no gap to close)"
     bound = geometry.get("bounded_context_tokens") if config.get("policy") != "full" else None
-    tokens = f"{b.context_tokens:,} tokens were attended, " + (f"within the bound of {bound:,} that holds however long the video runs" if bound
-                                                                 else "all of the history (a full cache has no bound)")
-    share = f"{b.kv_bytes / b.full_cache_bytes:.0%} of the {b.full_cache_bytes / 1024:,.0f} KB a full cache would hold by now" if b.full_cache_bytes else ""
+    tokens = f"{b.context_tokens:,} tokens were attended, " + (
+        f"within the bound of {bound:,} that holds however long the video runs" if bound
+        else "all of the history (a full cache has no bound)")
+    share = (f"{b.kv_bytes / b.full_cache_bytes:.0%} of the {b.full_cache_bytes / 1024:,.0f} KB "
+             "a full cache would hold by now" if b.full_cache_bytes else "")
     return f"{rope}; {tokens}; the cache holds {b.kv_bytes / 1024:,.0f} KB{', ' + share if share else ''}."
 
 
@@ -100,7 +104,8 @@ def narrate(b: Block, run: RunStart | None, switch: Switch | None = None, filmed
     block, if any; `filmed`: earlier blocks' camera entries (models with a camera)."""
     config = run.config if run is not None else {}
     numbers = _numbers(b, run)
-    return " ".join(s for s in (_happened(b, config, switch), _selected(b, config, filmed), numbers[0].upper() + numbers[1:]) if s)
+    return " ".join(s for s in (_happened(b, config, switch), _selected(b, config, filmed),
+                                numbers[0].upper() + numbers[1:]) if s)
 
 
 def narration_at(events, block: int | None = None) -> str:

@@ -36,11 +36,13 @@ def _mark(fig: go.Figure, events, x_of, yref: str) -> go.Figure:
     plotly's add_vline and add_annotation check every earlier shape again, which made a
     figure's cost grow with the square of its switches."""
     last = {x_of(switch): switch for switch in switches(events)}  # x -> the switch in force there
-    shapes = [dict(type="line", x0=x, x1=x, y0=0, y1=1, xref="x", yref=yref, name="switch", line=dict(color=SWITCH_COLOR, dash="dot", width=2))
+    shapes = [dict(type="line", x0=x, x1=x, y0=0, y1=1, xref="x", yref=yref, name="switch",
+                   line=dict(color=SWITCH_COLOR, dash="dot", width=2))
               for x in last]
     # upright along the line, from the foot of the plot: clear of the subplot's title
-    labels = [dict(x=x, y=0.02, xref="x", yref="y domain", text=label(switch), showarrow=False, textangle=-90, xanchor="right",
-                   yanchor="bottom", font=dict(size=10, color=SWITCH_COLOR)) for x, switch in list(last.items())[-LABELLED:]]
+    labels = [dict(x=x, y=0.02, xref="x", yref="y domain", text=label(switch), showarrow=False, textangle=-90,
+                   xanchor="right", yanchor="bottom", font=dict(size=10, color=SWITCH_COLOR))
+              for x, switch in list(last.items())[-LABELLED:]]
     return fig.update_layout(shapes=[*fig.layout.shapes, *shapes], annotations=[*fig.layout.annotations, *labels])
 
 
@@ -65,10 +67,13 @@ def mark_recached(fig: go.Figure, events, block: Block) -> str:
     shown = [m for m in switch.recached if m in block.positions]
     if shown:
         fig.add_trace(go.Scatter(
-            x=[block.positions[m] for m in shown], y=[1] * len(shown), mode="markers", name=f"re-cached at the switch before block {switch.block}",
+            x=[block.positions[m] for m in shown], y=[1] * len(shown), mode="markers",
+            name=f"re-cached at the switch before block {switch.block}",
             marker=dict(symbol="circle-open", size=19, color=SWITCH_COLOR, line=dict(width=2)),
-            hovertext=[f"block {m}: K/V re-written under the new prompt before block {switch.block}" for m in shown], hoverinfo="text"))
-    done = f"re-cached {len(switch.recached)} blocks in {switch.seconds:.2f} s" if switch.recached else f"no re-cache ({switch.recache})"
+            hovertext=[f"block {m}: K/V re-written under the new prompt before block {switch.block}" for m in shown],
+            hoverinfo="text"))
+    done = (f"re-cached {len(switch.recached)} blocks in {switch.seconds:.2f} s" if switch.recached
+            else f"no re-cache ({switch.recache})")
     return f"<br>switch before block {switch.block}: {done}"
 
 
@@ -77,4 +82,5 @@ def stability(events) -> str:
     changes = [e.selection_change for e in events if isinstance(e, Block) and e.selection_change is not None]
     if not changes:
         return ""
-    return f"<br>selection change: {statistics.mean(changes):.0%} of the selected blocks new per block (last: {changes[-1]:.0%})"
+    return (f"<br>selection change: {statistics.mean(changes):.0%} of the selected blocks new per block "
+            f"(last: {changes[-1]:.0%})")
