@@ -12,8 +12,8 @@ if [ $# -ne 1 ]; then
     echo "usage: bash bench/gpu_run.sh OUTPUT_FOLDER" >&2
     exit 2
 fi
-out="$1"
-mkdir -p "$out"
+results="$1"
+mkdir -p "$results"
 if compgen -G ".whl/*.whl" > /dev/null; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
     export PYTHONPATH=/tmp/site
@@ -22,11 +22,11 @@ export PYTHONUNBUFFERED=1
 {
     nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv
     python3 -c "import torch, diffusers, triton; print('torch', torch.__version__, 'diffusers', diffusers.__version__, 'triton', triton.__version__, torch.cuda.get_device_name())"
-} > "$out/env.txt" 2>&1
-cat "$out/env.txt"
+} > "$results/env.txt" 2>&1
+cat "$results/env.txt"
 # random weights of the real size (time and memory do not depend on their values); the
 # bench skips what would end after --deadline-s and keeps every finished section
-timeout 560 python3 -m bench.gpu --random --deadline-s 430 --out "$out/gpu.json" ${BENCH_ARGS:-} 2> "$out/gpu.log"
+timeout 560 python3 -m bench.gpu --random --deadline-s 430 --out "$results/gpu.json" ${BENCH_ARGS:-} 2> "$results/gpu.log"
 rc=$?
-tail -n 25 "$out/gpu.log"
+tail -n 25 "$results/gpu.log"
 exit $rc

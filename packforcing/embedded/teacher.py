@@ -67,8 +67,9 @@ def sample_sigmas(batch: int, gen: torch.Generator, floor: float = 0.0) -> torch
 
 
 def selection_ce(sampler: PackForcingSampler, hook: SelectionHook, sources: list[int]) -> torch.Tensor | None:
-    """Cross-entropy of the dynamic scores towards the mid blocks that filmed the place
-    (None when the bank holds nothing else to choose from)."""
+    """Per clip, the cross-entropy of the dynamic scores towards the mid blocks that filmed
+    the place, scores scaled by their spread so only the ranking is trained (None when the
+    bank holds nothing else to choose from)."""
     cache, cfg = sampler.memory.cache, sampler.config
     bank = list(cache.mid)
     if hook.query_sum is None or not sources or len(bank) <= len(sources):
@@ -77,7 +78,7 @@ def selection_ce(sampler: PackForcingSampler, hook: SelectionHook, sources: list
     scores = score_matrix(hook.query_sum, keys, hook.query_sum.shape[-1], cfg.score_head_fraction)
     logits = scores / (scores.std(dim=1, keepdim=True).detach() + 1e-6)
     positive = torch.tensor([m in sources for m in bank])
-    return -(logits.log_softmax(1)[:, positive].logsumexp(1)).mean()
+    return -(logits.log_softmax(1)[:, positive].logsumexp(1))
 
 
 RECON_POOL = (2, 4, 4)  # latent frames x rows x columns averaged per rebuilt value
@@ -180,7 +181,7 @@ def clip_loss(sampler: PackForcingSampler, clips: Clips, texts: list[torch.Tenso
                     out.hits.append(float(bool(set(sampler.memory.cache.selected) & set(mid))))
                 ce = selection_ce(sampler, hook, mid)
                 if ce is not None:
-                    sel.append(ce)
+                    sel.append(ce.mean())
             clean = x0 + d.level.to(device) * d.history.to(device)
             px = clips.pixels[:, :, c * 16 : (c + 1) * 16].to(device)
             with torch.set_grad_enabled(grad and tc.grad_history == "all"):

@@ -29,10 +29,9 @@ from ..attention import SelectionHook
 from ..decoding import Decoded
 from ..sampler import PackForcingSampler
 from ..scheduler import euler_step
-from ..selection import score_matrix
 from .data import own_revisit_clip, world_batch
 from .model import EMBEDDED_CONFIG, add_camera_clock, build_embedded, load_embedded, save_embedded, trainable_modules
-from .teacher import sample_sigmas
+from .teacher import sample_sigmas, selection_ce
 from .vocab import tokenize
 from .world import LOOP_FRAMES, prompt_for, sample_spec
 
@@ -54,18 +53,6 @@ def _partial_rollout(sampler: PackForcingSampler, x0: torch.Tensor, text: torch.
         if k + 1 < steps:
             x = euler_step(x, pred, s, start * (1 - (k + 1) / steps))
     return pred
-
-
-def _selection_ce(sampler: PackForcingSampler, hook: SelectionHook, sources: list[int]) -> torch.Tensor:
-    """Per clip, the cross-entropy of the block's selection scores over the mid bank towards
-    `sources` (scores scaled by their spread, so only the ranking is trained)."""
-    cache, cfg = sampler.memory.cache, sampler.config
-    bank = list(cache.mid)
-    scores = score_matrix(hook.query_sum, [cache.mid[m].key_sum for m in bank], hook.query_sum.shape[-1],
-                          cfg.score_head_fraction)
-    logits = scores / (scores.std(dim=1, keepdim=True).detach() + 1e-6)
-    positive = torch.tensor([m in sources for m in bank])
-    return -(logits.log_softmax(1)[:, positive].logsumexp(1))
 
 
 def clip_loss(sampler: PackForcingSampler, text: torch.Tensor, pixels, latent, gen: torch.Generator,
@@ -130,8 +117,9 @@ def clip_loss(sampler: PackForcingSampler, text: torch.Tensor, pixels, latent, g
                 v = sampler.forward(x_t, sigma * cfg.num_train_timesteps, text * keep)
             if c >= loss_from:
                 losses.append(((v - (noise - x0)) ** 2).mean(dim=(1, 2, 3, 4)))
-            if losses_out is not None and sources and hook.query_sum is not None and len(cache.mid) > len(sources):
-                selection_losses.append(_selection_ce(sampler, hook, sources))
+            ce = selection_ce(sampler, hook, sources) if losses_out is not None else None
+            if ce is not None:
+                selection_losses.append(ce)
             # History is the ground truth with up to `history_noise` of speckle, or the
             # model's own partial rollout.
             level = history_noise * torch.rand(batch, 1, 1, 1, 1, generator=gen)
