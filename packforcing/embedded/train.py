@@ -176,13 +176,15 @@ class Run:
         with autocast:
             texts = encode_texts(self.backbone, clips)
             out = clip_loss(sampler, clips, texts, tc.teacher, self.gen, self.head)
-            loss = out.total + (tc.selection_weight * out.selection if out.selection is not None else 0.0)
-            if out.recon is not None:
-                loss = loss + tc.teacher.recon_weight * out.recon
+            terms = [w * t for w, t in ((1.0, out.total), (tc.selection_weight, out.selection),
+                                         (tc.teacher.recon_weight, out.recon)) if t is not None]
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(self.params, 1.0)
-        self.opt.step()
+        norm = torch.zeros(())
+        # none when the clips drew no revisit and left out every other block (other_fraction < 1)
+        if terms:
+            sum(terms).backward()
+            norm = torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+            self.opt.step()
         with torch.no_grad():
             torch._foreach_lerp_(self.ema, [p.detach() for p in self.params], 1 - tc.ema)
         self.step += 1
@@ -200,7 +202,7 @@ def curve_row(run: Run, out, norm, lr: float, clips: Clips, seconds: float, cpu:
     return {
         "step": run.step,
         "minutes": round(run.minutes, 3),
-        "loss": round(out.total.item(), 5),
+        "loss": round(out.total.item(), 5) if out.total is not None else None,
         "selection_ce": round(out.selection.item(), 4) if out.selection is not None else None,
         "recon": round(out.recon.item(), 4) if out.recon is not None else None,
         "mid_revisit_flow": mean([losses[c] for c in out.revisits]),
@@ -216,6 +218,17 @@ def curve_row(run: Run, out, norm, lr: float, clips: Clips, seconds: float, cpu:
     }
 
 
+def drop_rows_after(path: str, step: int) -> None:
+    """A run resumed from its last checkpoint trains the steps after it again: the rows an
+    interrupted process wrote for them go, so the curve holds each step once."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        rows = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
+    with open(path, "w") as f:
+        f.writelines(rows)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m packforcing.embedded.train", description=__doc__.split("\n\n")[0])
     ap.add_argument("--recipe", required=True, help="a recipe file, e.g. packforcing/embedded/recipes/v12.json")
@@ -226,8 +239,10 @@ def main(argv=None) -> int:
     overrides = {k: getattr(args, k) for k in ("minutes", "max_steps", "threads", "checkpoint_minutes")}
     tc = TrainConfig.from_file(args.recipe, **overrides)
     run = Run(tc, args.out)
+    path = os.path.join(args.out, "curve.jsonl")
+    drop_rows_after(path, run.step)
     start, last_ckpt = time.time(), time.time()
-    with open(os.path.join(args.out, "curve.jsonl"), "a") as curve:
+    with open(path, "a") as curve:
         while run.step < tc.max_steps and time.time() - start < tc.minutes * 60:
             row = run.train_step()
             curve.write(json.dumps(row) + "\n")

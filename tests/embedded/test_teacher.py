@@ -155,3 +155,32 @@ def test_the_reading_curriculum_keeps_mid_blocks_whole_at_its_rate(tmp_path):
         assert row["revisit_blocks"] == 2 and row["trained_blocks"] == 2  # block 5 of both clips
     assert policies == {0.0: "dynamic", 1.0: "full"}
     assert run.sampler.config.policy == "dynamic"  # sampling keeps the model's config
+
+
+def test_a_step_with_no_trained_block_still_trains_what_it_has(tmp_path):
+    """4 blocks of a loop never leave the recent window for a revisit (no mid-bank source),
+    and other_fraction=0 leaves out every other block: only the rebuild head has a loss."""
+    recipe = {"batch": 2, "blocks": 4, "paths": {"loop": 1.0}, "threads": 1, "switch_prob": 0.0,
+              "other_fraction": 0.0, "recon_weight": 0.5}
+    run = Run(TrainConfig.from_dict(recipe), str(tmp_path / "run"))
+    before = [p.detach().clone() for p in run.head.parameters()]
+    row = run.train_step()
+    assert row["trained_blocks"] == 0 and row["loss"] is None and row["recon"] > 0
+    assert any(not torch.equal(a, p) for a, p in zip(before, run.head.parameters()))  # the head took its step
+    row = Run(TrainConfig.from_dict({**recipe, "recon_weight": 0.0}), str(tmp_path / "none")).train_step()
+    assert row["trained_blocks"] == 0 and row["recon"] is None and row["grad_norm"] == 0.0
+
+
+def test_a_resumed_run_keeps_each_step_of_the_curve_once(tmp_path):
+    from packforcing.embedded.train import main
+
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(json.dumps({"batch": 1, "blocks": 4, "paths": {"loop": 1.0}, "threads": 1, "switch_prob": 0.0}))
+    out = tmp_path / "run"
+    main(["--recipe", str(recipe), "--out", str(out), "--max-steps", "2"])
+    curve = out / "curve.jsonl"
+    with open(curve, "a") as f:  # what a process stopped after its last checkpoint leaves behind
+        f.write(json.dumps({"step": 3, "loss": 9.0}) + "\n" + json.dumps({"step": 4, "loss": 9.0}) + "\n")
+    main(["--recipe", str(recipe), "--out", str(out), "--max-steps", "3"])
+    rows = [json.loads(line) for line in curve.read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3] and rows[2]["loss"] != 9.0
