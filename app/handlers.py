@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tempfile
@@ -24,6 +25,9 @@ from visualizers.camera import camera_figure
 from visualizers.narration import narration_at
 
 DISPLAY_SIZE = 256  # frames are upscaled (nearest) to about this many pixels for the browser
+# Panels are redrawn at most this often (and after the last block). A browser that draws
+# them slower than the model makes blocks falls behind for good, and its video waits too.
+PANEL_SECONDS = 1.0
 _pipelines: dict = {}
 _lock = threading.Lock()
 
@@ -83,7 +87,8 @@ class Run:
 
     def __init__(self, model: str, prompt: str, seconds: float, seed: int, config: PackForcingConfig,
                  workdir: str | None = None, stop: threading.Event | None = None,
-                 camera: str | None = None, controls: LiveControls | None = None):
+                 camera: str | None = None, controls: LiveControls | None = None,
+                 panel_seconds: float = PANEL_SECONDS):
         self.pipe = get_pipeline(model)
         self.pipe.validate(prompt, seconds, config, seed)
         self.camera, self.controls = self.pipe.camera_path(camera), controls
@@ -96,6 +101,7 @@ class Run:
         self.projection = kv_curve(self.seconds, config=config)
         self.stop_requested = stop or threading.Event()
         self.switched = ""  # the status line's note of the last prompt switch
+        self.panel_seconds = panel_seconds
 
     def use_folder(self, folder: str | None) -> None:
         """Where the run writes its files (a new temporary folder if None). The studio gives
@@ -106,25 +112,19 @@ class Run:
         self.video_path = os.path.join(self.dir, "video.mp4")
 
     def updates(self):
-        """Yields dicts with keys segment, preview, figures, status, done."""
+        """Yields dicts with a status: per block one with its segment, preview and narration,
+        then one with the figures (and camera) when `panel_seconds` have passed since the last
+        or the block is the last; the end's adds done, video, trace (and panels not yet drawn)."""
         if self.dir is None:
             self.use_folder(None)
-        started = time.perf_counter()
+        self._started, self._panels_at, self._panels_stale = time.perf_counter(), -math.inf, False
         with TraceWriter(self.trace_path) as trace:
             for event in self.pipe.stream(self.prompt, self.seconds, self.seed, self.config,
                                           should_stop=self.stop_requested.is_set,
                                           camera=self.camera, controls=self.controls):
                 trace.write(event)
                 if isinstance(event, Frames):
-                    big = upscale(event.frames)
-                    self.frames.append(event.frames)
-                    segment = os.path.join(self.dir, f"segment_{event.block:04d}.ts")
-                    write_mp4(big, segment, event.fps)
-                    # a file in the run's folder, not an array: Gradio would cache a copy of
-                    # every preview, outside the folders the sessions clean up
-                    preview = os.path.join(self.dir, f"preview_{event.block:04d}.png")
-                    Image.fromarray(big[-1]).save(preview)
-                    self._pending = (segment, preview)
+                    self._pending = self._write_segment(event)
                     continue
                 self.events.append(event)
                 if isinstance(event, RunStart):
@@ -136,26 +136,57 @@ class Run:
                             else f"re-cache {event.recache}")
                     self.switched = f" · prompt switched before block {event.block} ({done})"
                 elif isinstance(event, Block):
-                    segment, preview = self._pending
-                    status = (f"Block {event.block} · {event.video_seconds:.0f} s of video "
-                              f"in {time.perf_counter() - started:.1f} s · "
-                              f"attending {event.context_tokens:,} tokens · KV {event.kv_bytes / 1024:,.0f} KB "
-                              f"(a full cache: {event.full_cache_bytes / 1024:,.0f} KB)") + self.switched
-                    if event.camera is not None:
-                        status += f" · camera {event.camera['direction']} at {event.camera['x']:.0f}"
-                    update = {"segment": segment, "preview": preview,
-                              "figures": figures_at(self.events, None, self.projection), "status": status,
-                              "narration": plain(narration_at(self.events))}
-                    if self.pipe.has_camera:  # the camera panel is hidden otherwise: nothing to draw into it
-                        update["camera"] = camera_figure(self.events)
-                    yield update
+                    update = self._block_update(event)
+                    yield update  # the segment goes out before the panels are drawn
+                    if self._panels_due(event):
+                        yield {"status": update["status"], **self._panels()}
+                    else:
+                        self._panels_stale = True
                 elif isinstance(event, RunEnd):
-                    if self.frames:
-                        write_mp4(np.concatenate(self.frames), self.video_path, self.pipe.fps,
-                                  max(1, DISPLAY_SIZE // self.frames[0].shape[1]))
-                    verb = "Stopped" if event.stopped else "Done"
-                    yield {"status": f"{verb}: {event.blocks} blocks in {event.seconds:.1f} s", "done": True,
-                           "video": self.video_path if self.frames else None, "trace": self.trace_path}
+                    yield self._end_update(event)
+
+    def _write_segment(self, event: Frames) -> tuple[str, str]:
+        big = upscale(event.frames)
+        self.frames.append(event.frames)
+        segment = os.path.join(self.dir, f"segment_{event.block:04d}.ts")
+        write_mp4(big, segment, event.fps)
+        # a file in the run's folder, not an array: Gradio would cache a copy of every
+        # preview, outside the folders the sessions clean up
+        preview = os.path.join(self.dir, f"preview_{event.block:04d}.png")
+        Image.fromarray(big[-1]).save(preview)
+        return segment, preview
+
+    def _block_update(self, event: Block) -> dict:
+        segment, preview = self._pending
+        status = (f"Block {event.block} · {event.video_seconds:.0f} s of video "
+                  f"in {time.perf_counter() - self._started:.1f} s · "
+                  f"attending {event.context_tokens:,} tokens · KV {event.kv_bytes / 1024:,.0f} KB "
+                  f"(a full cache: {event.full_cache_bytes / 1024:,.0f} KB)") + self.switched
+        if event.camera is not None:
+            status += f" · camera {event.camera['direction']} at {event.camera['x']:.0f}"
+        return {"segment": segment, "preview": preview, "status": status,
+                "narration": plain(narration_at(self.events))}
+
+    def _panels_due(self, event: Block) -> bool:
+        last = event.block == self.events[0].num_blocks - 1
+        return last or time.perf_counter() - self._panels_at >= self.panel_seconds
+
+    def _panels(self) -> dict:
+        """The four panels (and the camera's, for a model with a camera) after the latest block."""
+        panels = {"figures": figures_at(self.events, None, self.projection)}
+        if self.pipe.has_camera:  # the camera panel is hidden otherwise: nothing to draw into it
+            panels["camera"] = camera_figure(self.events)
+        self._panels_at, self._panels_stale = time.perf_counter(), False
+        return panels
+
+    def _end_update(self, event: RunEnd) -> dict:
+        if self.frames:
+            write_mp4(np.concatenate(self.frames), self.video_path, self.pipe.fps,
+                      max(1, DISPLAY_SIZE // self.frames[0].shape[1]))
+        verb = "Stopped" if event.stopped else "Done"
+        update = {"status": f"{verb}: {event.blocks} blocks in {event.seconds:.1f} s", "done": True,
+                  "video": self.video_path if self.frames else None, "trace": self.trace_path}
+        return update | self._panels() if self._panels_stale else update
 
 
 def calculator(width, height, fps, seconds, sink_frames, top_k, mid_capacity):
@@ -199,6 +230,20 @@ def replay_figures(events, block):
     return figures_at(events, block, kv_curve(seconds, config=PackForcingConfig.from_dict(run.config)))
 
 
+def per_block(updates):
+    """A run's updates with each block's panels merged into its segment's update, so that two
+    runs side by side advance one block per step."""
+    held = None
+    for update in updates:
+        if held is not None and "figures" in update and "segment" not in update and "done" not in update:
+            update, held = held | update, None
+        if held is not None:
+            yield held
+        held = update
+    if held is not None:
+        yield held
+
+
 def ablation_presets(model: str) -> dict[str, PackForcingConfig]:
     """The ablation lab's named configurations, built on the model's own defaults."""
     base = registry.get(check_model(model)).default_config
@@ -231,7 +276,7 @@ class AblationRun:
 
     def updates(self):
         """Yields (update of A or None, update of B or None, comparison markdown or None)."""
-        streams = [run.updates() for run in self.runs]
+        streams = [per_block(run.updates()) for run in self.runs]
         alive = [True, True]
         while any(alive):
             step = [None, None]

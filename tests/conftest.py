@@ -3,7 +3,10 @@ tests in subfolders import helpers.py and dense_reference.py too.
 
 `studio`: one running studio (app.py in a subprocess) shared by the tests that drive it
 over HTTP, the browser tests and the gradio_client tests. Its Gradio cache is a folder of
-its own, so tests can count what runs leave on disk."""
+its own, so tests can count what runs leave on disk.
+
+Under pytest-xdist (README: `-n 2 --dist loadgroup`) the tests that share the studio run in
+one worker, and each worker keeps torch to one thread: two workers share the cores."""
 
 import os
 import socket
@@ -15,8 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
 
 
 @dataclass
@@ -32,14 +40,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_studio(cache: Path, **env) -> Studio:
+def start_studio(cache: Path, nice: int = 0, **env) -> Studio:
+    """app.py in a subprocess; `nice` lowers its priority, so that on a busy machine the
+    browser and the test that drive it are not starved by the model running beside them."""
     port = _free_port()
     env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
            "GRADIO_ANALYTICS_ENABLED": "False",
            "GRADIO_TEMP_DIR": str(cache), **env}
     log = cache.with_name(cache.name + ".log")  # a file, not a pipe: a full pipe would block the server
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                preexec_fn=(lambda: os.nice(nice)) if nice else None)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -56,7 +67,7 @@ def start_studio(cache: Path, **env) -> Studio:
 
 @pytest.fixture(scope="session")
 def studio(tmp_path_factory):
-    server = start_studio(tmp_path_factory.mktemp("gradio-cache"))
+    server = start_studio(tmp_path_factory.mktemp("gradio-cache"), nice=10)
     yield server
     server.proc.terminate()
     server.proc.wait(timeout=20)

@@ -1,5 +1,6 @@
 """The studio's handlers without a browser: inputs validated, runs stream, files written."""
 
+import math
 import os
 import re
 
@@ -97,16 +98,36 @@ def test_bad_config_values_are_named():
 
 def test_run_streams_segments_figures_and_final_files(tmp_path):
     run = Run("tiny-random", "a red circle", 3, 0, PackForcingConfig(sink_frames=4, top_k=2, mid_capacity=2),
-              workdir=str(tmp_path))
+              workdir=str(tmp_path), panel_seconds=0)
     updates = list(run.updates())
     blocks = [u for u in updates if "segment" in u]
     assert len(blocks) == 3 and all(os.path.getsize(u["segment"]) > 0 and u["segment"].endswith(".ts") for u in blocks)
     assert Image.open(blocks[0]["preview"]).size == (256,
                                                      256) and os.path.dirname(blocks[0]["preview"]) == str(tmp_path)
-    assert all(len(u["figures"]) == 4 for u in blocks)
+    panels = [u for u in updates if "figures" in u]
+    assert len(panels) == 3 and all(len(u["figures"]) == 4 for u in panels)
+    # each block's segment goes out before its panels are drawn
+    assert [i + 1 for i, u in enumerate(updates) if "segment" in u] == [i for i, u in enumerate(updates)
+                                                                         if "figures" in u]
     last = updates[-1]
     assert last["done"] and last["status"].startswith("Done: 3 blocks")
     assert os.path.getsize(last["video"]) > 0 and load_trace(last["trace"])[1] == 2
+
+
+def test_panels_wait_their_interval_and_always_show_the_last_block(tmp_path):
+    config = PackForcingConfig(sink_frames=4, top_k=2, mid_capacity=2)
+    updates = list(Run("tiny-random", "a red circle", 3, 0, config, workdir=str(tmp_path / "a"),
+                       panel_seconds=math.inf).updates())
+    kinds = ["figures" if "figures" in u else "segment" for u in updates if "segment" in u or "figures" in u]
+    # the first block draws (nothing is drawn yet), the second waits, the last draws
+    assert kinds == ["segment", "figures", "segment", "segment", "figures"]
+    assert all(u["narration"] for u in updates if "segment" in u)
+    run = Run("tiny-random", "a red circle", 8, 0, config, workdir=str(tmp_path / "b"), panel_seconds=math.inf)
+    for update in run.updates():
+        if update.get("segment", "").endswith("segment_0001.ts"):
+            run.stop_requested.set()
+    # stopped after block 1, whose panels had waited: the end brings them
+    assert update["status"].startswith("Stopped: 2 blocks") and "block 1:" in update["figures"][2].layout.title.text
 
 
 def test_stop_flag_ends_run_after_the_block_in_flight(tmp_path):

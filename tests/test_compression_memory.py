@@ -65,12 +65,12 @@ def test_lr_branch_real_geometry_uses_frozen_vae():
     codec = WanVAECodec(vae)
     patch_embedding = torch.nn.Conv3d(16, 1536, kernel_size=(1, 2, 2), stride=(1, 2, 2))
     latent = torch.randn(1, 16, 4, 60, 104)
+    # a first chunk's 13 pixel frames at 480x832 (the decode itself: test_wan_loading.py)
+    pixels = torch.rand(1, 3, 13, 480, 832, generator=torch.Generator().manual_seed(1)) * 2 - 1
     with torch.no_grad():
-        pixels = codec.decode(latent)  # 13 pixel frames at 480x832 for a first chunk
         small = fit_lr_to_grid(lr_latent(pixels, codec), (2, 7, 13), (1, 2, 2))
         tokens = patch_embedding(small)
         fused = tokens + HRCompressor(16, 1536)(latent)
-    assert pixels.shape == (1, 3, 13, 480, 832)
     assert tokens.shape == fused.shape == (1, 1536, 2, 7, 13)
     # training-free: the LR branch owns no parameters and leaves the VAE untouched
     before = {k: v.clone() for k, v in vae.state_dict().items()}

@@ -18,12 +18,13 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def test_status_panels_trace_and_narration_name_the_same_block(tmp_path):
     controls = LiveControls()
     run = Run("tiny-random", "a red circle", 3, 0, PackForcingConfig(top_k=2, mid_capacity=4), workdir=str(tmp_path),
-              controls=controls)
-    shown = []
+              controls=controls, panel_seconds=0)
+    shown, narration = [], None
     for update in run.updates():
+        narration = update.get("narration", narration)  # told with the block's segment, before its panels
         if update.get("figures"):
             rope = update["figures"][2].layout.title.text
-            shown.append((update["status"], rope, update["narration"]))
+            shown.append((update["status"], rope, narration))
             controls.switch_prompt("a green square")  # taken before the next block
     with open(run.trace_path) as f:
         trace = [json.loads(line) for line in f]

@@ -33,7 +33,7 @@ def run(backbone, blocks, check=None, **cfg):
 
 def test_kv_bytes_flat_after_bank_full_and_ordering(backbone):
     small = dict(top_k=2, mid_capacity=4)
-    kv = {p: [e.kv_bytes for e in blocks_of(run(backbone, 20, policy=p, **small))]
+    kv = {p: [e.kv_bytes for e in blocks_of(run(backbone, 12, policy=p, **small))]
           for p in ("window", "dynamic", "full")}
     fill = 2 + 1 + 4  # sink + recent + bank
     assert len(set(kv["dynamic"][fill:])) == 1
