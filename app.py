@@ -2,7 +2,8 @@
 
 PACKFORCING_PRELOAD=wan-1.3b loads a model at start-up, outside any GPU-acquiring call:
 what a ZeroGPU Space needs (weights are placed on "cuda" while the Space starts). Without
-it, the default model loads in the background while the server starts.
+it, the default model loads in the background while the server starts; set it empty to
+load nothing before the first Generate.
 PACKFORCING_THREADS sets torch's CPU threads (default 1, see below).
 """
 
@@ -20,7 +21,7 @@ demo = build_demo()
 
 
 def preload_default() -> None:
-    """The default model loads while the page opens instead of on the first Generate (3.3 s
+    """The default model loads while the page opens instead of on the first Generate (3-4 s
     of the first video's wait on 2 cores); a Generate that comes sooner waits for the same load."""
     if "PACKFORCING_PRELOAD" not in os.environ:
         threading.Thread(target=get_pipeline, args=(registry.default_model(),), daemon=True).start()

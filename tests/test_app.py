@@ -213,3 +213,28 @@ def test_a_refused_request_retires_no_run_folder(tmp_path, monkeypatch):
     updates = list(callbacks.generate("tiny-random", "", 2, 0, 4, 2, 4, "dynamic", True, "lr", "", request=request))
     assert "prompt is empty" in updates[-1][6]
     assert os.path.isdir(older) and os.path.isdir(newest) and len(list(tmp_path.glob("packforcing-run-*"))) == 2
+
+
+def test_the_default_model_loads_in_the_background_when_the_server_starts(monkeypatch):
+    import runpy
+    import time
+
+    from app import handlers
+    from packforcing import registry
+
+    loaded = []
+    monkeypatch.setattr(registry, "default_model", lambda: "tiny-random")
+    monkeypatch.setattr(handlers, "get_pipeline", loaded.append)  # what app.py imports and calls
+    app_py = str(handlers.__file__).replace("app/handlers.py", "app.py")
+    monkeypatch.delenv("PACKFORCING_PRELOAD", raising=False)
+    start = runpy.run_path(app_py)  # not as __main__: the page is built, nothing is served
+    assert loaded == []  # building the page loads nothing
+    start["preload_default"]()
+    deadline = time.time() + 30
+    while not loaded and time.time() < deadline:  # loaded by a thread of its own
+        time.sleep(0.01)
+    assert loaded == ["tiny-random"]
+    monkeypatch.setenv("PACKFORCING_PRELOAD", "")  # named (even empty): only what it names, at import
+    runpy.run_path(app_py)["preload_default"]()
+    time.sleep(0.5)  # a thread started here would have loaded by now
+    assert loaded == ["tiny-random"]
