@@ -5,8 +5,9 @@ tests in subfolders import helpers.py and dense_reference.py too.
 over HTTP, the browser tests and the gradio_client tests. Its Gradio cache is a folder of
 its own, so tests can count what runs leave on disk.
 
-Under pytest-xdist (README: `-n 2 --dist loadgroup`) the tests that share the studio run in
-one worker, and each worker keeps torch to one thread: two workers share the cores."""
+Under pytest-xdist (README: `-n 2 --dist loadfile`) each file runs whole in one worker (a
+worker starts its own studio when one of its files needs it), and each worker keeps torch
+to one thread: two workers share the cores."""
 
 import os
 import socket

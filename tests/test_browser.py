@@ -27,8 +27,6 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 if CHROMIUM is None and not os.environ.get("CI"):
     pytest.skip("Chromium is not installed (bash .ci/setup.sh --test installs it)", allow_module_level=True)
 
-pytestmark = pytest.mark.xdist_group("studio")  # one worker runs every test of the shared server
-
 PANELS = ["panel-occupancy", "panel-selection", "panel-rope", "panel-memory"]
 
 
@@ -59,13 +57,18 @@ def _status(page) -> str:
     return page.inner_text("#status")
 
 
+POINTS = """id => { const el = document.querySelector('#' + id + ' .js-plotly-plot');
+                    if (!el || !el.data) return 0;
+                    return el.data.reduce((n, t) => n + ((t.x && t.x.length) || 0), 0); }"""
+
+
 def _panel_points(page, elem_id) -> int:
-    return page.evaluate(
-        """id => { const el = document.querySelector('#' + id + ' .js-plotly-plot');
-                  if (!el || !el.data) return 0;
-                  return el.data.reduce((n, t) => n + ((t.x && t.x.length) || 0), 0); }""",
-        elem_id,
-    )
+    return page.evaluate(POINTS, elem_id)
+
+
+def _wait_for_points(page, elem_ids, n, timeout=30_000):
+    """Until every panel holds n points: panels follow their block's video, at most once a second."""
+    page.wait_for_function(f"ids => ids.every(id => ({POINTS})(id) >= {n})", arg=elem_ids, timeout=timeout)
 
 
 def _wait_for_block(page, n, timeout=120_000):
@@ -115,8 +118,7 @@ def test_generate_streams_video_and_panels(page, tmp_path):
     assert now != told and f"Block {block} " in now
     if SHOTS:
         _wait_for_block(page, 7)  # a README screenshot worth reading; the checks need two blocks
-    for panel in PANELS:
-        assert _panel_points(page, panel) >= 2, f"{panel} has no data for two blocks"
+    _wait_for_points(page, PANELS, 2)
     _shot(page, "screenshot.png", tmp_path)  # the narration under the video, too
     page.locator("#stop").dispatch_event("click")  # the page re-flows every block: no wait for it to settle
     page.wait_for_function("() => /Stopped/.test(document.querySelector('#status').innerText)", timeout=30_000)
@@ -210,7 +212,7 @@ def test_a_lesson_runs_both_sides_and_shows_what_it_measured(page, tmp_path):
     page.wait_for_function("() => /Measured/.test(document.querySelector('#lesson').innerText)", timeout=180_000)
     text = page.inner_text("#lesson")
     assert "dynamic attended" in text and "sink tokens per block" in text and "dynamic, no sink 0" in text
-    assert all(_panel_points(page, f"ablation-memory-{side}") >= 2 for side in "ab")
+    _wait_for_points(page, [f"ablation-memory-{side}" for side in "ab"], 2)
     _shot(page, "lesson.png", tmp_path)
 
 
@@ -233,7 +235,7 @@ def test_camera_buttons_steer_the_next_block_while_streaming(page):
     page.wait_for_function("() => /camera left at/.test(document.querySelector('#status').innerText)", timeout=60_000)
     page.click("#camera-still")
     page.wait_for_function("() => /camera still at/.test(document.querySelector('#status').innerText)", timeout=60_000)
-    assert _panel_points(page, "panel-camera") >= 3, "the camera panel has no bars"
+    _wait_for_points(page, ["panel-camera"], 3)  # the camera panel's bars
     page.locator("#stop").dispatch_event("click")  # the page re-flows every block: no wait for it to settle
     page.wait_for_function("() => /Stopped/.test(document.querySelector('#status').innerText)", timeout=30_000)
 

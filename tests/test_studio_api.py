@@ -13,8 +13,6 @@ from gradio_client import Client  # noqa: E402
 from packforcing.events import block_events, event_to_dict  # noqa: E402
 from packforcing.tracefile import read_trace  # noqa: E402
 
-pytestmark = pytest.mark.xdist_group("studio")  # one worker runs every test of the shared server
-
 STATUS, TRACE = 6, 8  # indices of the status line and the trace file among /generate's outputs
 # The embedded model: a block is all transformer forwards (a few tenths of a second on one
 # thread), so a cancel right after an update lands while the next block's forwards run.
