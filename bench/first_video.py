@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from .studio import start_studio
+
 ROOT = Path(__file__).resolve().parent.parent
 PROMPT = "a red circle and a blue square, camera pans right"
 WATCH = """() => { const v = document.querySelector('#stream video'), s = document.querySelector('#status').innerText;
@@ -49,17 +51,12 @@ def _trial(page, url: str) -> dict:
 
 
 def browser(checkout: Path, trials: int) -> dict:
-    sys.path.insert(0, str(ROOT / "tests"))
-    from conftest import start_studio  # the tests' way of starting app.py
     from playwright.sync_api import sync_playwright
 
     cache = Path(tempfile.mkdtemp(prefix="first-video-")) / "cache"
     cache.mkdir()
-    import conftest
-
-    conftest.ROOT = checkout  # the server runs this checkout's app.py
     started = time.perf_counter()
-    server = start_studio(cache)
+    server = start_studio(cache, root=checkout)  # the server runs this checkout's app.py
     boot = time.perf_counter() - started
     try:
         with sync_playwright() as p:
@@ -70,8 +67,7 @@ def browser(checkout: Path, trials: int) -> dict:
             runs = [_trial(page, server.url) for _ in range(trials)]
             browser.close()
     finally:
-        server.proc.terminate()
-        server.proc.wait(timeout=20)
+        server.stop()
     playing = [r["playing"] for r in runs]
     return {"checkout": str(checkout), "server_start_s": round(boot, 2), "trials": runs,
             "median_play_s": statistics.median(playing), "first_play_s": playing[0]}

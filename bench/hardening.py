@@ -18,39 +18,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
+
+from .studio import start_studio
 
 ROOT = Path(__file__).resolve().parent.parent
 TRACE = ROOT / "tests" / "data" / "trace_dynamic.jsonl"
 RUN = dict(model="embedded", seed=0, sink_frames=4, top_k=2, mid_capacity=4, policy="dynamic", rope_repair=True,
            compression="hr+lr", camera="")
 STATUS, TRACE_OUT = 6, 8
-
-
-def start_server(cache: Path) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port),
-           "GRADIO_ANALYTICS_ENABLED": "False",
-           "GRADIO_TEMP_DIR": str(cache)}
-    with open(cache.with_name("server.log"), "w") as log:
-        proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    for _ in range(240):
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            return proc, url
-        except OSError:
-            time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError("the studio did not start")
 
 
 def rss_mb(pid: int) -> float:
@@ -145,7 +123,8 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="packforcing-hardening-"))
     cache = folder / "gradio-cache"
     cache.mkdir()
-    proc, url = start_server(cache)
+    studio = start_studio(cache)
+    proc, url = studio.proc, studio.url
     try:
         out = {"cancel_race": cancel_race(url, proc.pid, args.race)}
         out["trace_bomb"] = trace_bomb(url, proc.pid, args.bomb_seconds, folder)
@@ -161,8 +140,7 @@ def main() -> None:
                "cache_bytes": cache_bytes(cache)}
         out["soak"] = {"runs": args.soak, "start": start, "end": end}
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        studio.stop(timeout=30)
     print(json.dumps(out, indent=2))
 
 

@@ -19,7 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from .hardening import start_server, submit
+from .hardening import submit
+from .studio import start_studio
 
 ROOT = Path(__file__).resolve().parent.parent
 STATUS = 6
@@ -68,17 +69,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=30)
     args = parser.parse_args()
-    proc, url = start_server(Path(tempfile.mkdtemp()) / "cache")
+    studio = start_studio(Path(tempfile.mkdtemp()) / "cache")
     try:
-        client = Client(url, verbose=False)
+        client = Client(studio.url, verbose=False)
         per_block(client, 2, False)  # warm-up: the model loads
         plain, switching = per_block(client, args.seconds, False), per_block(client, args.seconds, True)
         out = {"live": {"without": plain, "switch_every_block": switching,
                         "ratio": round(switching["seconds_per_block"] / plain["seconds_per_block"], 2)},
-               "trace": trace_load(url)}
+               "trace": trace_load(studio.url)}
     finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+        studio.stop()
     print(json.dumps(out, indent=1))
 
 
