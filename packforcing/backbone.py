@@ -15,6 +15,11 @@ from .config import PackForcingConfig
 from .memory import ModelDims, compressed_grid
 from .rope import to_device
 
+PREDICTION_TYPES = ("flow_prediction", "sample")
+# below this noise level a clean-latent prediction's velocity divides by it instead
+# (as JiT does): (x - x0) / sigma would magnify the prediction's error without bound
+SAMPLE_SIGMA_FLOOR = 0.05
+
 
 class Codec(Protocol):
     """encode: (B, 3, T, H, W) pixels in [-1, 1] -> normalised latent (B, C, F, h, w);
@@ -53,6 +58,21 @@ class Backbone:
     # index, the direction asked for (left / still / right; None: the model's default for
     # the prompt) and the prompt; returns what the trace records as the block's camera
     move_camera: Callable[[int, str | None, str], dict | None] | None = None
+    # what the transformer outputs: "flow_prediction" (the velocity, as Wan) or "sample" (the
+    # clean latent, turned into the velocity here). A patch with more values than the model's
+    # width cannot carry the noise through to a velocity, and what it drops stays in the frames.
+    prediction_type: str = "flow_prediction"
+
+    def __post_init__(self):
+        if self.prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"prediction_type {self.prediction_type!r} is not one of {PREDICTION_TYPES}")
+
+    def velocity(self, latent: torch.Tensor, output: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+        """The flow velocity of a denoising pass from the transformer's output; `timestep`: one per batch element."""
+        if self.prediction_type == "flow_prediction":
+            return output
+        sigma = (timestep.float() / self.default_config.num_train_timesteps).clamp(min=SAMPLE_SIGMA_FLOOR)
+        return ((latent.float() - output.float()) / sigma.view(-1, *[1] * (latent.dim() - 1))).to(output.dtype)
 
     @property
     def device(self) -> torch.device:

@@ -23,7 +23,8 @@ class ModelPasses:
 
     def run(self, latent, timestep, text, mode: str, frame_offset: float, pending: BlockKV | None = None,
             spacing=(1.0, 1.0, 1.0), center=(0.0, 0.0, 0.0)) -> torch.Tensor:
-        """The predicted flow velocity; a write or compressed pass also fills `pending`'s K/V.
+        """A denoising pass's predicted flow velocity; a write or compressed pass fills
+        `pending`'s K/V (its output is the transformer's, unused).
         frame_offset: the latent frame the tokens start at (RoPE's time position)."""
         self.slot.session = self.session  # this cache's turn on the shared weights
         self.session.set_mode(mode, pending)
@@ -33,8 +34,8 @@ class ModelPasses:
         # one timestep per batch element (a float shares one; training passes a tensor)
         t = self._timestep(timestep, latent.device).expand(latent.shape[0])
         try:
-            (velocity,) = self.backbone.transformer(latent, timestep=t, encoder_hidden_states=text, return_dict=False)
-            return velocity
+            (output,) = self.backbone.transformer(latent, timestep=t, encoder_hidden_states=text, return_dict=False)
+            return self.backbone.velocity(latent, output, t) if mode == "denoise" else output
         finally:
             self.session.set_mode("plain")
 

@@ -151,8 +151,9 @@ def default_config():
     )
 
 
-def build(seed: int = 0, codec: str = "dct"):
-    """Fresh random weights (training's starting point) over the named codec's latent."""
+def build(seed: int = 0, codec: str = "dct", prediction_type: str = "flow_prediction"):
+    """Fresh random weights (training's starting point) over the named codec's latent;
+    prediction_type: what the transformer outputs (Backbone.prediction_type)."""
     from diffusers import WanTransformer3DModel
 
     from ..backbone import Backbone
@@ -188,6 +189,7 @@ def build(seed: int = 0, codec: str = "dct"):
         default_config=default_config(),
         on_frame=place.at_frame,
         move_camera=place.move,
+        prediction_type=prediction_type,
     )
     backbone.text_encoder, backbone.place, backbone.codec_name = text_encoder, place, codec
     return backbone
@@ -222,6 +224,7 @@ def save(backbone, directory: str, metadata: dict | None = None) -> str:
             {
                 "architecture": "camera",
                 "codec": codec,
+                "prediction_type": backbone.prediction_type,
                 "transformer": transformer_config(codec),
                 "place_harmonics": HARMONICS,
                 **(metadata or {}),
@@ -240,8 +243,9 @@ def load(directory: str):
 
     path = os.path.join(directory, "generator.safetensors")
     with open(os.path.join(directory, "config.json")) as f:
-        codec = json.load(f).get("codec", "dct")  # weights saved before the choice existed are DCT
-    backbone = build(codec=codec)
+        config = json.load(f)
+    # weights saved before these choices existed are DCT and predict the velocity
+    backbone = build(codec=config.get("codec", "dct"), prediction_type=config.get("prediction_type", "flow_prediction"))
     tensors = load_file(path)
     for prefix, module in trainable_modules(backbone).items():
         own = {k[len(prefix) + 1 :]: v.float() for k, v in tensors.items() if k.startswith(prefix + ".")}

@@ -49,6 +49,10 @@ class TeacherConfig:
     grad_history: str = "all"  # all (v11) | sources | none: which write/compressed passes keep gradient
     other_fraction: float = 1.0  # probability a block that recalls nothing trains its denoising loss
     recon_weight: float = 0.0  # auxiliary: rebuild a mid block's pooled latent from its compressed tokens
+    # a block noised below this level has its flow loss weighted (sigma / level)^2. A model
+    # that predicts the clean latent has flow error = its error / sigma: unweighted, the
+    # levels under 0.1, which the sampler never visits (its last is 0.29), outweigh the rest.
+    loss_sigma_floor: float = 0.0
 
     def __post_init__(self):
         if self.grad_history not in GRAD_HISTORY:
@@ -143,13 +147,14 @@ class ClipLoss:
     recon: torch.Tensor | None = None  # mean auxiliary rebuild loss of the blocks bound for the mid bank
 
 
-def _denoise_loss(sampler, x0, d: Draw, text, device) -> torch.Tensor:
+def _denoise_loss(sampler, x0, d: Draw, text, tc: TeacherConfig, device) -> torch.Tensor:
     cfg, batch = sampler.config, x0.shape[0]
     s = d.sigma.to(device).view(batch, 1, 1, 1, 1)
     noise = d.noise.to(device)
     v = sampler.forward((1 - s) * x0 + s * noise, d.sigma.to(device) * cfg.num_train_timesteps,
                         text * d.keep.to(device, text.dtype))
-    return ((v.float() - (noise - x0)) ** 2).mean()
+    weight = (s / tc.loss_sigma_floor).clamp(max=1.0) ** 2 if tc.loss_sigma_floor > 0 else 1.0
+    return (weight * (v.float() - (noise - x0)) ** 2).mean()
 
 
 def clip_loss(sampler: PackForcingSampler, clips: Clips, texts: list[torch.Tensor], tc: TeacherConfig,
@@ -171,7 +176,7 @@ def clip_loss(sampler: PackForcingSampler, clips: Clips, texts: list[torch.Tenso
             hook = SelectionHook(mid[: cfg.top_k] if mid and d.force else [])
             sampler.begin_block(c, hook=hook)
             if d.train:
-                loss = _denoise_loss(sampler, x0, d, texts[c], device)
+                loss = _denoise_loss(sampler, x0, d, texts[c], tc, device)
                 flow.append(loss)
                 weights.append(tc.revisit_weight if mid else 1.0)
                 out.block_losses[c] = loss.item()

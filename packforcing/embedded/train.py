@@ -52,6 +52,10 @@ class TrainConfig:
     # whole (policy full), where reading starts sooner than through 8x compression; the
     # other steps, and sampling, use the model's config. 0 = off.
     mix_full: float = 0.0
+    prediction_type: str = "flow_prediction"  # or "sample": the transformer outputs the clean latent
+    # a run folder whose EMA weights (state.pt) a new run starts from, with a fresh optimizer
+    # and counters; None: random weights. A resumed run ignores it.
+    init: str | None = None
     threads: int = 2
     device: str = "auto"  # auto | cpu | cuda
     bf16: bool = True  # autocast on cuda
@@ -104,7 +108,7 @@ class Run:
     def __init__(self, tc: TrainConfig, out: str):
         self.tc, self.out, self.device = tc, out, _device(tc)
         torch.set_num_threads(tc.threads)
-        self.backbone = camera_model.build(tc.seed)
+        self.backbone = camera_model.build(tc.seed, prediction_type=tc.prediction_type)
         self.backbone.transformer.to(self.device)
         # the rebuild head trains beside the model and lives in state.pt only (sampling never uses it)
         self.head = None
@@ -124,6 +128,8 @@ class Run:
         os.makedirs(out, exist_ok=True)
         if os.path.exists(os.path.join(out, "state.pt")):
             self.resume()
+        elif tc.init is not None:
+            self.start_from(tc.init)
 
     def state(self) -> dict:
         """Everything a resume needs, as tensors, numbers, strings and lists."""
@@ -151,6 +157,18 @@ class Run:
         self.rng.setstate((r["version"], tuple(r["internal"]), r["gauss"]))
         self.gen.set_state(state["gen"])
         print(f"resumed {self.out} at step {self.step} ({self.minutes:.1f} min)", flush=True)
+
+    def start_from(self, folder: str) -> None:
+        """Weights from another run's EMA (the rebuild head's included); the optimizer starts afresh."""
+        path = os.path.join(folder, "state.pt")
+        ema = torch.load(path, map_location=self.device, weights_only=True)["ema"]
+        shapes = [tuple(v.shape) for v in ema]
+        if shapes != [tuple(p.shape) for p in self.params]:
+            raise ValueError(f"{path}: its {len(ema)} tensors do not match this recipe's model and rebuild head")
+        for p, e, v in zip(self.params, self.ema, ema, strict=True):
+            p.data.copy_(v)
+            e.copy_(v)
+        print(f"started {self.out} from {folder}", flush=True)
 
     def save(self) -> None:
         tmp = os.path.join(self.out, "state.tmp")

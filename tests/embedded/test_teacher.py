@@ -184,3 +184,39 @@ def test_a_resumed_run_keeps_each_step_of_the_curve_once(tmp_path):
     main(["--recipe", str(recipe), "--out", str(out), "--max-steps", "3"])
     rows = [json.loads(line) for line in curve.read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3] and rows[2]["loss"] != 9.0
+
+
+def test_a_run_starts_from_another_runs_average_and_keeps_its_prediction_type(tmp_path):
+    from packforcing.embedded.train import main
+
+    recipe = {"batch": 1, "blocks": 4, "paths": {"loop": 1.0}, "threads": 1, "switch_prob": 0.0}
+    (tmp_path / "a.json").write_text(json.dumps(recipe))
+    main(["--recipe", str(tmp_path / "a.json"), "--out", str(tmp_path / "a"), "--max-steps", "1"])
+    ema = torch.load(tmp_path / "a" / "state.pt", weights_only=True)["ema"]
+    tc = TrainConfig.from_dict({**recipe, "init": str(tmp_path / "a"), "prediction_type": "sample", "seed": 5})
+    run = Run(tc, str(tmp_path / "b"))
+    assert run.step == 0 and run.backbone.prediction_type == "sample"
+    assert all(torch.equal(p, e) for p, e in zip(run.params, ema, strict=True))
+    assert not all(torch.equal(p, e) for p, e in zip(Run(TrainConfig.from_dict(recipe), str(tmp_path / "c")).params,
+                                                     ema, strict=True))  # negative control: a fresh start
+    run.train_step()
+    run.save()
+    assert camera_model.load(str(tmp_path / "b")).prediction_type == "sample"
+    assert camera_model.load(str(tmp_path / "a")).prediction_type == "flow_prediction"
+    with pytest.raises(ValueError, match="do not match"):
+        Run(TrainConfig.from_dict({**recipe, "init": str(tmp_path / "a"), "recon_weight": 0.5}), str(tmp_path / "d"))
+
+
+@pytest.mark.parametrize("sigma, ratio", [(0.1, 0.25), (0.05, 0.0625), (0.5, 1.0)])
+def test_levels_below_the_loss_floor_weigh_sigma_over_floor_squared(setup, sigma, ratio):
+    from unittest import mock
+
+    from packforcing.embedded import teacher
+
+    fixed = lambda batch, gen, floor=0.0: torch.full((batch,), sigma)  # noqa: E731
+    with mock.patch.object(teacher, "sample_sigmas", fixed), torch.no_grad():
+        plain = _loss(setup, other_fraction=1.0).block_losses
+        floored = _loss(setup, other_fraction=1.0, loss_sigma_floor=0.2).block_losses
+    assert sorted(plain) == sorted(floored) == list(range(8))
+    for c in plain:
+        assert floored[c] == pytest.approx(ratio * plain[c], rel=1e-5)
