@@ -41,3 +41,37 @@ def test_gpu_bench_rejects_unknown_policy():
         bench.main(["--tiny", "--device", "cpu", "--policies", "window,lru"])
     with pytest.raises(SystemExit):
         bench.main(["--tiny", "--device", "cpu", "--sections", "eager,everything"])
+
+
+def test_speckle_finds_the_part_of_a_latent_no_output_can_write():
+    import torch
+    from einops import rearrange
+
+    from bench.speckle import outside_part
+    from packforcing.embedded import camera_model
+
+    backbone = camera_model.build(0)
+    weight = backbone.transformer.proj_out.weight.detach()  # (4 * 4 * 16 values a patch, 128)
+    gen = torch.Generator().manual_seed(0)
+    # diffusers' own unpatchify places what the output layer writes: any such latent is inside
+    written = torch.randn(1, 4 * 4 * 4, 128, generator=gen) @ weight.T
+    handle = backbone.transformer.proj_out.register_forward_hook(lambda module, args, out: written)
+    backbone.move_camera(0, None, "a red circle")  # where the block looks, as the sampler sets it
+    backbone.on_frame(0.0)
+    try:
+        with torch.no_grad():
+            latent = backbone.transformer(torch.zeros(1, 16, 4, 16, 16), timestep=torch.tensor([500.0]),
+                                          encoder_hidden_states=torch.zeros(1, 4, 64), return_dict=False)[0]
+    finally:
+        handle.remove()
+    part, share = outside_part(backbone, latent)
+    assert share < 1e-8 and part.abs().max() < 1e-4
+    # a random latent: the least-squares residual against the layer's columns, patch by patch
+    latent = torch.randn(1, 16, 2, 16, 16, generator=gen)
+    tokens = rearrange(latent, "1 c f (h ph) (w pw) -> (ph pw c) (f h w)", ph=4, pw=4)
+    residual = tokens - weight @ torch.linalg.lstsq(weight, tokens).solution
+    part, share = outside_part(backbone, latent)
+    assert share == pytest.approx(float(residual.square().sum() / tokens.square().sum()), rel=1e-4)
+    assert 0.4 < share < 0.6  # 128 of 256 directions
+    torch.testing.assert_close(rearrange(part, "1 c f (h ph) (w pw) -> (ph pw c) (f h w)", ph=4, pw=4), residual,
+                               atol=1e-4, rtol=1e-4)
