@@ -5,9 +5,9 @@ tests in subfolders import helpers.py and dense_reference.py too.
 over HTTP, the browser tests and the gradio_client tests. Its Gradio cache is a folder of
 its own, so tests can count what runs leave on disk.
 
-Under pytest-xdist (README: `-n 2 --dist loadfile`) each file runs whole in one worker, the
-two files that drive the studio in the same one (STUDIO_FILES: one server start), and each
-worker keeps torch to one thread: two workers share the cores."""
+Under pytest-xdist (README: `-n 2 --dist loadfile`) each file runs whole in one worker (a
+worker starts its own studio when one of its files needs it), and each worker keeps torch
+to one thread: two workers share the cores."""
 
 import os
 
@@ -18,22 +18,6 @@ from bench.studio import start_studio
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
-
-
-# the files that start the studio server run in one worker: one server start, not two
-STUDIO_FILES = ("tests/test_browser.py", "tests/test_studio_api.py")
-
-
-@pytest.hookimpl(optionalhook=True)
-def pytest_xdist_make_scheduler(config, log):
-    from xdist.scheduler import LoadFileScheduling
-
-    class StudioFilesTogether(LoadFileScheduling):
-        def _split_scope(self, nodeid: str) -> str:
-            scope = super()._split_scope(nodeid)
-            return "studio" if scope in STUDIO_FILES else scope
-
-    return StudioFilesTogether(config, log)
 
 
 @pytest.fixture(scope="session")
