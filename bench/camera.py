@@ -201,6 +201,7 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--ablation-seeds", type=int, default=2, help="seeds per prompt that also run random / no sink / no RoPE repair"
     )
+    ap.add_argument("--config", default="{}", help='sampling config fields to change, as JSON: {"guidance_scale": 3}')
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     if args.baseline_v10:
@@ -210,6 +211,7 @@ def main(argv=None) -> int:
         rows = [baseline_v10(pipe, p, 1000 + s) for p in PROMPTS[: args.prompts] for s in range(args.seeds)]
     else:
         pipe = PackForcingPipeline(camera_model.load(args.weights))
+        pipe.backbone.default_config = pipe.default_config.replace(**json.loads(args.config))
         rows = [
             one(pipe, p, 1000 + s, s < args.ablation_seeds) for p in PROMPTS[: args.prompts] for s in range(args.seeds)
         ]
@@ -217,6 +219,7 @@ def main(argv=None) -> int:
         json.dumps(
             {
                 "weights": args.weights,
+                "config": json.loads(args.config),
                 "prompts": PROMPTS[: args.prompts],
                 "seeds": [1000 + s for s in range(args.seeds)],
                 "summary": summary(rows),
