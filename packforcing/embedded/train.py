@@ -40,6 +40,10 @@ class TrainConfig:
     paths: dict = field(default_factory=lambda: dict(V11_PATHS))  # camera path kinds and their weights
     lr: float = 1e-3
     warmup: int = 50
+    # The step from which the rate falls linearly to 0 over decay_steps (warmup-stable-decay:
+    # a run at a constant rate continues into its cooldown). None: constant after warmup.
+    decay_from: int | None = None
+    decay_steps: int = 1000
     weight_decay: float = 0.01
     ema: float = 0.99
     selection_weight: float = 0.2  # cross-entropy on the selection scores towards the source
@@ -100,6 +104,14 @@ def _device(tc: TrainConfig) -> torch.device:
     if tc.device != "auto":
         return torch.device(tc.device)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def learning_rate(tc: TrainConfig, step: int) -> float:
+    """The rate of 0-based step `step`: linear warmup, constant, then an optional linear decay."""
+    rate = tc.lr * min(1.0, (step + 1) / tc.warmup)
+    if tc.decay_from is not None and step >= tc.decay_from:
+        rate *= max(0.0, 1 - (step - tc.decay_from) / tc.decay_steps)
+    return rate
 
 
 class Run:
@@ -184,7 +196,7 @@ class Run:
 
     def train_step(self) -> dict:
         tc, t0, cpu0 = self.tc, time.time(), time.process_time()
-        lr = tc.lr * min(1.0, (self.step + 1) / tc.warmup)
+        lr = learning_rate(tc, self.step)
         for g in self.opt.param_groups:
             g["lr"] = lr
         clips = make_clips(self.rng, tc.batch, tc.blocks, self.backbone.codec, tc.switch_prob, tc.paths)

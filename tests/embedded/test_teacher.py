@@ -11,7 +11,7 @@ import torch
 from packforcing.embedded import camera_model
 from packforcing.embedded.camera_data import is_mid_revisit, make_clips
 from packforcing.embedded.teacher import ReconHead, TeacherConfig, clip_loss, recalled_sources
-from packforcing.embedded.train import Run, TrainConfig, encode_texts
+from packforcing.embedded.train import Run, TrainConfig, encode_texts, learning_rate
 from packforcing.sampler import PackForcingSampler
 
 # out-and-back over 8 blocks: right 4, left 4; block 5 films block 2's place (mid bank only)
@@ -220,3 +220,16 @@ def test_levels_below_the_loss_floor_weigh_sigma_over_floor_squared(setup, sigma
     assert sorted(plain) == sorted(floored) == list(range(8))
     for c in plain:
         assert floored[c] == pytest.approx(ratio * plain[c], rel=1e-5)
+
+
+def test_the_rate_warms_up_holds_then_falls_to_zero(tmp_path):
+    """Hand-worked: lr 1e-3, warmup 4, decay from step 10 over 5 steps."""
+    tc = TrainConfig(lr=1e-3, warmup=4, decay_from=10, decay_steps=5)
+    expected = {0: 2.5e-4, 3: 1e-3, 9: 1e-3, 10: 1e-3, 12: 6e-4, 14: 2e-4, 15: 0.0, 40: 0.0}
+    assert {s: learning_rate(tc, s) for s in expected} == pytest.approx(expected, abs=1e-12)
+    assert learning_rate(TrainConfig(lr=1e-3, warmup=4), 10**6) == 1e-3  # no decay unless asked
+    recipe = {"batch": 2, "blocks": 8, "paths": PATHS, "threads": 1, "warmup": 1, "switch_prob": 0.0,
+              "decay_from": 0, "decay_steps": 4}
+    run = Run(TrainConfig.from_dict(recipe), str(tmp_path / "run"))
+    rows = [run.train_step() for _ in range(2)]  # the optimizer steps at the rate the row reports
+    assert [r["lr"] for r in rows] == pytest.approx([1e-3, 7.5e-4]) and run.opt.param_groups[0]["lr"] == rows[1]["lr"]
