@@ -66,6 +66,11 @@ class TrainConfig:
     checkpoint_minutes: float = 5.0
     seed: int = 0
 
+    def __post_init__(self):
+        if self.decay_steps < 1 or (self.decay_from is not None and self.decay_from < 0):
+            raise ValueError(f"decay_from={self.decay_from}, decay_steps={self.decay_steps}: decay_from must be "
+                             "None or a step >= 0, and decay_steps at least 1")
+
     @classmethod
     def from_file(cls, path: str, **overrides) -> TrainConfig:
         with open(path) as f:

@@ -79,6 +79,8 @@ def test_bad_levers_are_named():
         TeacherConfig(other_fraction=1.5)
     with pytest.raises(ValueError, match=r"unknown fields \['batchsize'\]"):
         TrainConfig.from_dict({"batchsize": 3})
+    with pytest.raises(ValueError, match="decay_steps=0: .*at least 1"):
+        TrainConfig(decay_from=5, decay_steps=0)
 
 
 def test_a_resumed_run_continues_where_it_stopped(tmp_path):
