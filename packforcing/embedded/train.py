@@ -268,10 +268,12 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m packforcing.embedded.train", description=__doc__.split("\n\n")[0])
     ap.add_argument("--recipe", required=True, help="a recipe file, e.g. packforcing/embedded/recipes/v12.json")
     ap.add_argument("--out", required=True, help="output folder (resumed when it holds a run)")
-    for name in ("minutes", "max_steps", "threads", "checkpoint_minutes"):
+    # a cooldown is the same recipe with its decay fields set from the state's step
+    names = ("minutes", "max_steps", "threads", "checkpoint_minutes", "decay_from", "decay_steps")
+    for name in names:
         ap.add_argument("--" + name.replace("_", "-"), type=float if "minutes" in name else int, default=None)
     args = ap.parse_args(argv)
-    overrides = {k: getattr(args, k) for k in ("minutes", "max_steps", "threads", "checkpoint_minutes")}
+    overrides = {k: getattr(args, k) for k in names}
     tc = TrainConfig.from_file(args.recipe, **overrides)
     run = Run(tc, args.out)
     path = os.path.join(args.out, "curve.jsonl")

@@ -235,3 +235,10 @@ def test_the_rate_warms_up_holds_then_falls_to_zero(tmp_path):
     run = Run(TrainConfig.from_dict(recipe), str(tmp_path / "run"))
     rows = [run.train_step() for _ in range(2)]  # the optimizer steps at the rate the row reports
     assert [r["lr"] for r in rows] == pytest.approx([1e-3, 7.5e-4]) and run.opt.param_groups[0]["lr"] == rows[1]["lr"]
+    from packforcing.embedded.train import main
+
+    (tmp_path / "r.json").write_text(json.dumps({**recipe, "decay_from": None, "batch": 1, "blocks": 4}))
+    main(["--recipe", str(tmp_path / "r.json"), "--out", str(tmp_path / "cli"), "--max-steps", "2",
+          "--decay-from", "0", "--decay-steps", "4"])  # the decay set from the command line
+    curve = [json.loads(line) for line in (tmp_path / "cli" / "curve.jsonl").read_text().splitlines()]
+    assert [r["lr"] for r in curve] == pytest.approx([1e-3, 7.5e-4])
