@@ -141,6 +141,20 @@ def test_place_embedding_of_a_hand_worked_token():
         place.features(1, 10, "cpu", torch.float32)
 
 
+def test_a_run_starts_its_camera_afresh_after_a_training_batch():
+    """Block 0 of a run drops whatever clip was set before (a probe's batch of 3), then
+    each block extends the path: right from x = 0, 4 px a frame (world.positions)."""
+    from packforcing.embedded.camera_model import PlaceEmbedding
+
+    place = PlaceEmbedding(8, {64: (4, 4, 4)})
+    place.set_clip(torch.zeros(3, 48))
+    place.move(0, "right", "a red circle")
+    place.move(1, "left", "a red circle")
+    assert place.xs.shape == (1, 32)
+    assert place.xs[0, :3].tolist() == [0.0, 4.0, 8.0] and place.xs[0, 15].item() == 60.0
+    assert place.xs[0, 16].item() == 64.0 and place.xs[0, 17].item() == 60.0  # the turn, one frame on
+
+
 def test_revisit_sources_of_the_out_and_back_path():
     from packforcing.embedded.camera_data import is_mid_revisit, revisit_sources
     from packforcing.embedded.panorama import positions

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from . import panorama as world
 from . import vocab
@@ -40,7 +41,7 @@ def sample_path(rng: random.Random, blocks: int, weights: dict[str, float] | Non
         return [d] * blocks
     if kind == "outback":
         k = rng.randint(4, max(4, blocks - 4))
-        return [d] * k + [back] * (blocks - k)
+        return ([d] * k + [back] * (blocks - k))[:blocks]  # a clip under 4 blocks only goes out
     out: list[str] = []
     while len(out) < blocks:
         out += [rng.choices(["left", "right", "still"], weights=[2, 2, 1])[0]] * rng.randint(1, 4)
@@ -81,6 +82,15 @@ class Clips:
     xs: torch.Tensor  # (B, T) camera x per frame
     sources: list[dict]  # per block, from revisit_sources
     switch: int | None  # block from which the second prompt holds
+    cover: torch.Tensor | None = None  # (B, 1, T/4, 16, 16) share of each latent cell showing an object
+
+
+def object_cover(pixels: torch.Tensor, cell: int = 4) -> torch.Tensor:
+    """(B, 3, T, H, W) in [-1, 1] -> (B, 1, T/cell, H/cell, W/cell): the share of each
+    cell's pixels that differ from the plain background (an object or its soft edge)."""
+    background = torch.tensor(world.BACKGROUND, dtype=pixels.dtype).view(1, 3, 1, 1, 1) / 127.5 - 1.0
+    shown = ((pixels - background).abs().amax(1, keepdim=True) > 0.5 / 127.5).to(pixels.dtype)
+    return F.avg_pool3d(shown, cell)
 
 
 def random_objects(rng: random.Random) -> tuple:
@@ -108,6 +118,5 @@ def make_clips(rng: random.Random, batch: int, blocks: int, codec, switch_prob: 
     pixels = torch.from_numpy(np.stack(frames)).permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0
     with torch.no_grad():
         latent = codec.encode(pixels)
-    return Clips(
-        prompts, pixels, latent, torch.tensor(np.stack(xs), dtype=torch.float32), revisit_sources(offsets), switch
-    )
+    return Clips(prompts, pixels, latent, torch.tensor(np.stack(xs), dtype=torch.float32), revisit_sources(offsets),
+                 switch, object_cover(pixels))

@@ -76,7 +76,8 @@ class PlaceEmbedding(torch.nn.Module):
             0.0 if index == 0 else float(self.xs[0, index * n - 1]) + world.STEP * world.DIRECTION_SIGN[self.direction]
         )
         xs = torch.from_numpy(world.positions([direction], start, n)).float()[None]
-        self.xs, self.direction = torch.cat([self.xs[:, : index * n], xs], 1), direction
+        # a run starts afresh at block 0, whatever clip (of whatever batch) was set before
+        self.xs, self.direction = (torch.cat([self.xs[:, : index * n], xs], 1) if index else xs), direction
         return {
             "direction": direction,
             "x": round(start % world.PERIOD, 2),
@@ -151,9 +152,10 @@ def default_config():
     )
 
 
-def build(seed: int = 0, codec: str = "dct", prediction_type: str = "flow_prediction"):
+def build(seed: int = 0, codec: str = "dct", prediction_type: str = "flow_prediction", bind_objects: bool = False):
     """Fresh random weights (training's starting point) over the named codec's latent;
-    prediction_type: what the transformer outputs (Backbone.prediction_type)."""
+    prediction_type: what the transformer outputs (Backbone.prediction_type);
+    bind_objects: the prompt encoder's (TinyTextEncoder)."""
     from diffusers import WanTransformer3DModel
 
     from ..backbone import Backbone
@@ -167,7 +169,7 @@ def build(seed: int = 0, codec: str = "dct", prediction_type: str = "flow_predic
     transformer = WanTransformer3DModel(**config)
     inner = config["num_attention_heads"] * config["attention_head_dim"]
     hr = HRCompressor(config["in_channels"], inner, EMBEDDED_HR_WIDTHS)
-    text_encoder = TinyTextEncoder(text_dim=config["text_dim"])
+    text_encoder = TinyTextEncoder(text_dim=config["text_dim"], bind_objects=bind_objects)
     side = world.VIEW // codec_object.spatial_factor
     # a 4-latent-frame block's token grids: full resolution, and the HR compressor's output
     full = (4, side // config["patch_size"][1], side // config["patch_size"][2])
@@ -227,6 +229,7 @@ def save(backbone, directory: str, metadata: dict | None = None) -> str:
                 "prediction_type": backbone.prediction_type,
                 "transformer": transformer_config(codec),
                 "place_harmonics": HARMONICS,
+                "bind_objects": backbone.text_encoder.bind_objects,
                 **(metadata or {}),
             },
             f,
@@ -244,8 +247,9 @@ def load(directory: str):
     path = os.path.join(directory, "generator.safetensors")
     with open(os.path.join(directory, "config.json")) as f:
         config = json.load(f)
-    # weights saved before these choices existed are DCT and predict the velocity
-    backbone = build(codec=config.get("codec", "dct"), prediction_type=config.get("prediction_type", "flow_prediction"))
+    # weights saved before these choices existed are DCT, predict the velocity, read bare words
+    backbone = build(codec=config.get("codec", "dct"), prediction_type=config.get("prediction_type", "flow_prediction"),
+                     bind_objects=config.get("bind_objects", False))
     tensors = load_file(path)
     for prefix, module in trainable_modules(backbone).items():
         own = {k[len(prefix) + 1 :]: v.float() for k, v in tensors.items() if k.startswith(prefix + ".")}

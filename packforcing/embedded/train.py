@@ -57,6 +57,7 @@ class TrainConfig:
     # other steps, and sampling, use the model's config. 0 = off.
     mix_full: float = 0.0
     prediction_type: str = "flow_prediction"  # or "sample": the transformer outputs the clean latent
+    bind_objects: bool = False  # the prompt encoder gives each object's words together (vocab.TinyTextEncoder)
     # a run folder whose EMA weights (state.pt) a new run starts from, with a fresh optimizer
     # and counters; None: random weights. A resumed run ignores it.
     init: str | None = None
@@ -125,7 +126,7 @@ class Run:
     def __init__(self, tc: TrainConfig, out: str):
         self.tc, self.out, self.device = tc, out, _device(tc)
         torch.set_num_threads(tc.threads)
-        self.backbone = camera_model.build(tc.seed, prediction_type=tc.prediction_type)
+        self.backbone = camera_model.build(tc.seed, prediction_type=tc.prediction_type, bind_objects=tc.bind_objects)
         self.backbone.transformer.to(self.device)
         # the rebuild head trains beside the model and lives in state.pt only (sampling never uses it)
         self.head = None

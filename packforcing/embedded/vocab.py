@@ -151,14 +151,33 @@ def tokenize(text: str | list[str], max_len: int = MAX_TOKENS) -> torch.Tensor:
     return out
 
 
+def partners(ids: torch.Tensor) -> torch.Tensor:
+    """(B, L) canonical ids -> (B, L): for each word of an object's (colour, shape) pair,
+    the other word's id; 0 for every other token. Objects lead the canonical order, so a
+    pair fills positions (2k, 2k + 1)."""
+    length = ids.shape[1]
+    if length % 2:
+        ids = torch.nn.functional.pad(ids, (0, 1))
+    colours = torch.tensor([TOKEN_ID[w] for w in COLOURS], device=ids.device)
+    shapes = torch.tensor([TOKEN_ID[w] for w in SHAPES], device=ids.device)
+    first, second = ids[:, 0::2], ids[:, 1::2]
+    pair = torch.isin(first, colours) & torch.isin(second, shapes)
+    return torch.stack([second * pair, first * pair], dim=-1).flatten(1)[:, :length]
+
+
 class TinyTextEncoder(nn.Module):
     """Token ids (B, L) -> (B, L, text_dim): embedding + position + a small pre-norm
-    transformer encoder; padding rows (id 0) are zeroed, as Wan's pipeline does for UMT5."""
+    transformer encoder; padding rows (id 0) are zeroed, as Wan's pipeline does for UMT5.
+
+    bind_objects: each word of an object also gets its partner word's embedding, so both
+    tokens of "red square" say red square. Trained from the bare words, the encoder kept
+    them apart (a shape's output did not change with its colour: cosine 0.99998), and a
+    model reading a bag of words cannot tell which object is red (docs/experiments.md, v14)."""
 
     def __init__(self, text_dim: int = 64, vocab_size: int = VOCAB_SIZE, max_len: int = MAX_TOKENS,
-                 num_layers: int = 2, num_heads: int = 2, ffn_dim: int | None = None):
+                 num_layers: int = 2, num_heads: int = 2, ffn_dim: int | None = None, bind_objects: bool = False):
         super().__init__()
-        self.max_len = max_len
+        self.max_len, self.bind_objects = max_len, bind_objects
         self.embed = nn.Embedding(vocab_size, text_dim, padding_idx=0)
         self.pos = nn.Parameter(torch.randn(max_len, text_dim) * 0.02)
         layer = nn.TransformerEncoderLayer(text_dim, num_heads, ffn_dim or 4 * text_dim, dropout=0.0,
@@ -173,6 +192,8 @@ class TinyTextEncoder(nn.Module):
             raise ValueError(f"token sequence of length {ids.shape[1]} exceeds max_len={self.max_len}")
         pad = ids == 0
         x = self.embed(ids) + self.pos[: ids.shape[1]]
+        if self.bind_objects:
+            x = x + self.embed(partners(ids))
         # An all-padding row would make attention NaN: let it attend to its first slot (zeroed below).
         mask = pad.clone()
         mask[mask.all(dim=1), 0] = False

@@ -262,3 +262,15 @@ def test_metrics_drift_and_pan(clips):
     assert metrics.pan_accuracy(reverse, spec)["pan_accuracy"] < 0.1
     with pytest.raises(ValueError, match="uint8"):
         metrics.evaluate(clip.astype(np.float32), spec)
+
+
+def test_a_camera_path_has_one_direction_per_block():
+    from packforcing.embedded.camera_data import sample_path
+
+    for blocks in (2, 3, 5, 12):
+        for seed in range(20):
+            path = sample_path(random.Random(seed), blocks, {"outback": 1.0})
+            assert len(path) == blocks and path[0] in ("left", "right"), (blocks, seed)
+    rng = random.Random(0)
+    turns = [sum(a != b for a, b in zip(p, p[1:])) for p in (sample_path(rng, 12, {"outback": 1.0}) for _ in range(20))]
+    assert set(turns) == {1}  # an out-and-back turns once (a control on the kind drawn)

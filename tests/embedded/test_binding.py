@@ -1,0 +1,157 @@
+"""Colour binding: the object cover of a clip, the flow loss weighted by it, and the prompt
+encoder that gives each object's two words together."""
+
+import dataclasses
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from bench.binding import prompts
+from packforcing.embedded import camera_model
+from packforcing.embedded import panorama as world
+from packforcing.embedded.camera_data import make_clips, object_cover
+from packforcing.embedded.teacher import TeacherConfig, clip_loss
+from packforcing.embedded.train import encode_texts
+from packforcing.embedded.vocab import TOKEN_ID, TinyTextEncoder, partners, tokenize
+from packforcing.sampler import PackForcingSampler
+
+
+def _background(frames=4, size=8) -> torch.Tensor:
+    colour = torch.tensor(world.BACKGROUND, dtype=torch.float32) / 127.5 - 1.0
+    return colour.view(1, 3, 1, 1, 1).expand(1, 3, frames, size, size).clone()
+
+
+def test_object_cover_is_the_share_of_a_cells_pixels_off_the_background():
+    pixels = _background()
+    assert object_cover(pixels).shape == (1, 1, 1, 2, 2) and object_cover(pixels).sum() == 0  # control
+    pixels[0, 0, :2, :4, :4] = 1.0  # half the frames of the top-left 4x4x4 cell turn red
+    pixels[0, 2, :, 4:, 4:] += 1 / 127.5  # a whole cell one level bluer (a soft edge's tint)
+    cover = object_cover(pixels)[0, 0, 0]
+    assert cover.tolist() == [[0.5, 0.0], [0.0, 1.0]]
+
+
+def test_training_clips_carry_their_object_cover():
+    clips = make_clips(random.Random(0), 2, 2, camera_model.make_codec("dct"))
+    assert clips.cover.shape == (2, 1, 8, 16, 16)
+    assert 0.02 < clips.cover.mean().item() < 0.3  # a few objects on a plain background
+    torch.testing.assert_close(clips.cover, object_cover(clips.pixels))
+
+
+@pytest.fixture(scope="module")
+def setup():
+    torch.manual_seed(0)
+    backbone = camera_model.build(0)
+    return backbone, make_clips(random.Random(3), 2, 3, backbone.codec)
+
+
+def _total(setup, cover, weight):
+    backbone, clips = setup
+    sampler = PackForcingSampler(backbone, backbone.default_config, seed=0)
+    clips = dataclasses.replace(clips, cover=cover)
+    tc = TeacherConfig(object_weight=weight)
+    with torch.no_grad():
+        out = clip_loss(sampler, clips, encode_texts(backbone, clips), tc, torch.Generator().manual_seed(0))
+    return out.total.item()
+
+
+def test_the_object_weighted_loss_is_a_weighted_mean_over_cells(setup):
+    _, clips = setup
+    plain = _total(setup, clips.cover, 0.0)
+    uniform = torch.full_like(clips.cover, 0.5)
+    assert _total(setup, uniform, 4.0) == pytest.approx(plain, rel=1e-6)  # equal weights: the plain mean
+    # clip 0 all object, clip 1 none: loss(w) = ((1 + w) e0 + e1) / (2 + w), by hand
+    first = torch.zeros_like(clips.cover)
+    first[0] = 1.0
+    one = _total(setup, first, 1.0)
+    e0, e1 = 3 * one - 2 * plain, 4 * plain - 3 * one  # solved from w = 0 and w = 1, per block alike
+    assert abs(e0 - e1) > 1e-3  # the two clips' errors differ, so the weight matters
+    assert _total(setup, first, 4.0) == pytest.approx((5 * e0 + e1) / 6, rel=1e-5)
+
+
+def test_a_negative_object_weight_is_refused():
+    with pytest.raises(ValueError, match="object_weight=-1"):
+        TeacherConfig(object_weight=-1)
+
+
+def test_partners_pair_each_objects_colour_and_shape():
+    ids = tokenize(["a white square and a red triangle, camera panning right", "a blue circle"])
+    want = [[TOKEN_ID["square"], TOKEN_ID["white"], TOKEN_ID["triangle"], TOKEN_ID["red"]], [TOKEN_ID["circle"],
+            TOKEN_ID["blue"], 0, 0]]
+    assert partners(ids)[:, :4].tolist() == want
+    assert partners(ids)[:, 4:].abs().sum() == 0  # pan, speed, motion, background and padding have none
+    assert partners(ids[:, :3]).tolist() == [want[0][:2] + [0], want[1][:2] + [0]]  # odd lengths too
+
+
+def test_the_bound_encoder_gives_a_shape_its_colour():
+    torch.manual_seed(0)
+    bound, bare = TinyTextEncoder(bind_objects=True), TinyTextEncoder()
+    bare.load_state_dict(bound.state_dict())
+    ids = tokenize(["a white square and a red triangle", "a red square and a white triangle"])
+    # dense reference: each object word's input is its embedding + its partner's, by hand
+    partner = torch.tensor([[7, 5, 8, 1], [7, 1, 8, 5]])
+    assert ids[:, :4].tolist() == [[5, 7, 1, 8], [1, 7, 5, 8]] and partners(ids)[:, :4].tolist() == partner.tolist()
+    x = bound.embed(ids) + bound.pos[:16]
+    x[:, :4] += bound.embed(partner)
+    want = bound.norm(bound.encoder(x, src_key_padding_mask=ids == 0)).masked_fill((ids == 0)[..., None], 0)
+    torch.testing.assert_close(bound(ids), want)
+    assert not torch.allclose(bare(ids), want, atol=1e-3)  # negative control: the bare encoder differs
+
+
+def test_the_bound_encoder_is_saved_and_loaded(tmp_path):
+    backbone = camera_model.build(0, bind_objects=True)
+    camera_model.save(backbone, str(tmp_path / "bound"))
+    loaded = camera_model.load(str(tmp_path / "bound"))
+    ids = tokenize(["a green circle and a yellow square"])
+    assert loaded.text_encoder.bind_objects
+    torch.testing.assert_close(loaded.text_encoder(ids), backbone.text_encoder(ids))
+    config = json.loads((tmp_path / "bound" / "config.json").read_text())
+    del config["bind_objects"]  # weights saved before the choice existed read bare words
+    (tmp_path / "bound" / "config.json").write_text(json.dumps(config))
+    assert not camera_model.load(str(tmp_path / "bound")).text_encoder.bind_objects
+
+
+def test_the_binding_probe_swaps_colours_between_shapes():
+    scene = (("white", "square"), ("red", "triangle"))
+    assert prompts(scene, "true") == "a white square and a red triangle, camera panning right"
+    assert prompts(scene, "swapped") == "a red square and a white triangle, camera panning right"
+    other = prompts(scene, "other")
+    assert "white" not in other and "red" not in other and "square" in other and "triangle" in other
+
+
+def test_pair_counts_tell_asked_from_swapped_pairs():
+    from bench.binding import pair_counts
+
+    asked = (("white", "square"), ("red", "triangle"))
+    xs = world.positions(["right"] * 4)
+    truth = world.render(world.PanoramaSpec(asked, "right", 7), xs)
+    crossed = world.render(world.PanoramaSpec((("red", "square"), ("white", "triangle")), "right", 7), xs)
+    a, s = pair_counts(truth, asked)
+    assert a > 20 and s == 0
+    a, s = pair_counts(crossed, asked)  # the colours on each other's shapes
+    assert a == 0 and s > 20
+
+
+def test_history_given_whole_is_the_world_through_the_codec():
+    """bench/history.py's first loop is the world: with every block given, the frames are
+    the world's through the codec, so each colour's count matches the world's within the
+    codec's loss (hand-checked: white 306 for 300, red 59 for 63)."""
+    from bench.history import LOOP, colour_pixels, run
+    from packforcing.camera import CameraPath
+
+    torch.manual_seed(0)
+    backbone = camera_model.build(0)  # random weights: nothing is sampled
+    prompt = "a white square and a red triangle"
+    spec = world.spec_from_prompt(prompt, 1000)
+    xs = world.positions(CameraPath.parse(f"right:{2 * LOOP}").directions(2 * LOOP, 1.0))
+    truth = world.render(spec, xs)
+    latent = backbone.codec.encode(torch.from_numpy(truth).permute(3, 0, 1, 2)[None].float() / 127.5 - 1.0)
+    frames = run(backbone, backbone.default_config, prompt, 1000, 2 * LOOP, latent)
+    assert frames.shape == truth.shape
+    got, want = colour_pixels(frames, ["white", "red"]), colour_pixels(truth, ["white", "red"])
+    assert abs(got["white"] - want["white"]) < 0.1 * want["white"]
+    assert abs(got["red"] - want["red"]) < 0.15 * want["red"]
+    shifted = run(backbone, backbone.default_config, prompt, 1000, 2 * LOOP, latent.roll(8, dims=-1))
+    assert np.abs(shifted.astype(int) - frames.astype(int)).mean() > 5  # control: the latent is what is shown
