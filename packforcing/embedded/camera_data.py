@@ -82,7 +82,6 @@ class Clips:
     xs: torch.Tensor  # (B, T) camera x per frame
     sources: list[dict]  # per block, from revisit_sources
     switch: int | None  # block from which the second prompt holds
-    cover: torch.Tensor | None = None  # (B, 1, T/4, 16, 16) share of each latent cell showing an object
 
 
 def object_cover(pixels: torch.Tensor, cell: int = 4) -> torch.Tensor:
@@ -118,5 +117,6 @@ def make_clips(rng: random.Random, batch: int, blocks: int, codec, switch_prob: 
     pixels = torch.from_numpy(np.stack(frames)).permute(0, 4, 1, 2, 3).float() / 127.5 - 1.0
     with torch.no_grad():
         latent = codec.encode(pixels)
-    return Clips(prompts, pixels, latent, torch.tensor(np.stack(xs), dtype=torch.float32), revisit_sources(offsets),
-                 switch, object_cover(pixels))
+    return Clips(
+        prompts, pixels, latent, torch.tensor(np.stack(xs), dtype=torch.float32), revisit_sources(offsets), switch
+    )

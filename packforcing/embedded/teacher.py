@@ -53,18 +53,12 @@ class TeacherConfig:
     # that predicts the clean latent has flow error = its error / sigma: unweighted, the
     # levels under 0.1, which the sampler never visits (its last is 0.29), outweigh the rest.
     loss_sigma_floor: float = 0.0
-    # flow-loss weight of a latent cell: 1 + object_weight x its object share (Clips.cover).
-    # Objects fill ~9% of a frame, so unweighted the plain background decides most of the
-    # loss while an object's colour, which the prompt binds to its shape, is learned last.
-    object_weight: float = 0.0
 
     def __post_init__(self):
         if self.grad_history not in GRAD_HISTORY:
             raise ValueError(f"grad_history={self.grad_history!r}; allowed: {GRAD_HISTORY}")
         if not 0.0 <= self.other_fraction <= 1.0:
             raise ValueError(f"other_fraction={self.other_fraction!r} must be in [0, 1]")
-        if self.object_weight < 0:
-            raise ValueError(f"object_weight={self.object_weight!r} must be >= 0")
 
 
 def sample_sigmas(batch: int, gen: torch.Generator, floor: float = 0.0) -> torch.Tensor:
@@ -153,20 +147,14 @@ class ClipLoss:
     recon: torch.Tensor | None = None  # mean auxiliary rebuild loss of the blocks bound for the mid bank
 
 
-def _denoise_loss(sampler, x0, d: Draw, text, tc: TeacherConfig, device, cover=None) -> torch.Tensor:
-    """The block's flow loss; `cover` (B, 1, f, h, w): its cells' object shares, used when
-    tc.object_weight > 0 (a weighted mean, so the loss keeps its scale)."""
+def _denoise_loss(sampler, x0, d: Draw, text, tc: TeacherConfig, device) -> torch.Tensor:
     cfg, batch = sampler.config, x0.shape[0]
     s = d.sigma.to(device).view(batch, 1, 1, 1, 1)
     noise = d.noise.to(device)
     v = sampler.forward((1 - s) * x0 + s * noise, d.sigma.to(device) * cfg.num_train_timesteps,
                         text * d.keep.to(device, text.dtype))
     weight = (s / tc.loss_sigma_floor).clamp(max=1.0) ** 2 if tc.loss_sigma_floor > 0 else 1.0
-    err = weight * (v.float() - (noise - x0)) ** 2
-    if tc.object_weight == 0:
-        return err.mean()
-    cells = 1.0 + tc.object_weight * cover.to(device)
-    return (cells * err).mean() / cells.mean()
+    return (weight * (v.float() - (noise - x0)) ** 2).mean()
 
 
 def clip_loss(sampler: PackForcingSampler, clips: Clips, texts: list[torch.Tensor], tc: TeacherConfig,
@@ -188,8 +176,7 @@ def clip_loss(sampler: PackForcingSampler, clips: Clips, texts: list[torch.Tenso
             hook = SelectionHook(mid[: cfg.top_k] if mid and d.force else [])
             sampler.begin_block(c, hook=hook)
             if d.train:
-                cover = clips.cover[:, :, c * bf : (c + 1) * bf] if clips.cover is not None else None
-                loss = _denoise_loss(sampler, x0, d, texts[c], tc, device, cover)
+                loss = _denoise_loss(sampler, x0, d, texts[c], tc, device)
                 flow.append(loss)
                 weights.append(tc.revisit_weight if mid else 1.0)
                 out.block_losses[c] = loss.item()

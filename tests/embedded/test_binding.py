@@ -1,22 +1,16 @@
-"""Colour binding: the object cover of a clip, the flow loss weighted by it, and the prompt
-encoder that gives each object's two words together."""
+"""Colour binding: the object cover the binding probe scores, the prompt encoder that gives
+each object's two words together, and the probes' own counting."""
 
-import dataclasses
 import json
-import random
 
 import numpy as np
-import pytest
 import torch
 
 from bench.binding import prompts
 from packforcing.embedded import camera_model
 from packforcing.embedded import panorama as world
-from packforcing.embedded.camera_data import make_clips, object_cover
-from packforcing.embedded.teacher import TeacherConfig, clip_loss
-from packforcing.embedded.train import encode_texts
+from packforcing.embedded.camera_data import object_cover
 from packforcing.embedded.vocab import TOKEN_ID, TinyTextEncoder, partners, tokenize
-from packforcing.sampler import PackForcingSampler
 
 
 def _background(frames=4, size=8) -> torch.Tensor:
@@ -31,49 +25,6 @@ def test_object_cover_is_the_share_of_a_cells_pixels_off_the_background():
     pixels[0, 2, :, 4:, 4:] += 1 / 127.5  # a whole cell one level bluer (a soft edge's tint)
     cover = object_cover(pixels)[0, 0, 0]
     assert cover.tolist() == [[0.5, 0.0], [0.0, 1.0]]
-
-
-def test_training_clips_carry_their_object_cover():
-    clips = make_clips(random.Random(0), 2, 2, camera_model.make_codec("dct"))
-    assert clips.cover.shape == (2, 1, 8, 16, 16)
-    assert 0.02 < clips.cover.mean().item() < 0.3  # a few objects on a plain background
-    torch.testing.assert_close(clips.cover, object_cover(clips.pixels))
-
-
-@pytest.fixture(scope="module")
-def setup():
-    torch.manual_seed(0)
-    backbone = camera_model.build(0)
-    return backbone, make_clips(random.Random(3), 2, 3, backbone.codec)
-
-
-def _total(setup, cover, weight):
-    backbone, clips = setup
-    sampler = PackForcingSampler(backbone, backbone.default_config, seed=0)
-    clips = dataclasses.replace(clips, cover=cover)
-    tc = TeacherConfig(object_weight=weight)
-    with torch.no_grad():
-        out = clip_loss(sampler, clips, encode_texts(backbone, clips), tc, torch.Generator().manual_seed(0))
-    return out.total.item()
-
-
-def test_the_object_weighted_loss_is_a_weighted_mean_over_cells(setup):
-    _, clips = setup
-    plain = _total(setup, clips.cover, 0.0)
-    uniform = torch.full_like(clips.cover, 0.5)
-    assert _total(setup, uniform, 4.0) == pytest.approx(plain, rel=1e-6)  # equal weights: the plain mean
-    # clip 0 all object, clip 1 none: loss(w) = ((1 + w) e0 + e1) / (2 + w), by hand
-    first = torch.zeros_like(clips.cover)
-    first[0] = 1.0
-    one = _total(setup, first, 1.0)
-    e0, e1 = 3 * one - 2 * plain, 4 * plain - 3 * one  # solved from w = 0 and w = 1, per block alike
-    assert abs(e0 - e1) > 1e-3  # the two clips' errors differ, so the weight matters
-    assert _total(setup, first, 4.0) == pytest.approx((5 * e0 + e1) / 6, rel=1e-5)
-
-
-def test_a_negative_object_weight_is_refused():
-    with pytest.raises(ValueError, match="object_weight=-1"):
-        TeacherConfig(object_weight=-1)
 
 
 def test_partners_pair_each_objects_colour_and_shape():
