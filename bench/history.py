@@ -6,9 +6,11 @@ the model's own history can drift.
 
     OMP_NUM_THREADS=1 python -m bench.history --weights training/v13 [--config '{"guidance_scale": 3}']
 
-Per prompt: the mean pixels a frame of each named colour over the second loop, world /
-world history / own history, and each block's counts; `blue_recall` and the like: the
-share of a colour's world pixels the sampled second loop draws (1 = recalled).
+Per prompt and seed: the mean pixels a frame of each named colour over the second loop,
+world / world history / own history, and each block's counts; `world_history_blue_recall`
+and the like: the share of a colour's world pixels the sampled second loop draws (1 =
+recalled). `recall`: per prompt and colour, that share averaged over the seeds; its
+smallest is `worst_recall` (one seed alone swings by a whole colour).
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ def measure(backbone, prompt: str, seed: int) -> dict:
     latent = backbone.codec.encode(pixels)
     fpb = world.FPS
     second = slice(LOOP * fpb, None)
-    row = {"prompt": prompt, "world": colour_pixels(truth[second], colours)}
+    row = {"prompt": prompt, "seed": seed, "world": colour_pixels(truth[second], colours)}
     for name, given in (("world_history", LOOP), ("own_history", 0)):
         frames = run(backbone, backbone.default_config, prompt, seed, given, latent)
         row[name] = colour_pixels(frames[second], colours)
@@ -79,21 +81,32 @@ def measure(backbone, prompt: str, seed: int) -> dict:
     return row
 
 
+def mean_recall(rows: list[dict]) -> dict[str, float]:
+    """'prompt: colour' -> the world-history recall averaged over the rows (seeds) of that prompt."""
+    shares: dict[str, list[float]] = {}
+    for r in rows:
+        for c in r["world"]:
+            value = r.get(f"world_history_{c}_recall")
+            if value is not None:
+                shares.setdefault(f"{r['prompt']}: {c}", []).append(value)
+    return {k: round(sum(v) / len(v), 3) for k, v in shares.items()}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--weights", action="append", required=True, help="a camera-model folder (repeatable)")
     ap.add_argument("--seed", type=int, default=1000)
+    ap.add_argument("--seeds", type=int, default=3, help="layouts per prompt: seed, seed + 1, ...")
     ap.add_argument("--config", default="{}", help='sampling config fields to change, as JSON: {"guidance_scale": 3}')
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     for weights in args.weights:
         backbone = camera_model.load(weights)
         backbone.default_config = backbone.default_config.replace(**json.loads(args.config))
-        rows = [measure(backbone, p, args.seed) for p in PROMPTS]
-        recalls = [v for r in rows for k, v in r.items() if k.startswith("world_history_") and k.endswith("_recall")]
-        worst = min((v for v in recalls if v is not None), default=None)
-        print(json.dumps({"weights": weights, "config": json.loads(args.config), "worst_recall": worst,
-                          "prompts": rows}), flush=True)
+        rows = [measure(backbone, p, args.seed + s) for p in PROMPTS for s in range(args.seeds)]
+        recall = mean_recall(rows)
+        print(json.dumps({"weights": weights, "config": json.loads(args.config), "recall": recall,
+                          "worst_recall": min(recall.values(), default=None), "runs": rows}), flush=True)
     return 0
 
 

@@ -106,3 +106,14 @@ def test_history_given_whole_is_the_world_through_the_codec():
     assert abs(got["red"] - want["red"]) < 0.15 * want["red"]
     shifted = run(backbone, backbone.default_config, prompt, 1000, 2 * LOOP, latent.roll(8, dims=-1))
     assert np.abs(shifted.astype(int) - frames.astype(int)).mean() > 5  # control: the latent is what is shown
+
+
+def test_history_recall_is_averaged_over_seeds_per_prompt_and_colour():
+    from bench.history import mean_recall
+
+    rows = [{"prompt": "p", "world": {"red": 100.0, "blue": 50.0}, "world_history_red_recall": 1.0,
+             "world_history_blue_recall": 0.2},
+            {"prompt": "p", "world": {"red": 90.0, "blue": 0.0}, "world_history_red_recall": 0.5,
+             "world_history_blue_recall": None},  # a layout whose second loop shows no blue
+            {"prompt": "q", "world": {"red": 80.0}, "world_history_red_recall": 0.0}]
+    assert mean_recall(rows) == {"p: red": 0.75, "p: blue": 0.2, "q: red": 0.0}
