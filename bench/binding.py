@@ -109,15 +109,15 @@ def pair_counts(frames: np.ndarray, objects: tuple) -> tuple[int, int]:
     return sum(f in asked for f in found), sum(f in swapped for f in found)
 
 
-def sampled_binding(pipe, objects_list: list[tuple], seed: int, seconds: float = 2.0) -> dict:
-    """pair_accuracy of the model's samples and of the world through the codec."""
+def sampled_binding(pipe, objects_list: list[tuple], seed: int, blocks: int = 2) -> dict:
+    """pair_accuracy of the model's first `blocks` seconds and of the world's through the codec."""
     codec = pipe.backbone.codec
     counts = {"model": [0, 0], "world": [0, 0]}
     for i, objects in enumerate(objects_list):
         prompt = prompts(objects, "true")
-        frames, _ = generate(pipe, prompt, seconds, seed + i, "right:2")
+        frames, _ = generate(pipe, prompt, blocks, seed + i, f"right:{blocks}")
         spec = world.spec_from_prompt(prompt, seed + i)
-        pixels = torch.from_numpy(world.render(spec, world.positions(["right"] * 2))).permute(3, 0, 1, 2)[None]
+        pixels = torch.from_numpy(world.render(spec, world.positions(["right"] * blocks))).permute(3, 0, 1, 2)[None]
         with torch.no_grad():
             coded = codec.decode(codec.encode(pixels.float() / 127.5 - 1.0))
         truth = ((coded[0].permute(1, 2, 3, 0) + 1) * 127.5).round().clamp(0, 255).byte().numpy()

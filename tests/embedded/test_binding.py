@@ -117,3 +117,14 @@ def test_history_recall_is_averaged_over_seeds_per_prompt_and_colour():
              "world_history_blue_recall": None},  # a layout whose second loop shows no blue
             {"prompt": "q", "world": {"red": 80.0}, "world_history_red_recall": 0.0}]
     assert mean_recall(rows) == {"p: red": 0.75, "p: blue": 0.2, "q: red": 0.0}
+
+
+def test_sampled_binding_scores_the_world_through_the_codec_as_bound():
+    from bench.binding import sampled_binding
+    from packforcing.pipeline import PackForcingPipeline
+
+    torch.manual_seed(0)
+    pipe = PackForcingPipeline(camera_model.build(0))  # random weights: the world's count is what is checked
+    out = sampled_binding(pipe, [(("white", "square"), ("red", "triangle"))], 2024)
+    assert out["world_asked"] >= 10 and out["world_swapped"] == 0 and out["world_pair_accuracy"] == 1.0
+    assert set(out) >= {"model_asked", "model_swapped", "model_pair_accuracy"}
