@@ -37,6 +37,7 @@ from packforcing.embedded.camera_data import FRAMES_PER_BLOCK, object_cover
 from packforcing.embedded.vocab import COLOURS, SHAPES, tokenize
 from packforcing.pipeline import PackForcingPipeline
 from packforcing.sampler import PackForcingSampler
+from packforcing.video import to_uint8
 
 SIGMAS = (0.5, 0.7, 0.9)
 CONDITIONS = ("true", "swapped", "other")
@@ -119,8 +120,7 @@ def sampled_binding(pipe, objects_list: list[tuple], seed: int, blocks: int = 2)
         spec = world.spec_from_prompt(prompt, seed + i)
         pixels = torch.from_numpy(world.render(spec, world.positions(["right"] * blocks))).permute(3, 0, 1, 2)[None]
         with torch.no_grad():
-            coded = codec.decode(codec.encode(pixels.float() / 127.5 - 1.0))
-        truth = ((coded[0].permute(1, 2, 3, 0) + 1) * 127.5).round().clamp(0, 255).byte().numpy()
+            truth = to_uint8(codec.decode(codec.encode(pixels.float() / 127.5 - 1.0)))
         for name, f in (("model", frames), ("world", truth)):
             a, s = pair_counts(f, objects)
             counts[name][0] += a

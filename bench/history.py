@@ -36,10 +36,6 @@ def colour_pixels(frames: np.ndarray, colours: list[str]) -> dict[str, float]:
     return {c: round(float((cmap == metrics.vocab.COLOURS.index(c)).sum(axis=(1, 2)).mean()), 1) for c in colours}
 
 
-def to_frames(pixels: torch.Tensor) -> np.ndarray:
-    return ((pixels[0].permute(1, 2, 3, 0) + 1) * 127.5).round().clamp(0, 255).byte().numpy()
-
-
 @torch.no_grad()
 def run(backbone, config, prompt: str, seed: int, given: int, world_latent: torch.Tensor) -> np.ndarray:
     """Frames of 2 loops; blocks < `given` are the world's latent, the rest sampled."""
@@ -53,9 +49,9 @@ def run(backbone, config, prompt: str, seed: int, given: int, world_latent: torc
             sampler.begin_block(i)
             x0 = world_latent[:, :, i * bf : (i + 1) * bf] if i < given else sampler.denoise_block(i, text)
             block = sampler.write_block(i, x0, text)
-            pixels = backbone.codec.decode(x0)
-            sampler.memory.admit(block, x0, Decoded(pixels=pixels), text)
-            frames.append(to_frames(pixels))
+            decoded = Decoded(pixels=backbone.codec.decode(x0))
+            sampler.memory.admit(block, x0, decoded, text)
+            frames.append(decoded.frames())
     finally:
         sampler.memory.reset()
     return np.concatenate(frames)
