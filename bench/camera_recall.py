@@ -8,7 +8,9 @@ Same clips, noise and noise level (sigma 0.9, where sampling decides a layout) u
   oracle   the selection must include the block that filmed the place
   window   no mid bank at all
   swapped  the blocks that filmed those places hold another clip's layout (same camera)
-A model that recalls has dynamic ~ oracle < window ~ swapped.
+A model that recalls has dynamic ~ oracle < window ~ swapped. `--no-prompt`: the denoising
+passes see a zeroed prompt (the history is written with the true one), so the gap is what
+the history alone tells the model.
 """
 
 from __future__ import annotations
@@ -40,11 +42,12 @@ def clips_for(seed: int, batch: int, codec) -> Clips:
 
 @torch.no_grad()
 def revisit_loss(backbone, clips: Clips, condition: str, sigma: float = 0.9, seed: int = 0,
-                 policy: str = "dynamic") -> float:
+                 policy: str = "dynamic", prompted: bool = True) -> float:
     cfg = backbone.default_config.replace(policy="window" if condition == "window" else policy)
     sampler = PackForcingSampler(backbone, cfg, seed=seed)
     gen = torch.Generator().manual_seed(seed)
     text = backbone.text_encoder(tokenize(clips.prompts[0]))
+    denoise_text = text if prompted else torch.zeros_like(text)
     backbone.place.set_clip(clips.xs)
     bf, losses = cfg.block_frames, []
     latent, pixels = clips.latent.clone(), clips.pixels.clone()
@@ -58,7 +61,7 @@ def revisit_loss(backbone, clips: Clips, condition: str, sigma: float = 0.9, see
             x0 = (clips.latent if mid else latent)[:, :, c * bf : (c + 1) * bf]
             sampler.begin_block(c, hook=SelectionHook(row["mid"] if condition == "oracle" and mid else []))
             noise = torch.randn(x0.shape, generator=gen)
-            v = sampler.forward((1 - sigma) * x0 + sigma * noise, sigma * cfg.num_train_timesteps, text)
+            v = sampler.forward((1 - sigma) * x0 + sigma * noise, sigma * cfg.num_train_timesteps, denoise_text)
             if mid:
                 losses.append(((v - (noise - x0)) ** 2).mean().item())
             hist = latent[:, :, c * bf : (c + 1) * bf]
@@ -74,6 +77,7 @@ def main(argv=None) -> int:
     ap.add_argument("--weights", action="append", required=True)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--policy", default="dynamic", help="the policy of the trained model's mid bank (full: kept whole)")
+    ap.add_argument("--no-prompt", action="store_true", help="denoise with a zeroed prompt: the history alone")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     out = []
@@ -82,8 +86,8 @@ def main(argv=None) -> int:
         clips = clips_for(1234, args.batch, backbone.codec)
         with open(f"{weights}/config.json") as f:
             steps = json.load(f).get("steps")
-        row = {"weights": weights, "steps": steps}
-        row |= {c: round(revisit_loss(backbone, clips, c, policy=args.policy), 4)
+        row = {"weights": weights, "steps": steps, "prompted": not args.no_prompt}
+        row |= {c: round(revisit_loss(backbone, clips, c, policy=args.policy, prompted=not args.no_prompt), 4)
                 for c in ("dynamic", "oracle", "window", "swapped")}
         out.append(row)
         print(json.dumps(row), flush=True)

@@ -10,7 +10,9 @@ Per prompt and seed: the mean pixels a frame of each named colour over the secon
 world / world history / own history, and each block's counts; `world_history_blue_recall`
 and the like: the share of a colour's world pixels the sampled second loop draws (1 =
 recalled). `recall`: per prompt and colour, that share averaged over the seeds; its
-smallest is `worst_recall` (one seed alone swings by a whole colour).
+smallest is `worst_recall` (one seed alone swings by a whole colour). `--no-prompt`: the
+sampled blocks are denoised with a zeroed prompt (written with the true one, as training's
+text dropout does), so what they draw of a colour comes from the history alone.
 """
 
 from __future__ import annotations
@@ -37,17 +39,20 @@ def colour_pixels(frames: np.ndarray, colours: list[str]) -> dict[str, float]:
 
 
 @torch.no_grad()
-def run(backbone, config, prompt: str, seed: int, given: int, world_latent: torch.Tensor) -> np.ndarray:
-    """Frames of 2 loops; blocks < `given` are the world's latent, the rest sampled."""
+def run(backbone, config, prompt: str, seed: int, given: int, world_latent: torch.Tensor,
+        prompted: bool = True) -> np.ndarray:
+    """Frames of 2 loops; blocks < `given` are the world's latent, the rest sampled (with a
+    zeroed prompt unless `prompted`)."""
     sampler = PackForcingSampler(backbone, config, seed=seed)
     path = CameraPath.parse(f"{world.spec_from_prompt(prompt).pan}:{2 * LOOP}")
     text = backbone.encode_prompt(prompt)
+    denoise_text = text if prompted else torch.zeros_like(text)
     bf, frames = config.block_frames, []
     try:
         for i in range(2 * LOOP):
             sampler.move_camera(i, prompt, path)
             sampler.begin_block(i)
-            x0 = world_latent[:, :, i * bf : (i + 1) * bf] if i < given else sampler.denoise_block(i, text)
+            x0 = world_latent[:, :, i * bf : (i + 1) * bf] if i < given else sampler.denoise_block(i, denoise_text)
             block = sampler.write_block(i, x0, text)
             decoded = Decoded(pixels=backbone.codec.decode(x0))
             sampler.memory.admit(block, x0, decoded, text)
@@ -57,7 +62,7 @@ def run(backbone, config, prompt: str, seed: int, given: int, world_latent: torc
     return np.concatenate(frames)
 
 
-def measure(backbone, prompt: str, seed: int) -> dict:
+def measure(backbone, prompt: str, seed: int, prompted: bool = True) -> dict:
     spec = world.spec_from_prompt(prompt, seed)
     colours = [c for c, _ in spec.objects]
     path = CameraPath.parse(f"{spec.pan}:{2 * LOOP}")
@@ -68,7 +73,7 @@ def measure(backbone, prompt: str, seed: int) -> dict:
     second = slice(LOOP * fpb, None)
     row = {"prompt": prompt, "seed": seed, "world": colour_pixels(truth[second], colours)}
     for name, given in (("world_history", LOOP), ("own_history", 0)):
-        frames = run(backbone, backbone.default_config, prompt, seed, given, latent)
+        frames = run(backbone, backbone.default_config, prompt, seed, given, latent, prompted)
         row[name] = colour_pixels(frames[second], colours)
         row[f"{name}_blocks"] = [list(colour_pixels(frames[b * fpb : (b + 1) * fpb], colours).values())
                                  for b in range(LOOP, 2 * LOOP)]
@@ -94,14 +99,16 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=1000)
     ap.add_argument("--seeds", type=int, default=3, help="layouts per prompt: seed, seed + 1, ...")
     ap.add_argument("--config", default="{}", help='sampling config fields to change, as JSON: {"guidance_scale": 3}')
+    ap.add_argument("--no-prompt", action="store_true", help="denoise with a zeroed prompt: recall from history alone")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     for weights in args.weights:
         backbone = camera_model.load(weights)
         backbone.default_config = backbone.default_config.replace(**json.loads(args.config))
-        rows = [measure(backbone, p, args.seed + s) for p in PROMPTS for s in range(args.seeds)]
+        rows = [measure(backbone, p, args.seed + s, not args.no_prompt) for p in PROMPTS for s in range(args.seeds)]
         recall = mean_recall(rows)
-        print(json.dumps({"weights": weights, "config": json.loads(args.config), "recall": recall,
+        print(json.dumps({"weights": weights, "config": json.loads(args.config), "prompted": not args.no_prompt,
+                          "recall": recall,
                           "worst_recall": min(recall.values(), default=None), "runs": rows}), flush=True)
     return 0
 

@@ -26,9 +26,9 @@ def with_switches(n: int) -> list:
     return out
 
 
-def _best_of_two(fn) -> float:
+def _best_of_three(fn) -> float:
     times = []
-    for _ in range(2):
+    for _ in range(3):
         started = time.perf_counter()
         fn()
         times.append(time.perf_counter() - started)
@@ -37,9 +37,9 @@ def _best_of_two(fn) -> float:
 
 def test_drawing_200_switches_costs_about_what_20_do():
     few, many = with_switches(20), with_switches(200)
-    ratio = _best_of_two(lambda: figures_at(many)) / _best_of_two(lambda: figures_at(few))
-    # today about 1.1x; drawn one shape at a time, 30x and more
-    assert ratio < 2, f"200 switches cost {ratio:.1f}x what 20 do"
+    ratio = _best_of_three(lambda: figures_at(many)) / _best_of_three(lambda: figures_at(few))
+    # today about 1.1x alone (2.1x seen beside another test worker); one shape at a time, 30x and more
+    assert ratio < 3, f"200 switches cost {ratio:.1f}x what 20 do"
     occupancy = figures_at(many)[0]
     lines = sorted(s.x0 for s in occupancy.layout.shapes if s.name == "switch")
     assert lines == [b - 0.5 for b in range(1, 20)]  # one line per block a new prompt starts at

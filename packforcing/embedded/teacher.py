@@ -43,6 +43,10 @@ GRAD_HISTORY = ("all", "sources", "none")
 class TeacherConfig:
     history_noise: float = 0.1  # largest noise added to the written history
     text_dropout: float = 0.1  # trains guidance's unconditional branch
+    # the text dropout of blocks whose place only the mid bank holds (None: text_dropout).
+    # With no prompt such a block's loss falls only by reading the history, so recall
+    # cannot lean on the prompt's colour words; the same random draw decides either way.
+    revisit_text_dropout: float | None = None
     revisit_weight: float = 3.0  # flow-loss weight of blocks whose place only the mid bank holds
     revisit_sigma_floor: float = 0.5  # their noise levels: recall must happen in the first Euler steps
     force_source: float = 0.5  # probability a mid revisit must attend its source (reading is learned)
@@ -57,8 +61,10 @@ class TeacherConfig:
     def __post_init__(self):
         if self.grad_history not in GRAD_HISTORY:
             raise ValueError(f"grad_history={self.grad_history!r}; allowed: {GRAD_HISTORY}")
-        if not 0.0 <= self.other_fraction <= 1.0:
-            raise ValueError(f"other_fraction={self.other_fraction!r} must be in [0, 1]")
+        for name in ("other_fraction", "text_dropout", "revisit_text_dropout"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name}={value!r} must be in [0, 1]")
 
 
 def sample_sigmas(batch: int, gen: torch.Generator, floor: float = 0.0) -> torch.Tensor:
@@ -121,12 +127,13 @@ class Draw:
 
 def draw(gen: torch.Generator, shape, revisit: bool, tc: TeacherConfig) -> Draw:
     batch = shape[0]
+    dropout = tc.revisit_text_dropout if revisit and tc.revisit_text_dropout is not None else tc.text_dropout
     return Draw(
         force=torch.rand((), generator=gen).item() < tc.force_source,
         train=revisit or torch.rand((), generator=gen).item() < tc.other_fraction,
         sigma=sample_sigmas(batch, gen, tc.revisit_sigma_floor if revisit else 0.0),
         noise=torch.randn(shape, generator=gen),
-        keep=(torch.rand(batch, 1, 1, generator=gen) >= tc.text_dropout).float(),
+        keep=(torch.rand(batch, 1, 1, generator=gen) >= dropout).float(),
         level=tc.history_noise * torch.rand(batch, 1, 1, 1, 1, generator=gen),
         history=torch.randn(shape, generator=gen),
     )

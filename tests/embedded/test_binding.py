@@ -108,6 +108,35 @@ def test_history_given_whole_is_the_world_through_the_codec():
     assert np.abs(shifted.astype(int) - frames.astype(int)).mean() > 5  # control: the latent is what is shown
 
 
+def test_history_without_a_prompt_denoises_with_zeros_and_writes_with_the_prompt(monkeypatch):
+    from bench.history import LOOP, run
+    from packforcing.sampler import PackForcingSampler
+
+    seen = {"denoise": [], "write": []}
+    denoise, write = PackForcingSampler.denoise_block, PackForcingSampler.write_block
+
+    def spy_denoise(self, i, text, *a, **k):
+        seen["denoise"].append(float(text.abs().sum()))
+        return denoise(self, i, text, *a, **k)
+
+    def spy_write(self, i, x0, text, *a, **k):
+        seen["write"].append(float(text.abs().sum()))
+        return write(self, i, x0, text, *a, **k)
+
+    monkeypatch.setattr(PackForcingSampler, "denoise_block", spy_denoise)
+    monkeypatch.setattr(PackForcingSampler, "write_block", spy_write)
+    torch.manual_seed(0)
+    backbone = camera_model.build(0)
+    config = backbone.default_config.replace(timesteps=(1000.0,))
+    latent = torch.zeros(1, 16, 2 * LOOP * config.block_frames, 16, 16)
+    run(backbone, config, "a red circle", 0, 2 * LOOP - 2, latent, prompted=False)
+    assert seen["denoise"] == [0.0, 0.0]  # the two sampled blocks
+    assert len(seen["write"]) == 2 * LOOP and min(seen["write"]) > 0
+    seen["denoise"].clear()
+    run(backbone, config, "a red circle", 0, 2 * LOOP - 1, latent)  # control: prompted
+    assert len(seen["denoise"]) == 1 and seen["denoise"][0] > 0
+
+
 def test_history_recall_is_averaged_over_seeds_per_prompt_and_colour():
     from bench.history import mean_recall
 

@@ -72,15 +72,42 @@ def test_blocks_that_recall_nothing_are_trained_at_the_given_rate(setup):
         assert every.block_losses[c] == pytest.approx(loss, rel=1e-5, abs=1e-7)
 
 
+def test_revisits_can_lose_their_prompt_alone(setup):
+    # block 5 revisits a place only the mid bank holds; the others recall nothing
+    prompted = _loss(setup, text_dropout=0.0)
+    dropped = _loss(setup, text_dropout=1.0)
+    mixed = _loss(setup, text_dropout=0.0, revisit_text_dropout=1.0)
+    assert mixed.revisits == [5]
+    assert mixed.block_losses[5] == pytest.approx(dropped.block_losses[5], rel=1e-5)
+    assert abs(mixed.block_losses[5] - prompted.block_losses[5]) > 1e-4  # the prompt matters to it
+    for c in set(mixed.block_losses) - {5}:
+        assert mixed.block_losses[c] == pytest.approx(prompted.block_losses[c], rel=1e-5, abs=1e-7)
+
+
 def test_bad_levers_are_named():
     with pytest.raises(ValueError, match="grad_history='some'.*all"):
         TeacherConfig(grad_history="some")
     with pytest.raises(ValueError, match="other_fraction=1.5"):
         TeacherConfig(other_fraction=1.5)
+    with pytest.raises(ValueError, match="revisit_text_dropout=-0.1 must be in"):
+        TeacherConfig(revisit_text_dropout=-0.1)
     with pytest.raises(ValueError, match=r"unknown fields \['batchsize'\]"):
         TrainConfig.from_dict({"batchsize": 3})
     with pytest.raises(ValueError, match="decay_steps=0: .*at least 1"):
         TrainConfig(decay_from=5, decay_steps=0)
+
+
+def test_every_shipped_recipe_reads():
+    from pathlib import Path
+
+    from packforcing.embedded.train_autoencoder import AERecipe
+
+    recipes = sorted((Path(camera_model.__file__).parent / "recipes").glob("*.json"))
+    assert len(recipes) >= 10
+    for path in recipes:  # an unknown or out-of-range field raises, naming it
+        (AERecipe.load if path.name == "autoencoder.json" else TrainConfig.from_file)(str(path))
+    v15 = TrainConfig.from_file(str(recipes[0].parent / "v15.json"))
+    assert v15.teacher.revisit_text_dropout == 0.5 and v15.teacher.text_dropout == 0.1
 
 
 def test_a_resumed_run_continues_where_it_stopped(tmp_path):
