@@ -2,6 +2,7 @@
 once a block has been compressed; decoding ahead on a worker gives the inline frames in
 the inline order; a block's step reads no tensor value on the host but dynamic's scores."""
 
+import tempfile
 import threading
 
 import pytest
@@ -137,8 +138,12 @@ def test_options_are_checked_and_the_attention_kernel_is_named():
     assert sdpa_backend_used(q.double(), q.double(), q.double()) in ("math", "flash_for_cpu")
 
 
-def test_inductor_compiles_one_layer_to_the_eager_keys():
+def test_inductor_compiles_one_layer_to_the_eager_keys(monkeypatch):
     """Inductor's generated code (fused RMSNorm, RoPE, modulation) on a one-layer model."""
+    # one compile cache per CPU capability: a header precompiled under AVX2 fails to build
+    # kernels under ATEN_CPU_CAPABILITY=default ('at::vec' has not been declared)
+    capability = torch.backends.cpu.get_cpu_capability().lower()
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", f"{tempfile.gettempdir()}/packforcing-inductor-{capability}")
     torch._dynamo.reset()
     backbone = build_tiny_random(width=64, height=64, transformer_kwargs=dict(num_layers=1))
     text = backbone.encode_prompt("a test prompt")
