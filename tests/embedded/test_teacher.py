@@ -102,11 +102,12 @@ def test_every_shipped_recipe_reads():
 
     from packforcing.embedded.train_autoencoder import AERecipe
 
-    recipes = sorted((Path(camera_model.__file__).parent / "recipes").glob("*.json"))
+    folder = Path(camera_model.__file__).parent / "recipes"
+    recipes = sorted(folder.glob("*.json"))
     assert len(recipes) >= 10
     for path in recipes:  # an unknown or out-of-range field raises, naming it
         (AERecipe.load if path.name == "autoencoder.json" else TrainConfig.from_file)(str(path))
-    v15 = TrainConfig.from_file(str(recipes[0].parent / "v15.json"))
+    v15 = TrainConfig.from_file(str(folder / "v15.json"))
     assert v15.teacher.revisit_text_dropout == 0.5 and v15.teacher.text_dropout == 0.1
 
 
