@@ -75,3 +75,26 @@ def test_speckle_finds_the_part_of_a_latent_no_output_can_write():
     assert 0.4 < share < 0.6  # 128 of 256 directions
     torch.testing.assert_close(rearrange(part, "1 c f (h ph) (w pw) -> (ph pw c) (f h w)", ph=4, pw=4), residual,
                                atol=1e-4, rtol=1e-4)
+
+
+def test_attention_mass_names_each_attended_block_and_its_shares_sum_to_one():
+    import torch
+
+    from bench.attention_mass import PARTS, attention_mass, part_of
+    from bench.camera_recall import clips_for
+    from packforcing.embedded import camera_model
+
+    row = {"sink": [], "recent": [], "mid": [4]}  # block 7 films the place block 4 filmed
+    assert [part_of(i, 7, row, 2) for i in (0, 1, 2, 4, 5, 6)] == ["sink", "sink", "other_mid", "source",
+                                                                   "other_mid", "recent"]
+    torch.manual_seed(0)
+    backbone = camera_model.build(0)
+    clips = clips_for(1234, 1, backbone.codec)
+    dynamic = attention_mass(backbone, clips)
+    assert sorted(dynamic) == [0, 1, 2, 3]
+    for shares in dynamic.values():
+        assert set(shares) == set(PARTS) and sum(shares.values()) == pytest.approx(1.0, abs=1e-3)
+        assert shares["source"] > 0 and shares["sink"] > 0 and shares["self"] > 0
+    window = attention_mass(backbone, clips, policy="window")  # negative control: no mid bank attended
+    assert all(s["source"] == 0 and s["other_mid"] == 0 for s in window.values())
+    assert all(sum(s.values()) == pytest.approx(1.0, abs=1e-3) for s in window.values())

@@ -30,6 +30,9 @@ from .camera_data import V11_PATHS, Clips, make_clips
 from .teacher import ReconHead, TeacherConfig, clip_loss
 from .vocab import tokenize
 
+# parameters a run may add to the one it starts from (they start at zero: the outputs are unchanged)
+GROWN = "place.later."
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -58,6 +61,9 @@ class TrainConfig:
     mix_full: float = 0.0
     prediction_type: str = "flow_prediction"  # or "sample": the transformer outputs the clean latent
     bind_objects: bool = False  # the prompt encoder gives each object's words together (vocab.TinyTextEncoder)
+    # how many transformer blocks, from the first, add the camera's place embedding to their
+    # input (camera_model.PlaceEmbedding); 1 = the first only, as v11-v15
+    place_layers: int = 1
     # a run folder whose EMA weights (state.pt) a new run starts from, with a fresh optimizer
     # and counters; None: random weights. A resumed run ignores it.
     init: str | None = None
@@ -126,16 +132,18 @@ class Run:
     def __init__(self, tc: TrainConfig, out: str):
         self.tc, self.out, self.device = tc, out, _device(tc)
         torch.set_num_threads(tc.threads)
-        self.backbone = camera_model.build(tc.seed, prediction_type=tc.prediction_type, bind_objects=tc.bind_objects)
+        self.backbone = camera_model.build(tc.seed, prediction_type=tc.prediction_type, bind_objects=tc.bind_objects,
+                                           place_layers=tc.place_layers)
         self.backbone.transformer.to(self.device)
         # the rebuild head trains beside the model and lives in state.pt only (sampling never uses it)
         self.head = None
         if tc.teacher.recon_weight > 0:
             self.head = ReconHead(self.backbone.hr_compressor.net[-1].out_channels, self.backbone.codec.latent_channels)
-        modules = [*camera_model.trainable_modules(self.backbone).values(), *([self.head] if self.head else [])]
-        for m in modules:
+        modules = {**camera_model.trainable_modules(self.backbone), **({"head": self.head} if self.head else {})}
+        for m in modules.values():
             m.to(self.device).train()
-        self.params = [p for m in modules for p in m.parameters()]
+        self.names = [f"{prefix}.{n}" for prefix, m in modules.items() for n, _ in m.named_parameters()]
+        self.params = [p for m in modules.values() for p in m.parameters()]
         self.opt = torch.optim.AdamW(self.params, lr=tc.lr, weight_decay=tc.weight_decay)
         self.ema = [p.detach().clone() for p in self.params]
         self.step, self.minutes, self.revisits = 0, 0.0, 0
@@ -160,6 +168,7 @@ class Run:
             "rng": {"version": version, "internal": list(internal), "gauss": gauss},
             "gen": self.gen.get_state(),
             "recipe": json.dumps(self.tc.to_dict()),
+            "names": self.names,
         }
 
     def resume(self) -> None:
@@ -177,15 +186,26 @@ class Run:
         print(f"resumed {self.out} at step {self.step} ({self.minutes:.1f} min)", flush=True)
 
     def start_from(self, folder: str) -> None:
-        """Weights from another run's EMA (the rebuild head's included); the optimizer starts afresh."""
+        """Weights from another run's EMA (the rebuild head's included); the optimizer starts
+        afresh. Later blocks' place projections the other run lacks keep their zeros."""
         path = os.path.join(folder, "state.pt")
-        ema = torch.load(path, map_location=self.device, weights_only=True)["ema"]
-        shapes = [tuple(v.shape) for v in ema]
-        if shapes != [tuple(p.shape) for p in self.params]:
-            raise ValueError(f"{path}: its {len(ema)} tensors do not match this recipe's model and rebuild head")
-        for p, e, v in zip(self.params, self.ema, ema, strict=True):
-            p.data.copy_(v)
-            e.copy_(v)
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        grown = [n for n in self.names if n.startswith(GROWN)]
+        # states saved before names were kept hold every tensor but the later place projections
+        names = state.get("names") or [n for n in self.names if n not in grown]
+        if len(names) != len(state["ema"]):
+            raise ValueError(f"{path}: its {len(state['ema'])} tensors do not match this recipe's model and rebuild "
+                             f"head ({len(names)} expected)")
+        theirs = dict(zip(names, state["ema"], strict=True))
+        ours = {n: p.shape for n, p in zip(self.names, self.params, strict=True) if n not in grown}
+        mismatched = sorted(set(theirs) ^ set(ours)) + [n for n in ours if n in theirs and theirs[n].shape != ours[n]]
+        if mismatched:
+            raise ValueError(f"{path}: its tensors do not match this recipe's model and rebuild head "
+                             f"({len(mismatched)} differ, e.g. {mismatched[:3]})")
+        for name, p, e in zip(self.names, self.params, self.ema, strict=True):
+            if name in theirs:
+                p.data.copy_(theirs[name])
+                e.copy_(theirs[name])
         print(f"started {self.out} from {folder}", flush=True)
 
     def save(self) -> None:
