@@ -19,11 +19,15 @@ MODES = ("denoise", "write", "compressed", "plain")
 class SelectionHook:
     """What training adds to one block's dynamic selection: mid blocks it must include
     (the trainer knows where its world revisits), and the scoring query it receives,
-    with its graph, for a selection loss. Sampling uses none."""
+    with its graph, for a selection loss. With `sources`, each layer's denoising attention
+    also reports the log of its softmax mass on those blocks' tokens, with its graph, for a
+    reading loss. Sampling uses none."""
 
-    def __init__(self, required: list[int] | tuple[int, ...] = ()):
+    def __init__(self, required: list[int] | tuple[int, ...] = (), sources: list[int] | tuple[int, ...] = ()):
         self.required = list(required)
+        self.sources = list(sources)
         self.query_sum: torch.Tensor | None = None  # (B, H, D), set when the block is scored
+        self.log_mass: list[torch.Tensor] = []  # per layer (B, H, S_q): log attention mass on the sources
 
 
 class CacheSession:
@@ -73,7 +77,21 @@ class CacheSession:
         bias = cache.context_bias()
         if bias is not None:  # the current block's own tokens get none
             bias = torch.cat([bias.to(q.device, q.dtype), q.new_zeros(k.shape[1])])[None, None, None, :]
+        if self.mode == "denoise" and self.hook is not None and self.hook.sources and ctx_k is not None:
+            self._report_mass(q, keys, bias, k.shape[1])
         return sdpa(q, keys, values, bias)
+
+    def _report_mass(self, q, keys, bias, own: int) -> None:
+        """log of the softmax mass each query puts on the hook's source blocks (nothing
+        when none of them is attended)."""
+        on = torch.cat([torch.full((b.tokens,), b.index in self.hook.sources) for b in self.cache.attended()]
+                       + [torch.zeros(own, dtype=torch.bool)]).to(q.device)
+        if not on.any():
+            return
+        logits = torch.einsum("bqhd,bkhd->bhqk", q.float(), keys.float()) / q.shape[-1] ** 0.5
+        if bias is not None:
+            logits = logits + bias.float()
+        self.hook.log_mass.append(logits[..., on].logsumexp(-1) - logits.logsumexp(-1))
 
     def _select(self, q_raw: torch.Tensor) -> None:
         """Dynamic top-k at the first denoising step: queries of the current block (this

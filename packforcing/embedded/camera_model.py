@@ -36,9 +36,7 @@ HARMONICS = 32  # cos/sin of 1..32 cycles per panorama: a 16-px kernel when matc
 
 class PlaceEmbedding(torch.nn.Module):
     """Camera x per pixel frame, per clip -> a per-token embedding added to the tokens
-    entering the first transformer block, and with `layers` > 1 to those entering the
-    next ones too, each through its own projection (zero at first: a model grown from a
-    first-block-only one starts with its outputs unchanged).
+    entering the first transformer block.
 
     `xs` holds the whole run's camera x (B, frames); `at_frame` (the Backbone's on_frame
     hook) says which block the next pass processes. Sampling appends a block at a time
@@ -53,18 +51,9 @@ class PlaceEmbedding(torch.nn.Module):
         frames_per_block: int = 16,
         block_frames: int = 4,
         harmonics: int = HARMONICS,
-        layers: int = 1,
     ):
         super().__init__()
-        if layers < 1:
-            raise ValueError(f"layers={layers}: the place embedding enters at least the first block")
         self.proj = torch.nn.Linear(2 * harmonics, dim)
-        # one projection per later block: at 8,800 steps only the first layer's attention
-        # found the mid block filmed at a place (31-35% of its mass, under 4% in the others)
-        self.later = torch.nn.ModuleList(torch.nn.Linear(2 * harmonics, dim) for _ in range(layers - 1))
-        for linear in self.later:
-            torch.nn.init.zeros_(linear.weight)
-            torch.nn.init.zeros_(linear.bias)
         self.register_buffer("freqs", torch.arange(1, harmonics + 1, dtype=torch.float32), persistent=False)
         self.grids, self.frames_per_block, self.block_frames = grids, frames_per_block, block_frames
         self.xs = torch.zeros(1, 0)
@@ -97,8 +86,8 @@ class PlaceEmbedding(torch.nn.Module):
             "view": world.VIEW,
         }
 
-    def features(self, batch: int, tokens: int, device, dtype, layer: int = 0) -> torch.Tensor:
-        """(batch, tokens, dim): block `layer`'s embedding of the pass's token grid, raster order (f, h, w)."""
+    def features(self, batch: int, tokens: int, device, dtype) -> torch.Tensor:
+        """(batch, tokens, dim): the embedding of the pass's token grid, raster order (f, h, w)."""
         if tokens not in self.grids:
             raise RuntimeError(f"a pass of {tokens} tokens has no known grid (known: {sorted(self.grids)})")
         f, h, w = self.grids[tokens]
@@ -113,19 +102,12 @@ class PlaceEmbedding(torch.nn.Module):
         feats = torch.cat([phase.cos(), phase.sin()], -1).to(device)
         if feats.shape[0] != batch:  # guidance runs prompt and zeroed prompt as one batch
             feats = feats.repeat(batch // feats.shape[0], 1, 1, 1)
-        proj = self.proj if layer == 0 else self.later[layer - 1]
-        emb = proj(feats.to(proj.weight.dtype))
+        emb = self.proj(feats.to(self.proj.weight.dtype))
         return repeat(emb, "b f w c -> b (f h w) c", h=h).to(dtype)
 
-    def input_hook(self, layer: int):
-        """A forward pre-hook for transformer block `layer` that adds its place embedding."""
-
-        def add(module, args):
-            hidden = args[0]
-            return (hidden + self.features(hidden.shape[0], hidden.shape[1], hidden.device, hidden.dtype, layer),
-                    *args[1:])
-
-        return add
+    def add_to_first_block_input(self, module, args):
+        hidden = args[0]
+        return (hidden + self.features(hidden.shape[0], hidden.shape[1], hidden.device, hidden.dtype), *args[1:])
 
 
 # The method's proportions as in v1-v10 (4-frame blocks, 2 sink blocks, 1 recent, top-4
@@ -170,12 +152,10 @@ def default_config():
     )
 
 
-def build(seed: int = 0, codec: str = "dct", prediction_type: str = "flow_prediction", bind_objects: bool = False,
-          place_layers: int = 1):
+def build(seed: int = 0, codec: str = "dct", prediction_type: str = "flow_prediction", bind_objects: bool = False):
     """Fresh random weights (training's starting point) over the named codec's latent;
     prediction_type: what the transformer outputs (Backbone.prediction_type);
-    bind_objects: the prompt encoder's (TinyTextEncoder);
-    place_layers: how many transformer blocks, from the first, get the place embedding."""
+    bind_objects: the prompt encoder's (TinyTextEncoder)."""
     from diffusers import WanTransformer3DModel
 
     from ..backbone import Backbone
@@ -194,12 +174,8 @@ def build(seed: int = 0, codec: str = "dct", prediction_type: str = "flow_predic
     # a 4-latent-frame block's token grids: full resolution, and the HR compressor's output
     full = (4, side // config["patch_size"][1], side // config["patch_size"][2])
     small = compressed_grid(4, side, side)
-    blocks = len(transformer.blocks)
-    if not 1 <= place_layers <= blocks:
-        raise ValueError(f"place_layers={place_layers}: allowed 1 to {blocks} (the transformer's blocks)")
-    place = PlaceEmbedding(inner, {math.prod(full): full, math.prod(small): small}, layers=place_layers)
-    for layer in range(place_layers):
-        transformer.blocks[layer].register_forward_pre_hook(place.input_hook(layer))
+    place = PlaceEmbedding(inner, {math.prod(full): full, math.prod(small): small})
+    transformer.blocks[0].register_forward_pre_hook(place.add_to_first_block_input)
     backbone = Backbone(
         name="embedded",
         transformer=transformer,
@@ -254,7 +230,6 @@ def save(backbone, directory: str, metadata: dict | None = None) -> str:
                 "transformer": transformer_config(codec),
                 "place_harmonics": HARMONICS,
                 "bind_objects": backbone.text_encoder.bind_objects,
-                "place_layers": 1 + len(backbone.place.later),
                 **(metadata or {}),
             },
             f,
@@ -272,10 +247,9 @@ def load(directory: str):
     path = os.path.join(directory, "generator.safetensors")
     with open(os.path.join(directory, "config.json")) as f:
         config = json.load(f)
-    # weights saved before these choices existed are DCT, predict the velocity, read bare
-    # words and see the place in the first block only
+    # weights saved before these choices existed are DCT, predict the velocity, read bare words
     backbone = build(codec=config.get("codec", "dct"), prediction_type=config.get("prediction_type", "flow_prediction"),
-                     bind_objects=config.get("bind_objects", False), place_layers=config.get("place_layers", 1))
+                     bind_objects=config.get("bind_objects", False))
     tensors = load_file(path)
     for prefix, module in trainable_modules(backbone).items():
         own = {k[len(prefix) + 1 :]: v.float() for k, v in tensors.items() if k.startswith(prefix + ".")}

@@ -24,6 +24,7 @@ the same noise on the same batch.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -57,6 +58,11 @@ class TeacherConfig:
     # that predicts the clean latent has flow error = its error / sigma: unweighted, the
     # levels under 0.1, which the sampler never visits (its last is 0.29), outweigh the rest.
     loss_sigma_floor: float = 0.0
+    # auxiliary: on a mid revisit, each layer's attention mass on the mid block that filmed
+    # the place is pushed up to read_floor (a hinge on its log, per query). The selection
+    # loss trains only the first layer's scores, and only that layer reads the mid bank.
+    read_weight: float = 0.0
+    read_floor: float = 0.2
 
     def __post_init__(self):
         if self.grad_history not in GRAD_HISTORY:
@@ -65,6 +71,9 @@ class TeacherConfig:
             value = getattr(self, name)
             if value is not None and not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name}={value!r} must be in [0, 1]")
+        if not 0.0 < self.read_floor <= 1.0 or self.read_weight < 0:
+            raise ValueError(f"read_floor={self.read_floor!r} must be in (0, 1] and read_weight={self.read_weight!r} "
+                             "at least 0")
 
 
 def sample_sigmas(batch: int, gen: torch.Generator, floor: float = 0.0) -> torch.Tensor:
@@ -152,6 +161,7 @@ class ClipLoss:
     revisits: list[int]  # trained blocks that revisit a place only the mid bank holds
     hits: list[float]  # un-forced mid revisits: 1 if the selection held a source
     recon: torch.Tensor | None = None  # mean auxiliary rebuild loss of the blocks bound for the mid bank
+    read: torch.Tensor | None = None  # mean reading hinge over the trained mid revisits' layers
 
 
 def _denoise_loss(sampler, x0, d: Draw, text, tc: TeacherConfig, device) -> torch.Tensor:
@@ -173,17 +183,19 @@ def clip_loss(sampler: PackForcingSampler, clips: Clips, texts: list[torch.Tenso
     sampler.backbone.place.set_clip(clips.xs)
     read = recalled_sources(clips) if tc.grad_history == "sources" else set()
     grad = torch.is_grad_enabled()
-    flow, weights, sel, recon = [], [], [], []
+    flow, weights, sel, recon, read_terms = [], [], [], [], []
     out = ClipLoss(None, None, {}, [], [])
     try:
         for c, row in enumerate(clips.sources):
             x0 = clips.latent[:, :, c * bf : (c + 1) * bf].to(device)
             mid = [m for m in row["mid"] if m in sampler.memory.cache.mid] if is_mid_revisit(row) else []
             d = draw(gen, x0.shape, bool(mid), tc)
-            hook = SelectionHook(mid[: cfg.top_k] if mid and d.force else [])
+            hook = SelectionHook(mid[: cfg.top_k] if mid and d.force else [], mid if tc.read_weight > 0 else [])
             sampler.begin_block(c, hook=hook)
             if d.train:
                 loss = _denoise_loss(sampler, x0, d, texts[c], tc, device)
+                if hook.log_mass:
+                    read_terms.append(read_hinge(hook.log_mass, tc.read_floor))
                 flow.append(loss)
                 weights.append(tc.revisit_weight if mid else 1.0)
                 out.block_losses[c] = loss.item()
@@ -210,4 +222,10 @@ def clip_loss(sampler: PackForcingSampler, clips: Clips, texts: list[torch.Tenso
         out.total = (torch.stack(flow) * w).sum() / w.sum()
     out.selection = torch.stack(sel).mean() if sel else None
     out.recon = torch.stack(recon).mean() if recon else None
+    out.read = torch.stack(read_terms).mean() if read_terms else None
     return out
+
+
+def read_hinge(log_mass: list[torch.Tensor], floor: float) -> torch.Tensor:
+    """Mean over layers and queries of max(0, log floor - log mass on the source)."""
+    return torch.stack([F.relu(math.log(floor) - m).mean() for m in log_mass]).mean()

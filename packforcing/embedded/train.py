@@ -30,9 +30,6 @@ from .camera_data import V11_PATHS, Clips, make_clips
 from .teacher import ReconHead, TeacherConfig, clip_loss
 from .vocab import tokenize
 
-# parameters a run may add to the one it starts from (they start at zero: the outputs are unchanged)
-GROWN = "place.later."
-
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -61,9 +58,6 @@ class TrainConfig:
     mix_full: float = 0.0
     prediction_type: str = "flow_prediction"  # or "sample": the transformer outputs the clean latent
     bind_objects: bool = False  # the prompt encoder gives each object's words together (vocab.TinyTextEncoder)
-    # how many transformer blocks, from the first, add the camera's place embedding to their
-    # input (camera_model.PlaceEmbedding); 1 = the first only, as v11-v15
-    place_layers: int = 1
     # a run folder whose EMA weights (state.pt) a new run starts from, with a fresh optimizer
     # and counters; None: random weights. A resumed run ignores it.
     init: str | None = None
@@ -132,18 +126,16 @@ class Run:
     def __init__(self, tc: TrainConfig, out: str):
         self.tc, self.out, self.device = tc, out, _device(tc)
         torch.set_num_threads(tc.threads)
-        self.backbone = camera_model.build(tc.seed, prediction_type=tc.prediction_type, bind_objects=tc.bind_objects,
-                                           place_layers=tc.place_layers)
+        self.backbone = camera_model.build(tc.seed, prediction_type=tc.prediction_type, bind_objects=tc.bind_objects)
         self.backbone.transformer.to(self.device)
         # the rebuild head trains beside the model and lives in state.pt only (sampling never uses it)
         self.head = None
         if tc.teacher.recon_weight > 0:
             self.head = ReconHead(self.backbone.hr_compressor.net[-1].out_channels, self.backbone.codec.latent_channels)
-        modules = {**camera_model.trainable_modules(self.backbone), **({"head": self.head} if self.head else {})}
-        for m in modules.values():
+        modules = [*camera_model.trainable_modules(self.backbone).values(), *([self.head] if self.head else [])]
+        for m in modules:
             m.to(self.device).train()
-        self.names = [f"{prefix}.{n}" for prefix, m in modules.items() for n, _ in m.named_parameters()]
-        self.params = [p for m in modules.values() for p in m.parameters()]
+        self.params = [p for m in modules for p in m.parameters()]
         self.opt = torch.optim.AdamW(self.params, lr=tc.lr, weight_decay=tc.weight_decay)
         self.ema = [p.detach().clone() for p in self.params]
         self.step, self.minutes, self.revisits = 0, 0.0, 0
@@ -168,7 +160,6 @@ class Run:
             "rng": {"version": version, "internal": list(internal), "gauss": gauss},
             "gen": self.gen.get_state(),
             "recipe": json.dumps(self.tc.to_dict()),
-            "names": self.names,
         }
 
     def resume(self) -> None:
@@ -186,26 +177,15 @@ class Run:
         print(f"resumed {self.out} at step {self.step} ({self.minutes:.1f} min)", flush=True)
 
     def start_from(self, folder: str) -> None:
-        """Weights from another run's EMA (the rebuild head's included); the optimizer starts
-        afresh. Later blocks' place projections the other run lacks keep their zeros."""
+        """Weights from another run's EMA (the rebuild head's included); the optimizer starts afresh."""
         path = os.path.join(folder, "state.pt")
-        state = torch.load(path, map_location=self.device, weights_only=True)
-        grown = [n for n in self.names if n.startswith(GROWN)]
-        # states saved before names were kept hold every tensor but the later place projections
-        names = state.get("names") or [n for n in self.names if n not in grown]
-        if len(names) != len(state["ema"]):
-            raise ValueError(f"{path}: its {len(state['ema'])} tensors do not match this recipe's model and rebuild "
-                             f"head ({len(names)} expected)")
-        theirs = dict(zip(names, state["ema"], strict=True))
-        ours = {n: p.shape for n, p in zip(self.names, self.params, strict=True) if n not in grown}
-        mismatched = sorted(set(theirs) ^ set(ours)) + [n for n in ours if n in theirs and theirs[n].shape != ours[n]]
-        if mismatched:
-            raise ValueError(f"{path}: its tensors do not match this recipe's model and rebuild head "
-                             f"({len(mismatched)} differ, e.g. {mismatched[:3]})")
-        for name, p, e in zip(self.names, self.params, self.ema, strict=True):
-            if name in theirs:
-                p.data.copy_(theirs[name])
-                e.copy_(theirs[name])
+        ema = torch.load(path, map_location=self.device, weights_only=True)["ema"]
+        shapes = [tuple(v.shape) for v in ema]
+        if shapes != [tuple(p.shape) for p in self.params]:
+            raise ValueError(f"{path}: its {len(ema)} tensors do not match this recipe's model and rebuild head")
+        for p, e, v in zip(self.params, self.ema, ema, strict=True):
+            p.data.copy_(v)
+            e.copy_(v)
         print(f"started {self.out} from {folder}", flush=True)
 
     def save(self) -> None:
@@ -233,7 +213,8 @@ class Run:
             texts = encode_texts(self.backbone, clips)
             out = clip_loss(sampler, clips, texts, tc.teacher, self.gen, self.head)
             terms = [w * t for w, t in ((1.0, out.total), (tc.selection_weight, out.selection),
-                                         (tc.teacher.recon_weight, out.recon)) if t is not None]
+                                         (tc.teacher.recon_weight, out.recon), (tc.teacher.read_weight, out.read))
+                     if t is not None]
         self.opt.zero_grad(set_to_none=True)
         norm = torch.zeros(())
         # none when the clips drew no revisit and left out every other block (other_fraction < 1)
@@ -261,6 +242,7 @@ def curve_row(run: Run, out, norm, lr: float, clips: Clips, seconds: float, cpu:
         "loss": round(out.total.item(), 5) if out.total is not None else None,
         "selection_ce": round(out.selection.item(), 4) if out.selection is not None else None,
         "recon": round(out.recon.item(), 4) if out.recon is not None else None,
+        "read": round(out.read.item(), 4) if out.read is not None else None,
         "mid_revisit_flow": mean([losses[c] for c in out.revisits]),
         "other_flow": mean([v for c, v in losses.items() if c not in out.revisits]),
         "selection_hit": mean(out.hits),

@@ -270,3 +270,54 @@ def test_the_rate_warms_up_holds_then_falls_to_zero(tmp_path):
           "--decay-from", "0", "--decay-steps", "4"])  # the decay set from the command line
     curve = [json.loads(line) for line in (tmp_path / "cli" / "curve.jsonl").read_text().splitlines()]
     assert [r["lr"] for r in curve] == pytest.approx([1e-3, 7.5e-4])
+
+
+def test_the_reading_loss_sees_each_layers_attention_mass_on_the_source(setup):
+    """The reported log mass equals torch's own attention run with the source tokens'
+    indicator as values; asking for it leaves every flow loss unchanged."""
+    from unittest import mock
+
+    from packforcing import attention
+    from packforcing.attention import SelectionHook
+
+    backbone, clips = setup
+    sampler = PackForcingSampler(backbone, backbone.default_config, seed=0)
+    texts = encode_texts(backbone, clips)
+    calls, original = [], attention.sdpa
+
+    def spy(q, k, v, bias=None):
+        calls.append((q.detach(), k.detach(), bias))
+        return original(q, k, v, bias)
+
+    backbone.place.set_clip(clips.xs)
+    gen = torch.Generator().manual_seed(0)
+    try:
+        with torch.no_grad(), mock.patch.object(attention, "sdpa", spy):
+            for c in range(6):
+                x0 = clips.latent[:, :, c * 4 : (c + 1) * 4]
+                hook = SelectionHook(sources=[2] if c == 5 else [])
+                sampler.begin_block(c, hook=hook)
+                calls.clear()
+                sampler.forward(x0 + 0.5 * torch.randn(x0.shape, generator=gen), 500.0, texts[c])
+                if c < 5:
+                    assert hook.log_mass == []
+                    sampler.memory.admit(sampler.write_block(c, x0, texts[c]), x0, None, texts[c])
+            # block 5 attends sinks 0 and 1 (64 tokens each), mid 2 and 3 (8 each), recent 4, itself
+            assert [(b.index, b.tokens) for b in sampler.memory.cache.attended()] == [
+                (0, 64), (1, 64), (2, 8), (3, 8), (4, 64)]
+    finally:
+        sampler.memory.reset()
+    assert len(hook.log_mass) == len(calls) == 4
+    for (q, k, bias), got in zip(calls, hook.log_mass, strict=True):
+        indicator = torch.zeros(k.shape[:2] + (1, 1))
+        indicator[:, 128:136] = 1.0  # block 2's compressed tokens
+        mass = original(q, k, indicator.expand(-1, -1, k.shape[2], 1), bias)[..., 0]  # (B, S_q, H)
+        torch.testing.assert_close(got.exp(), mass.permute(0, 2, 1), rtol=1e-4, atol=1e-6)
+    plain = _loss(setup)
+    read = _loss(setup, read_weight=1.0)
+    assert plain.read is None and read.read is not None and read.read.item() > 0
+    assert read.block_losses == pytest.approx(plain.block_losses, rel=1e-6)
+    read.read.backward()
+    assert backbone.transformer.blocks[2].attn1.to_q.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="read_floor=0.0"):
+        TeacherConfig(read_floor=0.0)
