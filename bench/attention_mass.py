@@ -20,14 +20,9 @@ from unittest import mock
 
 import torch
 
-from bench.camera_recall import clips_for
+from bench.camera_recall import clips_for, revisit_loss
 from packforcing import attention
-from packforcing.attention import SelectionHook
-from packforcing.decoding import Decoded
 from packforcing.embedded import camera_model
-from packforcing.embedded.camera_data import is_mid_revisit
-from packforcing.embedded.vocab import tokenize
-from packforcing.sampler import PackForcingSampler
 
 PARTS = ("sink", "source", "other_mid", "recent", "self")
 
@@ -73,32 +68,20 @@ class Recorder:
                 for layer, row in self.sums.items()}
 
 
-@torch.no_grad()
 def attention_mass(backbone, clips, policy: str = "dynamic", prompted: bool = True, sigma: float = 0.9,
                    seed: int = 0) -> dict[int, dict[str, float]]:
-    cfg = backbone.default_config.replace(policy=policy)
-    sampler = PackForcingSampler(backbone, cfg, seed=seed)
-    gen = torch.Generator().manual_seed(seed)
-    text = backbone.text_encoder(tokenize(clips.prompts[0]))
-    denoise_text = text if prompted else torch.zeros_like(text)
-    backbone.place.set_clip(clips.xs)
-    bf, recorder = cfg.block_frames, Recorder(attention.sdpa)
-    try:
-        with mock.patch.object(attention, "sdpa", recorder):
-            for c, row in enumerate(clips.sources):
-                x0 = clips.latent[:, :, c * bf : (c + 1) * bf]
-                sampler.begin_block(c, hook=SelectionHook())
-                noise = torch.randn(x0.shape, generator=gen)
-                if is_mid_revisit(row):
-                    recorder.layer = 0
-                    recorder.name_parts = lambda c=c, row=row: [  # noqa: E731
-                        (part_of(b.index, c, row, cfg.sink_blocks), b.tokens) for b in sampler.memory.cache.attended()]
-                sampler.forward((1 - sigma) * x0 + sigma * noise, sigma * cfg.num_train_timesteps, denoise_text)
-                recorder.name_parts = None
-                sampler.memory.admit(sampler.write_block(c, x0, text), x0,
-                                     Decoded(pixels=clips.pixels[:, :, c * 16 : (c + 1) * 16]), text)
-    finally:
-        sampler.memory.reset()
+    """camera_recall's teacher-forced pass (condition dynamic), recording its mid revisits."""
+    recorder = Recorder(attention.sdpa)
+    sink_blocks = backbone.default_config.replace(policy=policy).sink_blocks
+
+    def watch(sampler, block: int, row: dict) -> None:
+        recorder.layer, recorder.name_parts = 0, None
+        if sampler is not None:
+            recorder.name_parts = lambda: [(part_of(b.index, block, row, sink_blocks), b.tokens)
+                                           for b in sampler.memory.cache.attended()]
+
+    with mock.patch.object(attention, "sdpa", recorder):
+        revisit_loss(backbone, clips, "dynamic", sigma, seed, policy, prompted, watch=watch)
     return recorder.shares()
 
 

@@ -42,7 +42,9 @@ def clips_for(seed: int, batch: int, codec) -> Clips:
 
 @torch.no_grad()
 def revisit_loss(backbone, clips: Clips, condition: str, sigma: float = 0.9, seed: int = 0,
-                 policy: str = "dynamic", prompted: bool = True) -> float:
+                 policy: str = "dynamic", prompted: bool = True, watch=None) -> float:
+    """watch: called as watch(sampler, block, row) before each mid revisit's denoising pass
+    and watch(None, block, row) after it (bench/attention_mass.py records in between)."""
     cfg = backbone.default_config.replace(policy="window" if condition == "window" else policy)
     sampler = PackForcingSampler(backbone, cfg, seed=seed)
     gen = torch.Generator().manual_seed(seed)
@@ -61,7 +63,11 @@ def revisit_loss(backbone, clips: Clips, condition: str, sigma: float = 0.9, see
             x0 = (clips.latent if mid else latent)[:, :, c * bf : (c + 1) * bf]
             sampler.begin_block(c, hook=SelectionHook(row["mid"] if condition == "oracle" and mid else []))
             noise = torch.randn(x0.shape, generator=gen)
+            if mid and watch is not None:
+                watch(sampler, c, row)
             v = sampler.forward((1 - sigma) * x0 + sigma * noise, sigma * cfg.num_train_timesteps, denoise_text)
+            if mid and watch is not None:
+                watch(None, c, row)
             if mid:
                 losses.append(((v - (noise - x0)) ** 2).mean().item())
             hist = latent[:, :, c * bf : (c + 1) * bf]
