@@ -109,6 +109,10 @@ def test_every_shipped_recipe_reads():
         (AERecipe.load if path.name == "autoencoder.json" else TrainConfig.from_file)(str(path))
     v15 = TrainConfig.from_file(str(folder / "v15.json"))
     assert v15.teacher.revisit_text_dropout == 0.5 and v15.teacher.text_dropout == 0.1
+    reads = {name: TrainConfig.from_file(str(folder / f"{name}.json")).teacher for name in ("v17", "v18")}
+    assert (reads["v17"].read_weight, reads["v17"].read_floor) == (0.05, 0.2)
+    assert (reads["v18"].read_weight, reads["v18"].read_floor) == (0.01, 0.2)
+    assert v15.teacher.read_weight == 0.0  # the v15 line asks for no reading
 
 
 def test_a_resumed_run_continues_where_it_stopped(tmp_path):
