@@ -7,7 +7,8 @@ Prompts and seeds are chosen apart from training (training draws layouts from ra
 - colours: every named colour's share of frames (>= MIN_PIXELS pixels of it) in each
   third of a 30-s looping pan; the worst share over colours and thirds (target >= 0.2).
 - pan: share of frame pairs 2 apart whose horizontal shift, estimated from pixels, is the
-  camera's within 1 px (the video moves the way the path says, and is not noise).
+  camera's within 1 px (the video moves the way the path says, and is not noise); also
+  over blocks 0-7 alone and over the blocks that revisit a place only the mid bank holds.
 - loop: blocks 10-15 of a looping pan against the frames one loop earlier (mean absolute
   difference of 4x4-pooled frames, 0-255), per memory policy.
 - outback: `right:8,left:8`, blocks 12-13 against the earlier frames at the same camera
@@ -81,10 +82,26 @@ def colour_worst_share(frames: np.ndarray, spec) -> float:
     return min(shares)
 
 
-def pan_accuracy(frames: np.ndarray, xs: np.ndarray, lag: int = 2) -> float:
+def pan_hits(frames: np.ndarray, xs: np.ndarray, lag: int = 2) -> np.ndarray:
+    """Per frame pair (f, f + lag): is the pixel shift the camera's within 1 px?"""
     est = metrics.pan_estimate(frames, lag=lag, max_shift=12, stride=1)
     want = (xs[lag:] - xs[:-lag])[: len(est)]
-    return float(np.mean(np.abs(est - want) <= 1))
+    return np.abs(est - want) <= 1
+
+
+def pan_accuracy(frames: np.ndarray, xs: np.ndarray, lag: int = 2) -> float:
+    return float(np.mean(pan_hits(frames, xs, lag)))
+
+
+def pan_where(frames: np.ndarray, xs: np.ndarray) -> dict:
+    """Pan accuracy before any revisit (blocks 0-7) and on blocks that revisit a place only
+    the mid bank holds: reading the bank must not cost the motion."""
+    hits = pan_hits(frames, xs)
+    block = np.arange(len(hits)) // FPB
+    rows = revisit_sources(xs)
+    revisit = np.array([b < len(rows) and is_mid_revisit(rows[b]) for b in block])
+    return {"pan_first_blocks": float(hits[block < 8].mean()),
+            "pan_mid_revisits": float(hits[revisit].mean()) if revisit.any() else None}
 
 
 def source_hit(blocks, xs: np.ndarray) -> list[float]:
@@ -120,6 +137,7 @@ def one(pipe, prompt: str, seed: int, ablations: bool) -> dict:
     row = {
         "colour_worst_share": colour_worst_share(frames, spec),
         "pan_accuracy": pan_accuracy(frames, xs30),
+        **pan_where(frames, xs30),
         "faithfulness": metrics.faithfulness(frames, spec)["faithfulness"],
         "loop_dynamic": revisit_mae(frames, xs30, 10 * FPB, 16 * FPB),
         "hits": source_hit(blocks, xs30),

@@ -98,3 +98,27 @@ def test_attention_mass_names_each_attended_block_and_its_shares_sum_to_one():
     window = attention_mass(backbone, clips, policy="window")  # negative control: no mid bank attended
     assert all(s["source"] == 0 and s["other_mid"] == 0 for s in window.values())
     assert all(sum(s.values()) == pytest.approx(1.0, abs=1e-3) for s in window.values())
+
+
+def test_pan_where_tells_where_the_motion_stops():
+    """The true world pans everywhere; freezing the blocks after the first loop (where every
+    mid-bank revisit lies) stops the revisits' pan and leaves blocks 0-7 as they were."""
+    from bench.camera import FPB, camera_xs, pan_where
+    from packforcing.embedded import panorama as world
+
+    spec = world.spec_from_prompt("a red circle and a blue square", 1000)
+    xs = camera_xs(f"{spec.pan}:30", 30)
+    truth = world.render(spec, xs)
+    whole = pan_where(truth, xs)
+    assert whole["pan_first_blocks"] > 0.95 and whole["pan_mid_revisits"] > 0.95
+    late = truth.copy()
+    for b in range(8, 30):
+        late[b * FPB : (b + 1) * FPB] = truth[b * FPB]
+    frozen = pan_where(late, xs)
+    edge = 2 / (8 * FPB)  # the lag-2 pairs that straddle the frozen edge may change
+    assert abs(frozen["pan_first_blocks"] - whole["pan_first_blocks"]) <= edge and frozen["pan_mid_revisits"] < 0.2
+    early = truth.copy()  # control: freezing blocks 0-7 instead
+    for b in range(8):
+        early[b * FPB : (b + 1) * FPB] = truth[b * FPB]
+    swapped = pan_where(early, xs)
+    assert swapped["pan_first_blocks"] < 0.2 and swapped["pan_mid_revisits"] == pytest.approx(whole["pan_mid_revisits"])
