@@ -110,7 +110,7 @@ def test_pan_where_tells_where_the_motion_stops():
     xs = camera_xs(f"{spec.pan}:30", 30)
     truth = world.render(spec, xs)
     whole = pan_where(truth, xs)
-    assert whole["pan_first_blocks"] > 0.95 and whole["pan_mid_revisits"] > 0.95
+    assert whole["pan_first_blocks"] > 0.95 and whole["pan_mid_revisits"] > 0.95 and whole["pan_accuracy"] > 0.95
     late = truth.copy()
     for b in range(8, 30):
         late[b * FPB : (b + 1) * FPB] = truth[b * FPB]
