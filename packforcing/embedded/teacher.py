@@ -63,11 +63,15 @@ class TeacherConfig:
     # loss trains only the first layer's scores, and only that layer reads the mid bank.
     read_weight: float = 0.0
     read_floor: float = 0.2
+    # the hinge reaches only the samples noised at least this much. Below it the block's own
+    # latent holds the layout, and its motion should come from itself, not from a source
+    # filmed moving the other way (0: every trained revisit, as v17/v18).
+    read_sigma_min: float = 0.0
 
     def __post_init__(self):
         if self.grad_history not in GRAD_HISTORY:
             raise ValueError(f"grad_history={self.grad_history!r}; allowed: {GRAD_HISTORY}")
-        for name in ("other_fraction", "text_dropout", "revisit_text_dropout"):
+        for name in ("other_fraction", "text_dropout", "revisit_text_dropout", "read_sigma_min"):
             value = getattr(self, name)
             if value is not None and not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name}={value!r} must be in [0, 1]")
@@ -194,8 +198,9 @@ def clip_loss(sampler: PackForcingSampler, clips: Clips, texts: list[torch.Tenso
             sampler.begin_block(c, hook=hook)
             if d.train:
                 loss = _denoise_loss(sampler, x0, d, texts[c], tc, device)
-                if hook.log_mass:
-                    read_terms.append(read_hinge(hook.log_mass, tc.read_floor))
+                reading = read_hinge(hook.log_mass, tc.read_floor, d.sigma >= tc.read_sigma_min)
+                if reading is not None:
+                    read_terms.append(reading)
                 flow.append(loss)
                 weights.append(tc.revisit_weight if mid else 1.0)
                 out.block_losses[c] = loss.item()
@@ -226,6 +231,10 @@ def clip_loss(sampler: PackForcingSampler, clips: Clips, texts: list[torch.Tenso
     return out
 
 
-def read_hinge(log_mass: list[torch.Tensor], floor: float) -> torch.Tensor:
-    """Mean over layers and queries of max(0, log floor - log mass on the source)."""
-    return torch.stack([F.relu(math.log(floor) - m).mean() for m in log_mass]).mean()
+def read_hinge(log_mass: list[torch.Tensor], floor: float, keep: torch.Tensor) -> torch.Tensor | None:
+    """Mean over layers, heads, queries and the kept samples (`keep`: (B,) bool) of
+    max(0, log floor - log mass on the source); None when nothing is reported or kept."""
+    if not log_mass or not keep.any():
+        return None
+    per_sample = torch.stack([F.relu(math.log(floor) - m).mean((1, 2)) for m in log_mass]).mean(0)
+    return per_sample[keep.to(per_sample.device)].mean()

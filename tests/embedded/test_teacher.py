@@ -10,7 +10,7 @@ import torch
 
 from packforcing.embedded import camera_model
 from packforcing.embedded.camera_data import is_mid_revisit, make_clips
-from packforcing.embedded.teacher import ReconHead, TeacherConfig, clip_loss, recalled_sources
+from packforcing.embedded.teacher import ReconHead, TeacherConfig, clip_loss, read_hinge, recalled_sources
 from packforcing.embedded.train import Run, TrainConfig, encode_texts, learning_rate
 from packforcing.sampler import PackForcingSampler
 
@@ -112,6 +112,9 @@ def test_every_shipped_recipe_reads():
     reads = {name: TrainConfig.from_file(str(folder / f"{name}.json")).teacher for name in ("v17", "v18")}
     assert (reads["v17"].read_weight, reads["v17"].read_floor) == (0.05, 0.2)
     assert (reads["v18"].read_weight, reads["v18"].read_floor) == (0.01, 0.2)
+    v19 = TrainConfig.from_file(str(folder / "v19.json")).teacher  # v18, the hinge above 0.5 only
+    assert (v19.read_weight, v19.read_sigma_min, v19.revisit_sigma_floor) == (0.01, 0.5, 0.0)
+    assert reads["v18"].read_sigma_min == 0.0 and reads["v18"].revisit_sigma_floor == 0.5
     assert v15.teacher.read_weight == 0.0  # the v15 line asks for no reading
 
 
@@ -325,3 +328,23 @@ def test_the_reading_loss_sees_each_layers_attention_mass_on_the_source(setup):
     assert backbone.transformer.blocks[2].attn1.to_q.weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="read_floor=0.0"):
         TeacherConfig(read_floor=0.0)
+
+
+def test_the_reading_hinge_by_hand_and_only_on_the_kept_samples(setup):
+    """floor 0.2; two layers, two samples, one head, two queries. Sample 0's hinges:
+    layer 1 (log 2 + 0) / 2, layer 2 0, so log 2 / 4; sample 1's: log 4 / 2 and log 2, so log 2."""
+    mass = [torch.tensor([[[0.1, 0.5]], [[0.2, 0.05]]]), torch.tensor([[[0.4, 0.4]], [[0.1, 0.1]]])]
+    log_mass = [m.log() for m in mass]
+    ln2 = 0.6931471805599453
+    both = read_hinge(log_mass, 0.2, torch.tensor([True, True]))
+    assert both.item() == pytest.approx((ln2 / 4 + ln2) / 2, rel=1e-5)
+    assert read_hinge(log_mass, 0.2, torch.tensor([True, False])).item() == pytest.approx(ln2 / 4, rel=1e-5)
+    assert read_hinge(log_mass, 0.2, torch.tensor([False, False])) is None
+    assert read_hinge([], 0.2, torch.tensor([True, True])) is None
+    # in a clip: no level reaches 1, so the gate at 1 drops the hinge, never a flow loss
+    ungated = _loss(setup, read_weight=1.0, read_sigma_min=0.0)
+    gated = _loss(setup, read_weight=1.0, read_sigma_min=1.0)
+    assert ungated.read is not None and gated.read is None
+    assert gated.block_losses == pytest.approx(ungated.block_losses, rel=1e-6)
+    with pytest.raises(ValueError, match="read_sigma_min=1.5 must be in"):
+        TeacherConfig(read_sigma_min=1.5)
