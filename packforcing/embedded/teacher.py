@@ -63,9 +63,9 @@ class TeacherConfig:
     # loss trains only the first layer's scores, and only that layer reads the mid bank.
     read_weight: float = 0.0
     read_floor: float = 0.2
-    # the hinge reaches only the samples noised at least this much. Below it the block's own
-    # latent holds the layout, and its motion should come from itself, not from a source
-    # filmed moving the other way (0: every trained revisit, as v17/v18).
+    # the hinge reaches only the samples noised at least this much, where the history decides
+    # the layout (0: every trained revisit). v19 tried 0.5 with revisits at every level; it
+    # did not keep the revisits' pan (docs/experiments.md, v19).
     read_sigma_min: float = 0.0
 
     def __post_init__(self):
