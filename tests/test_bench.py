@@ -111,14 +111,14 @@ def test_pan_where_tells_where_the_motion_stops():
     truth = world.render(spec, xs)
     whole = pan_where(truth, xs)
     assert whole["pan_first_blocks"] > 0.95 and whole["pan_mid_revisits"] > 0.95 and whole["pan_accuracy"] > 0.95
-    late = truth.copy()
-    for b in range(8, 30):
-        late[b * FPB : (b + 1) * FPB] = truth[b * FPB]
-    frozen = pan_where(late, xs)
+    def freeze(blocks):  # each block's frames all show its first frame
+        still = truth.copy()
+        for b in blocks:
+            still[b * FPB : (b + 1) * FPB] = truth[b * FPB]
+        return still
+
+    frozen = pan_where(freeze(range(8, 30)), xs)
     edge = 2 / (8 * FPB)  # the lag-2 pairs that straddle the frozen edge may change
     assert abs(frozen["pan_first_blocks"] - whole["pan_first_blocks"]) <= edge and frozen["pan_mid_revisits"] < 0.2
-    early = truth.copy()  # control: freezing blocks 0-7 instead
-    for b in range(8):
-        early[b * FPB : (b + 1) * FPB] = truth[b * FPB]
-    swapped = pan_where(early, xs)
+    swapped = pan_where(freeze(range(8)), xs)  # control: freezing blocks 0-7 instead
     assert swapped["pan_first_blocks"] < 0.2 and swapped["pan_mid_revisits"] == pytest.approx(whole["pan_mid_revisits"])

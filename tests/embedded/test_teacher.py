@@ -109,10 +109,10 @@ def test_every_shipped_recipe_reads():
         (AERecipe.load if path.name == "autoencoder.json" else TrainConfig.from_file)(str(path))
     v15 = TrainConfig.from_file(str(folder / "v15.json"))
     assert v15.teacher.revisit_text_dropout == 0.5 and v15.teacher.text_dropout == 0.1
-    reads = {name: TrainConfig.from_file(str(folder / f"{name}.json")).teacher for name in ("v17", "v18")}
+    reads = {name: TrainConfig.from_file(str(folder / f"{name}.json")).teacher for name in ("v17", "v18", "v19")}
     assert (reads["v17"].read_weight, reads["v17"].read_floor) == (0.05, 0.2)
     assert (reads["v18"].read_weight, reads["v18"].read_floor) == (0.01, 0.2)
-    v19 = TrainConfig.from_file(str(folder / "v19.json")).teacher  # v18, the hinge above 0.5 only
+    v19 = reads["v19"]  # v18, the hinge above 0.5 only
     assert (v19.read_weight, v19.read_sigma_min, v19.revisit_sigma_floor) == (0.01, 0.5, 0.0)
     assert reads["v18"].read_sigma_min == 0.0 and reads["v18"].revisit_sigma_floor == 0.5
     assert v15.teacher.read_weight == 0.0  # the v15 line asks for no reading
